@@ -1,0 +1,3 @@
+from poolconform.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Element types: numpy dtype, ONNX enum, machine epsilon, and their order-preserving ULP grid.
+
+bfloat16 has no numpy type of its own; onnx already depends on ml_dtypes, which has one.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+from onnx import TensorProto
+
+NUMPY_DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype(np.float32),
+    "float64": np.dtype(np.float64),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "int8": np.dtype(np.int8),
+    "uint8": np.dtype(np.uint8),
+}
+
+ONNX_TYPES: dict[str, int] = {
+    "float32": TensorProto.FLOAT,
+    "float64": TensorProto.DOUBLE,
+    "float16": TensorProto.FLOAT16,
+    "bfloat16": TensorProto.BFLOAT16,
+    "int8": TensorProto.INT8,
+    "uint8": TensorProto.UINT8,
+}
+
+#: Same-width unsigned integers, to read a float's bits as an ordered integer.
+_BITS = {2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    return NUMPY_DTYPES[name]
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """Our name for a numpy dtype (the inverse of numpy_dtype)."""
+    for name, candidate in NUMPY_DTYPES.items():
+        if candidate == dtype:
+            return name
+    raise KeyError(str(dtype))
+
+
+def onnx_type_name(elem_type: int) -> str:
+    for name, candidate in ONNX_TYPES.items():
+        if candidate == elem_type:
+            return name
+    raise KeyError(elem_type)
+
+
+def is_float(name: str) -> bool:
+    return name in ("float32", "float64", "float16", "bfloat16")
+
+
+def epsilon(name: str) -> float:
+    """Unit roundoff scale of the type (0 for integers: they compare exactly)."""
+    if not is_float(name):
+        return 0.0
+    return float(ml_dtypes.finfo(NUMPY_DTYPES[name]).eps)
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
+    """Number of representable values of type `name` between a and b (elementwise, float64).
+
+    Both are rounded to the type first; NaN positions give 0 here (NaN is judged apart),
+    and an infinity against a finite value gives the distance to the largest finite.
+    """
+    if not is_float(name):
+        return np.abs(a.astype(np.float64) - b.astype(np.float64))
+    dtype = NUMPY_DTYPES[name]
+    ints = _BITS[dtype.itemsize]
+    x = np.nan_to_num(np.asarray(a, dtype=np.float64)).astype(dtype)
+    y = np.nan_to_num(np.asarray(b, dtype=np.float64)).astype(dtype)
+    xi = x.view(ints).astype(np.int64)
+    yi = y.view(ints).astype(np.int64)
+    # Map sign-magnitude bit patterns onto a monotonic integer line.
+    sign = np.int64(1) << (8 * dtype.itemsize - 1)
+    xi = np.where(xi < 0, -(xi & (sign - 1)), xi)
+    yi = np.where(yi < 0, -(yi & (sign - 1)), yi)
+    return np.abs(xi - yi).astype(np.float64)

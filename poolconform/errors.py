@@ -1,0 +1,19 @@
+"""The one exception family the CLI turns into a single line and exit status 2."""
+
+from __future__ import annotations
+
+
+class PoolconformError(Exception):
+    """A usage, configuration or input error: the user can fix it, no traceback needed."""
+
+
+class CaseError(PoolconformError):
+    """A pooling case that ONNX cannot express (the reason is the message)."""
+
+
+class MatrixError(PoolconformError):
+    """A matrix file or option that cannot be expanded."""
+
+
+class ModelError(PoolconformError):
+    """A model or test-data file that cannot be read safely."""

@@ -1,0 +1,1 @@
+"""Special-value input generators (ties, NaN, Inf, known means...): see poolconform.inputs."""

@@ -1,0 +1,99 @@
+"""PoolCase -> a checked single-node ONNX ModelProto.
+
+Every exported model passes `onnx.checker.check_model(full_check=True)` and strict shape
+inference, and the inferred output shape must equal poolconform.shapes' rule: an
+exporter that disagrees with the spec stops here, not in a backend.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper, shape_inference
+
+from poolconform import dtypes, shapes
+from poolconform.case import PoolCase
+from poolconform.errors import CaseError
+
+#: IR version pinned per opset so models load on runtimes older than the onnx package.
+_IR_FOR_OPSET = [(22, 10), (19, 9), (15, 8), (13, 7), (12, 7), (9, 4), (1, 3)]
+
+
+def ir_version_for(opset: int) -> int:
+    for first, ir in _IR_FOR_OPSET:
+        if opset >= first:
+            return ir
+    return 3
+
+
+def node_attributes(case: PoolCase) -> dict[str, object]:
+    """The ONNX attributes of the case's node, only those its op and opset define."""
+    if case.is_global:
+        return {"p": case.p} if case.op == "GlobalLpPool" else {}
+    attrs: dict[str, object] = {"kernel_shape": list(case.kernel)}
+    if case.auto_pad != "NOTSET":
+        attrs["auto_pad"] = case.auto_pad
+    else:
+        attrs["pads"] = list(case.pads)
+    attrs["strides"] = list(case.strides)
+    if case.ceil_mode:
+        attrs["ceil_mode"] = 1
+    if any(d != 1 for d in case.dilations):
+        attrs["dilations"] = list(case.dilations)
+    if case.op == "AveragePool":
+        attrs["count_include_pad"] = int(case.count_include_pad)
+    if case.op == "LpPool":
+        attrs["p"] = case.p
+    if case.op == "MaxPool" and case.storage_order:
+        attrs["storage_order"] = case.storage_order
+    return attrs
+
+
+def output_names(case: PoolCase) -> list[str]:
+    return ["Y", "Indices"] if case.with_indices else ["Y"]
+
+
+def build_model(case: PoolCase, check: bool = True) -> onnx.ModelProto:
+    """The case as an ONNX model (input `X`, outputs `Y` and maybe `Indices`)."""
+    elem = dtypes.ONNX_TYPES[case.dtype]
+    out_shape = list(shapes.output_shape(case))
+    node = helper.make_node(case.op, ["X"], output_names(case), name=case.op.lower(), **node_attributes(case))
+    outputs = [helper.make_tensor_value_info("Y", elem, out_shape)]
+    if case.with_indices:
+        outputs.append(helper.make_tensor_value_info("Indices", onnx.TensorProto.INT64, out_shape))
+    graph = helper.make_graph(
+        [node],
+        case.id,
+        [helper.make_tensor_value_info("X", elem, list(case.input_shape))],
+        outputs,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", case.opset)],
+        producer_name="poolconform",
+        ir_version=ir_version_for(case.opset),
+    )
+    if check:
+        check_model(model, case)
+    return model
+
+
+def check_model(model: onnx.ModelProto, case: PoolCase) -> None:
+    """Checker, strict shape inference, and the inferred shape against the project's rule."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CaseError(f"ONNX rejects {case.id}: {first}") from exc
+    expected = list(shapes.output_shape(case))
+    for value in inferred.graph.output:
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        if dims and dims != expected:
+            raise CaseError(f"onnx shape inference gives {dims!r} for {case.id}, the spec rule gives {expected!r}")
+
+
+def model_bytes(case: PoolCase) -> bytes:
+    """Serialized model: the stored bytes for cases read from disk, else a fresh export."""
+    if case.model_bytes is not None:
+        return case.model_bytes
+    return build_model(case).SerializeToString(deterministic=True)

@@ -1,0 +1,137 @@
+"""The truth: the ONNX pooling spec computed in float64 with vectorised NumPy.
+
+Windowed reductions are separable, so each spatial axis is gathered into
+(out, kernel) positions and reduced in turn; positions outside the input are masked
+by what they are (explicit padding, or ceil-mode overhang past the padding). The
+Indices output is not separable and is computed over the full window.
+
+Semantics chosen where the spec is silent (reported as findings, not hidden):
+NaN propagates through max and average (IEEE: any NaN in the window gives NaN); a
+window with no input element gives -inf for max and NaN for average.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from poolconform import shapes
+from poolconform.case import PoolCase
+
+
+def _axis_positions(n: int, out: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int):
+    """Window positions (out, kernel) on one axis and their masks: real input, inside pads."""
+    pos = np.arange(out)[:, None] * stride - pad_begin + np.arange(kernel)[None, :] * dilation
+    real = (pos >= 0) & (pos < n)
+    padded = (pos >= -pad_begin) & (pos < n + pad_end)
+    return np.clip(pos, 0, n - 1), real, padded
+
+
+def _geometry(case: PoolCase):
+    pads = shapes.resolve_pads(case)
+    out = shapes.spatial_output_shape(case)
+    rank = case.rank
+    return [
+        _axis_positions(
+            case.spatial[a], out[a], case.kernel[a], case.strides[a], case.dilations[a], pads[a], pads[a + rank]
+        )
+        for a in range(rank)
+    ]
+
+
+def _gather(x: np.ndarray, axis: int, index: np.ndarray) -> np.ndarray:
+    """x with `axis` replaced by (out, kernel) from `index`; kernel is the last axis."""
+    g = np.take(x, index, axis=axis)  # (..., out, kernel, ...)
+    return np.moveaxis(g, axis + 1, -1)
+
+
+def _mask(mask: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """Broadcast an (out, kernel) mask against a gathered array of `ndim` dims."""
+    shape = [1] * ndim
+    shape[axis] = mask.shape[0]
+    shape[-1] = mask.shape[1]
+    return mask.reshape(shape)
+
+
+def _windowed(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
+    geometry = _geometry(case)
+    y = x
+    count = np.ones((1,) * x.ndim)
+    for a, (index, real, padded) in enumerate(geometry):
+        axis = 2 + a
+        g = _gather(y, axis, index)
+        m = _mask(real, g.ndim, axis)
+        if kind == "max":
+            y = np.where(m, g, -np.inf).max(axis=-1)
+        else:
+            y = np.where(m, g, 0.0).sum(axis=-1)
+            counted = padded if case.count_include_pad else real
+            shape = [1] * x.ndim
+            shape[axis] = counted.shape[0]
+            count = count * counted.sum(axis=1).reshape(shape)
+    if kind == "avg":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return y / count
+    return y
+
+
+def _lp(values: np.ndarray, p: int) -> np.ndarray:
+    return np.abs(values) ** p
+
+
+def _max_indices(case: PoolCase, x: np.ndarray) -> np.ndarray:
+    """ONNX MaxPool Indices: flat over (N, C, spatial), row-major or column-major per plane."""
+    geometry = _geometry(case)
+    rank = case.rank
+    outs = [g[0].shape[0] for g in geometry]
+    ks = [g[0].shape[1] for g in geometry]
+    # Index grids of shape (o0, ..., o_{r-1}, k0, ..., k_{r-1}) per axis.
+    grids, reals = [], []
+    for a, (index, real, _) in enumerate(geometry):
+        shape = [1] * (2 * rank)
+        shape[a], shape[rank + a] = outs[a], ks[a]
+        grids.append(index.reshape(shape))
+        reals.append(real.reshape(shape))
+    full = tuple(np.broadcast_shapes(*[g.shape for g in grids]))
+    grids = [np.broadcast_to(g, full) for g in grids]
+    real = np.logical_and.reduce([np.broadcast_to(r, full) for r in reals])
+    window = x[(slice(None), slice(None), *grids)]  # (N, C, outs..., ks...)
+    window = np.where(real, window, -np.inf).reshape(x.shape[:2] + tuple(outs) + (-1,))
+    # First maximum in row-major window order; a NaN counts as the maximum (argmax does so).
+    choice = np.argmax(window, axis=-1)
+    flat_grids = [g.reshape(tuple(outs) + (-1,)) for g in grids]
+    spatial = x.shape[2:]
+    if case.storage_order == 0:
+        plane_strides = [int(np.prod(spatial[a + 1 :])) for a in range(rank)]
+    else:
+        plane_strides = [int(np.prod(spatial[:a])) for a in range(rank)]
+    offset = np.zeros(choice.shape, dtype=np.int64)
+    for a in range(rank):
+        picked = np.take_along_axis(np.broadcast_to(flat_grids[a], choice.shape + (flat_grids[a].shape[-1],)),
+                                    choice[..., None], axis=-1)[..., 0]
+        offset += picked.astype(np.int64) * plane_strides[a]
+    plane = int(np.prod(spatial))
+    n, c = x.shape[:2]
+    base = (np.arange(n)[:, None] * c + np.arange(c)[None, :]) * plane
+    return offset + base.reshape((n, c) + (1,) * rank)
+
+
+def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The expected outputs of `case` in float64 (Indices as int64)."""
+    x = np.asarray(inputs[0]).astype(np.float64)
+    spatial_axes = tuple(range(2, x.ndim))
+    if case.op == "GlobalMaxPool":
+        return [x.max(axis=spatial_axes, keepdims=True)]
+    if case.op == "GlobalAveragePool":
+        return [x.mean(axis=spatial_axes, keepdims=True)]
+    if case.op == "GlobalLpPool":
+        return [_lp(x, case.p).sum(axis=spatial_axes, keepdims=True) ** (1.0 / case.p)]
+    if case.op == "MaxPool":
+        values = _windowed(case, x, "max")
+        if case.with_indices:
+            return [values, _max_indices(case, x)]
+        return [values]
+    if case.op == "AveragePool":
+        return [_windowed(case, x, "avg")]
+    if case.op == "LpPool":
+        return [_windowed(case, _lp(x, case.p), "sum") ** (1.0 / case.p)]
+    raise ValueError(f"oracle has no rule for op {case.op!r}")
