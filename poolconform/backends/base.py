@@ -55,6 +55,11 @@ class BaseBackend:
     def version(self) -> str:
         return framework_version(self.framework) if self.framework else ""
 
+    def note(self, case: PoolCase) -> str | None:
+        """One line the record carries when the backend translated or emulated something
+        (e.g. "NHWC via transpose", "explicit pads applied with tf.pad before the call")."""
+        return None
+
     def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
@@ -83,6 +88,10 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "tensorflow": "poolconform.backends.tensorflow_backend:TensorFlow",
     "openvino-cpu": "poolconform.backends.openvino_backend:OpenVINOCPU",
 }
+
+
+#: Backends that run only when named in --backends (slow or derived checks).
+OPT_IN_BACKENDS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,7 @@ def resolve_backend_names(names: list[str] | None) -> list[BackendSpec]:
     """Specs for `--backends`; unknown names are a usage error that lists the known ones."""
     known = registry()
     if not names:
-        return list(known.values())
+        return [spec for spec in known.values() if spec.name not in OPT_IN_BACKENDS]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise PoolconformError(
