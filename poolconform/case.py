@@ -268,11 +268,13 @@ def validate_case(case: PoolCase) -> None:
             raise CaseError(
                 f"pad ({begin}, {end}) on axis {axis} must be smaller than the effective kernel "
                 f"{effective} (kernel={case.kernel!r}, dilations={case.dilations!r}): "
-                "a window could hold nothing but padding"
+                "a window could hold nothing but padding",
+                category="pad not smaller than the window",
             )
     out = shapes.output_shape(case)
     if any(v < 1 for v in out[2:]):
         raise CaseError(
             f"kernel larger than padded input: output shape {out!r} for input_shape={case.input_shape!r}, "
-            f"kernel={case.kernel!r}, pads={case.pads!r}, dilations={case.dilations!r}"
+            f"kernel={case.kernel!r}, pads={case.pads!r}, dilations={case.dilations!r}",
+            category="kernel larger than padded input",
         )

@@ -8,7 +8,14 @@ class PoolconformError(Exception):
 
 
 class CaseError(PoolconformError):
-    """A pooling case that ONNX cannot express (the reason is the message)."""
+    """A pooling case that ONNX cannot express (the reason is the message).
+
+    `category` is the short reason a matrix expansion counts drops under.
+    """
+
+    def __init__(self, message: str, category: str | None = None) -> None:
+        super().__init__(message)
+        self.category = category or message
 
 
 class MatrixError(PoolconformError):

@@ -1,0 +1,284 @@
+"""Keras 3 pooling layers on TensorFlow, JAX and torch: one backend per Keras backend.
+
+Keras fixes its backend once per process from KERAS_BACKEND at the first `import keras`,
+so each class sets that variable just before importing keras and refuses to run where
+keras already runs on another backend; the runner gives every backend its own process.
+
+A case runs as the Keras pooling layer a user would write (MaxPooling2D, ...), built once
+per configuration and called directly on a tensor (no Sequential, no model.predict); on
+JAX the layer call is jitted, and jax.jit caches one compilation per input shape and dtype.
+Layout: channels_first, so ONNX NCHW tensors go in and come out unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+
+import numpy as np
+
+from poolconform import dtypes, shapes
+from poolconform.backends.base import BaseBackend, Unsupported
+from poolconform.case import PoolCase
+
+DATA_FORMAT = "channels_first"
+
+_KINDS = {
+    "MaxPool": "MaxPooling",
+    "AveragePool": "AveragePooling",
+    "GlobalMaxPool": "GlobalMaxPooling",
+    "GlobalAveragePool": "GlobalAveragePooling",
+}
+
+
+@dataclass(frozen=True)
+class KerasPooling:
+    """The Keras layer (and its arguments) that computes a case exactly."""
+
+    layer: str  # e.g. "MaxPooling2D"
+    pool_size: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    padding: str = ""  # "valid" or "same"; "" for global layers
+    remark: str = ""  # how the ONNX attributes were mapped, when not one to one
+
+    @property
+    def is_global(self) -> bool:
+        return self.layer.startswith("Global")
+
+    def kwargs(self) -> dict[str, object]:
+        """Constructor arguments; strides are always explicit (Keras defaults them to pool_size)."""
+        if self.is_global:
+            return {"data_format": DATA_FORMAT, "keepdims": True}
+        return {
+            "pool_size": self.pool_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "data_format": DATA_FORMAT,
+        }
+
+
+def translate(case: PoolCase) -> KerasPooling | str:
+    """The Keras layer that computes `case` exactly, or the one-line reason none does."""
+    if case.op in ("LpPool", "GlobalLpPool"):
+        return "unsupported: Keras has no Lp pooling layer"
+    if case.with_indices:
+        return "unsupported: Keras pooling has no Indices output"
+    layer = f"{_KINDS[case.op]}{case.rank}D"
+    if case.is_global:
+        return KerasPooling(layer)
+    if any(d != 1 for d in case.dilations):
+        return f"unsupported: Keras pooling has no dilation (dilations={case.dilations!r})"
+    pads = shapes.resolve_pads(case)
+    upper = shapes.resolve_pads(case.replace(auto_pad="SAME_UPPER", pads=(0,) * len(case.pads), ceil_mode=False))
+    remarks: list[str] = []
+    if case.auto_pad == "SAME_UPPER" or (any(pads) and pads == upper):
+        padding = "same"
+        if case.op == "AveragePool" and case.count_include_pad and any(pads):
+            return "unsupported: Keras 'same' excludes padding from averages; count_include_pad=1 has no equivalent"
+        if case.auto_pad == "NOTSET":
+            remarks.append(f"explicit pads {pads!r} are SAME_UPPER's, run as padding='same'")
+        elif case.auto_pad == "SAME_LOWER":
+            remarks.append("SAME_LOWER pads equal SAME_UPPER's here, run as padding='same'")
+    elif not any(pads):
+        padding = "valid"
+    elif case.auto_pad == "SAME_LOWER":
+        return "unsupported: Keras 'same' puts the odd pad at the end (SAME_UPPER); SAME_LOWER has no equivalent"
+    else:
+        return (
+            f"unsupported: Keras pooling has no explicit pads (pads={pads!r}); "
+            "only none ('valid') or SAME_UPPER's ('same')"
+        )
+    keras_case = case.replace(
+        auto_pad="SAME_UPPER" if padding == "same" else "VALID", pads=(0,) * len(case.pads), ceil_mode=False
+    )
+    wanted, got = shapes.output_shape(case), shapes.output_shape(keras_case)
+    if wanted != got:
+        return (
+            f"unsupported: Keras pooling has no ceil_mode (ONNX output {wanted!r}, Keras '{padding}' gives {got!r})"
+            if case.ceil_mode
+            else f"unsupported: Keras '{padding}' gives output {got!r}, ONNX {wanted!r}"
+        )
+    if case.ceil_mode:
+        remarks.append("ceil_mode=1 gives the floor-mode shape here, run as floor mode")
+    return KerasPooling(layer, case.kernel, case.strides, padding, "; ".join(remarks))
+
+
+def loaded_keras_backend() -> str | None:
+    """The backend of the keras already imported in this process, or None if none is."""
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return None
+    try:
+        return str(keras.config.backend())
+    except AttributeError:  # keras 2, or a half-imported module
+        return "unknown"
+
+
+class _Keras(BaseBackend):
+    framework = "keras"
+    #: The KERAS_BACKEND value, and the modules (and distributions) it needs.
+    keras_backend = ""
+    needs: tuple[str, ...] = ()
+    distributions: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._functions: dict[tuple[KerasPooling, str], Callable] = {}
+        self._keras = None
+
+    # -- availability ---------------------------------------------------------------
+    def available(self) -> str | None:
+        loaded = loaded_keras_backend()
+        if loaded is not None and loaded != self.keras_backend:
+            return f"keras already loaded with backend {loaded!r} in this process (needs {self.keras_backend!r})"
+        for module in ("keras",) + self.needs:
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed (keras backend {self.keras_backend!r} needs it)"
+        major = _version("keras").split(".")[0]
+        if major.isdigit() and int(major) < 3:
+            return f"keras {_version('keras')!r} is Keras 2; multi-backend Keras needs keras>=3"
+        return None
+
+    def version(self) -> str:
+        framework = next((v for v in map(_version, self.distributions) if v), "?")
+        return f"{_version('keras')} ({self.distributions[0]} {framework})"
+
+    def supports(self, case: PoolCase) -> str | None:
+        plan = translate(case)
+        return plan if isinstance(plan, str) else None
+
+    def note(self, case: PoolCase) -> str | None:
+        plan = translate(case)
+        if isinstance(plan, str):
+            return None
+        call = plan.layer if plan.is_global else f"{plan.layer}(padding={plan.padding!r})"
+        return "; ".join(filter(None, [f"{call}, {DATA_FORMAT} (NCHW in and out)", plan.remark, self.remark]))
+
+    #: A fixed remark about this Keras backend's own translation, for note().
+    remark = ""
+
+    # -- running --------------------------------------------------------------------
+    def _import_keras(self):
+        """keras on this backend; sets KERAS_BACKEND first (it is read once, at import)."""
+        if self._keras is None:
+            reason = self.available()
+            if reason:
+                raise RuntimeError(reason)
+            os.environ["KERAS_BACKEND"] = self.keras_backend
+            import keras
+
+            if keras.config.backend() != self.keras_backend:
+                raise RuntimeError(f"keras loaded backend {keras.config.backend()!r}, wanted {self.keras_backend!r}")
+            self._configure()
+            self._keras = keras
+        return self._keras
+
+    def _configure(self) -> None:
+        """Process-wide framework settings, applied once after keras is imported."""
+
+    def _function(self, plan: KerasPooling, dtype: str) -> Callable:
+        """The pooling layer for `plan`, built once and reused for every case that needs it.
+
+        Float layers get the case dtype: a float32 layer would autocast float16 inputs up.
+        """
+        key = (plan, dtype)
+        fn = self._functions.get(key)
+        if fn is None:
+            keras = self._import_keras()
+            kwargs = plan.kwargs()
+            if dtypes.is_float(dtype):
+                kwargs["dtype"] = dtype
+            fn = self._wrap(getattr(keras.layers, plan.layer)(**kwargs))
+            if len(self._functions) > 512:
+                self._functions.clear()
+            self._functions[key] = fn
+        return fn
+
+    def _wrap(self, layer) -> Callable:
+        return layer
+
+    def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        plan = translate(case)
+        if isinstance(plan, str):
+            raise Unsupported(plan)
+        fn = self._function(plan, case.dtype)
+        y = fn(self._to_tensor(inputs[0], case.dtype))
+        return [self._to_numpy(y, case.dtype)]
+
+    def _to_tensor(self, x: np.ndarray, dtype: str):
+        keras = self._import_keras()
+        return keras.ops.convert_to_tensor(x, dtype=dtype)
+
+    def _to_numpy(self, y, dtype: str) -> np.ndarray:
+        return np.asarray(self._import_keras().ops.convert_to_numpy(y))
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+class KerasTensorFlow(_Keras):
+    name = "keras-tensorflow"
+    keras_backend = "tensorflow"
+    needs = ("tensorflow",)
+    distributions = ("tensorflow", "tensorflow-cpu", "tf-nightly")
+    remark = ""
+
+    def version(self) -> str:
+        framework = next((v for v in map(_version, self.distributions) if v), "?")
+        return f"{_version('keras')} (tensorflow {framework})"
+
+
+    def _configure(self) -> None:
+        # One intra-op thread: pooling small tensors on a busy 2-core machine is ~100x slower
+        # when the thread pool spins up; window reductions stay in the same order either way.
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # the context is already initialised: keep its setting
+            pass
+
+
+class KerasJax(_Keras):
+    name = "keras-jax"
+    keras_backend = "jax"
+    needs = ("jax", "jaxlib")
+    distributions = ("jax",)
+
+    def _wrap(self, layer) -> Callable:
+        import jax
+
+        return jax.jit(layer)
+
+
+class KerasTorch(_Keras):
+    name = "keras-torch"
+    keras_backend = "torch"
+    needs = ("torch",)
+    distributions = ("torch",)
+
+    def _configure(self) -> None:
+        # One intra-op thread: see KerasTensorFlow._configure (6 ms -> 25 us a call here).
+        import torch
+
+        torch.set_num_threads(1)
+
+    def _to_tensor(self, x: np.ndarray, dtype: str):
+        keras = self._import_keras()
+        if dtype == "bfloat16":  # torch cannot read ml_dtypes' bfloat16; widen exactly, cast back in torch
+            return keras.ops.cast(keras.ops.convert_to_tensor(x.astype(np.float32)), "bfloat16")
+        return keras.ops.convert_to_tensor(x, dtype=dtype)
+
+    def _to_numpy(self, y, dtype: str) -> np.ndarray:
+        keras = self._import_keras()
+        if dtype == "bfloat16":
+            return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(y, "float32"))).astype(dtypes.numpy_dtype(dtype))
+        return np.asarray(keras.ops.convert_to_numpy(y))

@@ -1,0 +1,60 @@
+"""The `poolconform` command: argument parsing and exit statuses.
+
+Exit 0: nothing unexpected; 1: an unexpected disagreement; 2: a usage, config or input
+error, reported as one line on stderr with no traceback. Each subcommand lives in
+poolconform/commands/<name>.py with `add_parser(subparsers)` and `main(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from poolconform import __version__
+from poolconform.errors import PoolconformError
+
+COMMANDS = ("run", "check", "export", "backends", "merge", "repro", "explain", "bench")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="poolconform", description="Check whether deep learning frameworks agree on pooling.")
+    parser.add_argument("--version", action="version", version=f"poolconform {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"poolconform.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"poolconform.commands.{name}":
+                raise
+            continue  # a command whose module is not part of this build
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except PoolconformError as exc:
+        print(f"poolconform: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("poolconform: interrupted; finished records are kept (continue with --resume)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

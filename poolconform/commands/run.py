@@ -1,0 +1,51 @@
+"""`poolconform run`: a matrix through every backend, reports under --out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from poolconform import shard
+from poolconform.commands.options import add_backend_options, selected_specs
+from poolconform.matrix import load_matrix
+from poolconform.pipeline import Session, execute
+from poolconform.runner import RunOptions, oracle_job
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a matrix of pooling cases on every backend and report agreement",
+                       description="Run a matrix (the embedded default when --matrix is not given) on every "
+                                   "backend, compare with the float64 oracle, write reports to --out.")
+    p.add_argument("--matrix", type=Path, metavar="FILE.toml",
+                   help="matrix file ([matrix] table, or a pyproject.toml with [tool.poolconform.matrix])")
+    p.add_argument("--out", type=Path, default=Path("poolconform-report"), metavar="DIR",
+                   help="report folder (default: poolconform-report/)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out")
+    p.add_argument("--shard", metavar="K/N", help="run only the K-th of N stable slices of the matrix")
+    add_backend_options(p)
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    expansion = load_matrix(args.matrix)
+    cases = expansion.cases
+    extra: dict = {"matrix": str(args.matrix) if args.matrix else "default"}
+    if args.shard:
+        k, n = shard.parse_shard(args.shard)
+        cases = shard.select(cases, k, n)
+        extra["shard"] = f"{k}/{n}"
+    specs, required = selected_specs(args)
+    session = Session(
+        specs=specs,
+        options=RunOptions(timeout=args.timeout, jobs=args.jobs),
+        out=args.out,
+        resume=args.resume,
+        require=required,
+        expectations=args.expectations,
+        dropped=dict(expansion.dropped),
+        title=f"poolconform run ({len(cases)} cases)",
+        quiet=args.quiet,
+        extra=extra,
+    )
+    status, _, _ = execute([oracle_job(c) for c in cases], session)
+    return status

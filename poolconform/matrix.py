@@ -1,0 +1,247 @@
+"""Matrix: TOML (or pyproject's [tool.poolconform.matrix], or the embedded default) -> cases.
+
+Each key takes one value or a list of values; lists expand as a cartesian product.
+A number means the same on every spatial axis (`kernel = 3` is 3x3 in 2-D); a nested
+list is one explicit per-axis value (`kernel = [[2, 3]]`, `pads = [[0, 0, 1, 1]]`).
+Impossible combinations are dropped and counted by reason; attributes an op ignores
+(a kernel for GlobalMaxPool) collapse into one case.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from poolconform.case import AUTO_PADS, DTYPES, OPS, PoolCase, make_case
+from poolconform.errors import CaseError, MatrixError
+
+#: key -> (what it holds, default). Order is the order of expansion.
+KEYS: dict[str, tuple[str, Any]] = {
+    "ops": ("op names", ["MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"]),
+    "rank": ("spatial rank 1, 2 or 3", 2),
+    "kernel": ("window size per axis", 2),
+    "stride": ("stride per axis", 1),
+    "input_size": ("spatial input size per axis", 8),
+    "pads": ("padding: n, or [[begin..., end...]]", 0),
+    "ceil_mode": ("true/false", False),
+    "count_include_pad": ("true/false", False),
+    "dilation": ("dilation per axis", 1),
+    "auto_pad": (f"one of {', '.join(AUTO_PADS)}", "NOTSET"),
+    "dtype": (f"one of {', '.join(DTYPES)}", "float32"),
+    "batch": ("batch size N", 1),
+    "channels": ("channel count C", 1),
+    "opset": ("ONNX opset version", 22),
+    "p": ("Lp norm order for LpPool", 2),
+    "indices": ("true/false: MaxPool also outputs Indices", False),
+    "storage_order": ("0 (row-major) or 1 (column-major) Indices", 0),
+    "generator": ("input generator name", "normal"),
+}
+
+_PER_AXIS = ("kernel", "stride", "input_size", "pads", "dilation")
+_BOOLS = ("ceil_mode", "count_include_pad", "indices")
+_INTS = ("rank", "batch", "channels", "opset", "p", "storage_order")
+_STRINGS = ("ops", "auto_pad", "dtype", "generator")
+
+
+@dataclass
+class Expansion:
+    """The cases of a matrix and what was dropped on the way."""
+
+    cases: list[PoolCase]
+    dropped: Counter = field(default_factory=Counter)
+    combinations: int = 0
+
+    def dropped_summary(self) -> str:
+        total = sum(self.dropped.values())
+        if not total:
+            return "dropped 0 combinations"
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.dropped.most_common())
+        return f"dropped {total} combinations: {reasons}"
+
+
+def _values(key: str, raw: Any) -> list[Any]:
+    """One key's list of values, each validated for type."""
+    values = raw if isinstance(raw, list) else [raw]
+    if not values:
+        raise MatrixError(f"matrix key {key!r} is an empty list; give at least one value")
+    out = []
+    for v in values:
+        if key in _PER_AXIS:
+            if isinstance(v, list):
+                if not v or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                    raise MatrixError(f"matrix key {key!r}: {v!r} must be a list of integers")
+                out.append(tuple(v))
+            elif isinstance(v, int) and not isinstance(v, bool):
+                out.append(v)
+            else:
+                raise MatrixError(f"matrix key {key!r}: {v!r} must be an integer or a list of integers")
+        elif key in _BOOLS:
+            if not isinstance(v, bool):
+                raise MatrixError(f"matrix key {key!r}: {v!r} must be true or false")
+            out.append(v)
+        elif key in _INTS:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise MatrixError(f"matrix key {key!r}: {v!r} must be an integer")
+            out.append(v)
+        else:
+            if not isinstance(v, str):
+                raise MatrixError(f"matrix key {key!r}: {v!r} must be a string")
+            out.append(v)
+    if key == "ops":
+        for v in out:
+            if v not in OPS:
+                raise MatrixError(f"unknown op {v!r} in 'ops'; allowed: {', '.join(OPS)}")
+    if key == "auto_pad":
+        for v in out:
+            if v not in AUTO_PADS:
+                raise MatrixError(f"unknown auto_pad {v!r}; allowed: {', '.join(AUTO_PADS)}")
+    if key == "dtype":
+        for v in out:
+            if v not in DTYPES:
+                raise MatrixError(f"unknown dtype {v!r}; allowed: {', '.join(DTYPES)}")
+    if key == "rank":
+        for v in out:
+            if v not in (1, 2, 3):
+                raise MatrixError(f"rank must be 1, 2 or 3, got {v!r}")
+    if key in ("kernel", "stride", "input_size", "dilation", "batch", "channels"):
+        for v in out:
+            if any(x < 1 for x in (v if isinstance(v, tuple) else (v,))):
+                raise MatrixError(f"matrix key {key!r}: {v!r} must be >= 1")
+    if key == "pads":
+        for v in out:
+            if any(x < 0 for x in (v if isinstance(v, tuple) else (v,))):
+                raise MatrixError(f"matrix key 'pads': {v!r} must be >= 0")
+    if key == "opset":
+        for v in out:
+            if not 1 <= v <= 30:
+                raise MatrixError(f"opset {v!r} is out of range; pooling exists from opset 1 to the installed onnx's latest")
+    return out
+
+
+def normalize(table: dict[str, Any]) -> dict[str, list[Any]]:
+    """Validate keys and types; every key gets its list of values (defaults filled in)."""
+    if not isinstance(table, dict):
+        raise MatrixError("[matrix] must be a table of keys")
+    for key in table:
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(KEYS)}"
+            raise MatrixError(f"unknown matrix key {key!r}{hint}")
+    return {key: _values(key, table.get(key, default)) for key, (_, default) in KEYS.items()}
+
+
+def _axis(value: int | tuple[int, ...], rank: int, what: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * rank
+    if len(value) != rank:
+        raise CaseError(f"{what} {value!r} does not fit rank {rank}", category=f"{what} does not fit the rank")
+    return value
+
+
+def expand(table: dict[str, Any]) -> Expansion:
+    """Expand a [matrix] table into validated, de-duplicated cases."""
+    values = normalize(table)
+    expansion = Expansion(cases=[])
+    seen: dict[PoolCase, None] = {}
+    for combo in itertools.product(*values.values()):
+        expansion.combinations += 1
+        v = dict(zip(values, combo))
+        try:
+            case = _combination_case(v)
+        except CaseError as exc:
+            expansion.dropped[exc.category] += 1
+            continue
+        seen.setdefault(case, None)
+    expansion.cases = list(seen)
+    return expansion
+
+
+def _combination_case(v: dict[str, Any]) -> PoolCase:
+    op, rank = v["ops"], v["rank"]
+    size = v["input_size"]
+    spatial = _axis(size, rank, "input_size")
+    shape = (v["batch"], v["channels"], *spatial)
+    rest: dict[str, Any] = dict(dtype=v["dtype"], opset=v["opset"], generator=v["generator"])
+    if op in ("LpPool", "GlobalLpPool"):
+        rest["p"] = v["p"]
+    if op == "MaxPool" and v["indices"]:
+        rest.update(with_indices=True, storage_order=v["storage_order"])
+    if op.startswith("Global"):
+        return make_case(op, shape, **rest)
+    pads = v["pads"]
+    if isinstance(pads, tuple) and len(pads) not in (rank, 2 * rank):
+        raise CaseError(f"pads {pads!r} does not fit rank {rank}", category="pads do not fit the rank")
+    if v["auto_pad"] != "NOTSET":
+        if pads != 0 and any(_axis(pads, len(pads) if isinstance(pads, tuple) else 1, "pads")):
+            raise CaseError("explicit pads with auto_pad", category="explicit pads combined with auto_pad")
+        pads = 0
+        rest["auto_pad"] = v["auto_pad"]
+    rest["ceil_mode"] = v["ceil_mode"]
+    if op == "AveragePool":
+        rest["count_include_pad"] = v["count_include_pad"]
+    return make_case(
+        op, shape,
+        kernel=_axis(v["kernel"], rank, "kernel"),
+        strides=_axis(v["stride"], rank, "stride"),
+        pads=pads if isinstance(pads, int) else tuple(pads),
+        dilations=_axis(v["dilation"], rank, "dilation"),
+        **rest,
+    )
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """The [matrix] table of a matrix file or of a pyproject's [tool.poolconform.matrix]."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MatrixError(f"matrix file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise MatrixError(f"matrix file {str(path)!r} is a directory") from None
+    except UnicodeDecodeError:
+        raise MatrixError(f"matrix file {str(path)!r} is not text (UTF-8)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"matrix file {str(path)!r} is not valid TOML: {exc}") from None
+    if Path(path).name == "pyproject.toml" and "matrix" not in data:
+        table = data.get("tool", {}).get("poolconform", {}).get("matrix")
+        if table is None:
+            raise MatrixError(f"{str(path)!r} has no [tool.poolconform.matrix] table")
+        return table
+    if "matrix" not in data:
+        found = ", ".join(repr(k) for k in data) or "nothing"
+        raise MatrixError(f"matrix file {str(path)!r} has no [matrix] table (found {found})")
+    return data["matrix"]
+
+
+def default_table() -> dict[str, Any]:
+    text = resources.files("poolconform").joinpath("default_matrix.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)["matrix"]
+
+
+#: The seed tutorial's four worked examples, on its own 4x4 input.
+def golden_cases() -> list[PoolCase]:
+    shape = (1, 1, 4, 4)
+    return [
+        make_case("MaxPool", shape, kernel=2, strides=2, generator="seed"),
+        make_case("AveragePool", shape, kernel=2, strides=2, generator="seed"),
+        make_case("GlobalMaxPool", shape, generator="seed"),
+        make_case("GlobalAveragePool", shape, generator="seed"),
+    ]
+
+
+def load_matrix(path: Path | None = None) -> Expansion:
+    """Cases of a matrix file, or of the embedded default (plus the seed's golden cases)."""
+    if path is not None:
+        return expand(load_toml(path))
+    expansion = expand(default_table())
+    expansion.cases = list(dict.fromkeys(golden_cases() + expansion.cases))
+    return expansion

@@ -1,0 +1,111 @@
+"""summary.json: counts, backends, pairwise agreement, findings and the worst disagreements.
+
+Every other report (terminal, HTML, Markdown) reads this one structure, so they cannot
+disagree with each other.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from typing import Any
+
+from poolconform import __version__
+from poolconform.results import FAILING, STATUSES, Record, numeric
+from poolconform.worker import BackendInfo
+
+#: Statuses where the backend produced outputs (so two backends can be compared).
+RAN = ("pass", "mismatch", "shape-mismatch")
+
+
+def finding_of(record: Record) -> str:
+    """A short category for a disagreement, so many records read as one finding."""
+    status, detail = record["status"], record.get("detail") or ""
+    if status == "mismatch":
+        for key in ("NaN dropped", "NaN produced", "for an empty window"):
+            if key in detail:
+                return "empty window" if key == "for an empty window" else key
+        ulp = numeric(record.get("max_ulp"))
+        if ulp is not None and ulp <= 64:
+            return f"values differ by <= 64 ULP"
+        return "values differ"
+    if status == "shape-mismatch":
+        return "output shape differs"
+    if status in ("error", "crash", "timeout", "unsupported"):
+        head = detail.split(";")[0]
+        return head[:100]
+    return status
+
+
+def agreement(records: list[Record]) -> dict[str, dict[str, dict[str, int]]]:
+    """For each pair of backends: cases both ran, and how many they agree on.
+
+    Two backends agree on a case when both pass against the expected outputs or both
+    produced identical outputs (same digest): "torch and ORT agree, Keras is alone".
+    """
+    by_case: dict[str, dict[str, Record]] = defaultdict(dict)
+    for r in records:
+        if r["status"] in RAN:
+            by_case[r["case"]][r["backend"]] = r
+    names = sorted({r["backend"] for r in records})
+    table: dict[str, dict[str, dict[str, int]]] = {a: {b: {"both": 0, "agree": 0} for b in names} for a in names}
+    for ran in by_case.values():
+        for a, b in itertools.product(ran, ran):
+            ra, rb = ran[a], ran[b]
+            cell = table[a][b]
+            cell["both"] += 1
+            same = (ra["status"] == "pass" and rb["status"] == "pass") or (
+                ra.get("digest") is not None and ra.get("digest") == rb.get("digest")
+            )
+            cell["agree"] += int(same)
+    return table
+
+
+def summarize(
+    records: list[Record],
+    infos: dict[str, BackendInfo] | None = None,
+    *,
+    dropped: dict[str, int] | None = None,
+    extra: dict[str, Any] | None = None,
+    worst: int = 15,
+) -> dict[str, Any]:
+    """The whole run in one JSON-ready dict."""
+    counts = Counter(r["status"] for r in records)
+    by_backend: dict[str, dict[str, int]] = {}
+    for r in records:
+        by_backend.setdefault(r["backend"], {s: 0 for s in STATUSES})[r["status"]] += 1
+    unexpected = [r for r in records if r["status"] in FAILING and not r.get("expected")]
+    disagreements = [r for r in records if r["status"] in FAILING]
+    disagreements.sort(key=lambda r: (-(numeric(r.get("max_ulp")) or float("inf") if r["status"] == "mismatch" else 0),
+                                      r["status"], r["backend"], r["case"]))
+    findings: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in records:
+        if r["status"] == "pass":
+            continue
+        key = (r["backend"], r["status"], finding_of(r))
+        entry = findings.setdefault(key, {"backend": key[0], "status": key[1], "finding": key[2], "count": 0,
+                                          "example": r["case"], "detail": r.get("detail", "")})
+        entry["count"] += 1
+    summary: dict[str, Any] = {
+        "tool": {"name": "poolconform", "version": __version__},
+        "cases": len({r["case"] for r in records}),
+        "records": len(records),
+        "counts": {s: counts.get(s, 0) for s in STATUSES},
+        "by_backend": dict(sorted(by_backend.items())),
+        "backends": {
+            name: {"version": i.version, "device": i.device, "unavailable": i.unavailable, "restarts": i.restarts}
+            for name, i in sorted((infos or {}).items())
+        },
+        "dropped": dict(dropped or {}),
+        "agreement": agreement(records),
+        "findings": sorted(findings.values(), key=lambda f: (f["status"] == "unsupported", -f["count"], f["backend"])),
+        "worst": [
+            {k: r.get(k) for k in ("case", "backend", "status", "max_abs_err", "max_ulp", "detail")}
+            for r in disagreements[:worst]
+        ],
+        "unexpected": len(unexpected),
+        "exit_status": 1 if unexpected else 0,
+    }
+    if extra:
+        summary.update(extra)
+    return summary

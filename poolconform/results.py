@@ -1,0 +1,156 @@
+"""Result records, the durable results.jsonl, resume, and atomic report writes.
+
+One record per (case, backend). results.jsonl is appended and flushed as records
+complete, so a run killed at any moment (SIGKILL included) loses at most the batch in
+flight; `--resume` repairs a torn last line and skips the records already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from poolconform.errors import PoolconformError
+
+STATUSES = ("pass", "mismatch", "shape-mismatch", "unsupported", "error", "crash", "timeout")
+#: Statuses that make a run fail unless an expectation covers them.
+FAILING = ("mismatch", "shape-mismatch", "error", "crash", "timeout")
+
+Record = dict[str, Any]
+
+RESULTS_FILE = "results.jsonl"
+
+
+def make_record(
+    case_id: str,
+    backend: str,
+    status: str,
+    *,
+    expected_shape: list[int] | None = None,
+    actual_shape: list[int] | None = None,
+    max_abs_err: float | None = None,
+    max_rel_err: float | None = None,
+    max_ulp: float | None = None,
+    detail: str = "",
+    **extra: Any,
+) -> Record:
+    """A record with the fields DESIGN.md promises, in a fixed order, plus extras."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; allowed: {', '.join(STATUSES)}")
+    record: Record = {
+        "case": case_id,
+        "backend": backend,
+        "status": status,
+        "expected_shape": expected_shape,
+        "actual_shape": actual_shape,
+        "max_abs_err": _finite(max_abs_err),
+        "max_rel_err": _finite(max_rel_err),
+        "max_ulp": _finite(max_ulp),
+        "detail": detail.replace("\n", " ").strip(),
+    }
+    record.update(extra)
+    return record
+
+
+def _finite(value: float | None) -> float | str | None:
+    """JSON has no Infinity: write it as the string "inf" (readers parse it back)."""
+    if value is None:
+        return None
+    if value != value:
+        return "nan"
+    if value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    return float(value)
+
+
+def record_key(record: Record) -> tuple[str, str]:
+    return (record["case"], record["backend"])
+
+
+def numeric(value: float | str | None) -> float | None:
+    """A record figure as a float (the inverse of _finite)."""
+    if value is None:
+        return None
+    return float(value)
+
+
+class ResultsWriter:
+    """Appends records to results.jsonl, one flushed write per batch."""
+
+    def __init__(self, path: Path, resume: bool) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume:
+            repair_torn_tail(path)
+        self._file: IO[str] = open(path, "a" if resume else "w", encoding="utf-8")
+
+    def write(self, records: Iterable[Record]) -> None:
+        lines = "".join(json.dumps(r, sort_keys=False) + "\n" for r in records)
+        if lines:
+            self._file.write(lines)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def repair_torn_tail(path: Path) -> None:
+    """Cut a last line that a kill left half-written (no newline, or not JSON)."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    keep = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
+    lines = keep.splitlines(keepends=True)
+    while lines:
+        try:
+            json.loads(lines[-1])
+            break
+        except ValueError:
+            lines.pop()
+    fixed = b"".join(lines)
+    if fixed != data:
+        path.write_bytes(fixed)
+
+
+def read_records(path: Path) -> list[Record]:
+    """Records of a results.jsonl; a torn last line is ignored, later duplicates win."""
+    if not path.exists():
+        return []
+    by_key: dict[tuple[str, str], Record] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn line from a killed run
+            if not isinstance(record, dict) or "case" not in record or "backend" not in record:
+                raise PoolconformError(f"{path}:{number}: not a poolconform record")
+            by_key[record_key(record)] = record
+    return list(by_key.values())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a whole file so readers see the old or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,220 @@
+"""Process isolation: each backend runs in its own spawned worker process.
+
+The parent sends batches of cases; the worker answers one message per case as it
+finishes, so the parent knows which case was in flight when a worker dies or hangs.
+That case gets a `crash` or `timeout` outcome, the worker is restarted, and the rest
+of the batch goes on. Workers live for the whole run, so framework imports and
+sessions are paid once per backend, not once per case.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from poolconform.backends.base import BackendSpec, Unsupported
+from poolconform.case import PoolCase
+
+#: Keep each framework to one thread: workers run side by side on few cores, and
+#: pooling on small tensors gains nothing from threads. `bench` passes its own env.
+QUIET_SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "JAX_PLATFORMS": "cpu",
+    "KMP_WARNINGS": "0",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    key: int
+    case: PoolCase
+    inputs: list[np.ndarray]
+
+
+@dataclass
+class Outcome:
+    key: int
+    kind: str  # "outputs", "unsupported", "error", "crash", "timeout"
+    outputs: list[np.ndarray] | None = None
+    message: str = ""
+    note: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class BackendInfo:
+    name: str
+    unavailable: str | None = None
+    version: str = ""
+    device: str = ""
+    restarts: int = 0
+    third_party: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None) -> None:
+    """Worker main loop (runs in the child process)."""
+    os.environ.update(env)
+    if log_path:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    try:
+        backend = spec.load()
+        reason = backend.available()
+        version = backend.version() if reason is None and hasattr(backend, "version") else ""
+        device = getattr(backend, "device", "")
+    except Exception as exc:  # noqa: BLE001  a broken plug-in is reported, not raised
+        conn.send(("ready", f"cannot load backend: {_first_line(exc)}", "", ""))
+        return
+    conn.send(("ready", reason, version, device))
+    if reason is not None:
+        return
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "stop":
+            return
+        for task in message[1]:
+            start = time.perf_counter()
+            try:
+                why = backend.supports(task.case)
+                if why:
+                    conn.send(Outcome(task.key, "unsupported", message=why, seconds=time.perf_counter() - start))
+                    continue
+                outputs = [np.asarray(y) for y in backend.run(task.case, task.inputs)]
+                note = backend.note(task.case) if hasattr(backend, "note") else None
+                conn.send(Outcome(task.key, "outputs", outputs, note=note, seconds=time.perf_counter() - start))
+            except Unsupported as exc:
+                conn.send(Outcome(task.key, "unsupported", message=str(exc), seconds=time.perf_counter() - start))
+            except Exception as exc:  # noqa: BLE001  the framework's own error is the finding
+                if log_path:
+                    traceback.print_exc()
+                conn.send(Outcome(task.key, "error", message=_first_line(exc), seconds=time.perf_counter() - start))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "worker stopped answering"
+    if code < 0:
+        try:
+            return f"worker died with {signal.Signals(-code).name} ({-code})"
+        except ValueError:
+            return f"worker died with signal {-code}"
+    return f"worker exited with status {code}"
+
+
+class BackendWorker:
+    """A restartable worker process for one backend, driven from one parent thread."""
+
+    def __init__(
+        self,
+        spec: BackendSpec,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        start_timeout: float = 300.0,
+    ) -> None:
+        self.spec = spec
+        self.env = dict(QUIET_SINGLE_THREAD_ENV if env is None else env)
+        self.log_path = str(log_path) if log_path else None
+        self.start_timeout = start_timeout
+        self.info = BackendInfo(spec.name, third_party=spec.third_party)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._process = None
+        self._conn = None
+
+    def start(self) -> BackendInfo:
+        """Spawn the worker and learn whether its backend is usable here."""
+        parent, child = self._ctx.Pipe()
+        self._process = self._ctx.Process(
+            target=_serve, args=(self.spec, child, self.env, self.log_path), daemon=True,
+            name=f"poolconform-{self.spec.name}",
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(self.start_timeout):
+            self._kill()
+            self.info.unavailable = f"worker did not start within {self.start_timeout:.0f} s"
+            return self.info
+        try:
+            _, reason, version, device = parent.recv()
+        except EOFError:
+            self._process.join(5)
+            self.info.unavailable = f"backend failed to load: {_describe_exit(self._process.exitcode)}"
+            return self.info
+        self.info.unavailable = reason
+        self.info.version = version or self.info.version
+        self.info.device = device or self.info.device
+        return self.info
+
+    def run(self, tasks: list[Task], timeout: float) -> Iterator[Outcome]:
+        """Outcomes for `tasks`, in order; crashes and hangs cost one task each."""
+        pending = list(tasks)
+        while pending:
+            if self._process is None or not self._process.is_alive():
+                self.info.restarts += 1
+                if self.start().unavailable:
+                    for task in pending:
+                        yield Outcome(task.key, "crash", message=f"worker restart failed: {self.info.unavailable}")
+                    return
+            self._conn.send(("batch", pending))
+            while pending:
+                task = pending[0]
+                try:
+                    ready = self._conn.poll(timeout)
+                    outcome = self._conn.recv() if ready else None
+                except (EOFError, OSError):
+                    ready, outcome = True, None
+                if outcome is None:
+                    if not ready:
+                        self._kill()
+                        yield Outcome(task.key, "timeout", message=f"no answer within {timeout:g} s; worker restarted")
+                    else:
+                        self._process.join(5)
+                        yield Outcome(task.key, "crash", message=f"{_describe_exit(self._process.exitcode)}; worker restarted")
+                        self._process = None
+                    pending.pop(0)
+                    break
+                pending.pop(0)
+                yield outcome
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._process = None
+
+    def close(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            try:
+                self._conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+            self._process.join(5)
+        self._kill()
