@@ -1,0 +1,101 @@
+"""The ONNX project's pooling node tests: generated from the installed onnx, run on onnxruntime."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from poolconform.case import OPS
+from poolconform.onnx_suite import COMPLETE_MARKER, _complete_suite, onnx_suite_dirs, pooling_modules
+
+
+@pytest.fixture(scope="module")
+def suite(request: pytest.FixtureRequest) -> list[Path]:
+    """Generated once into pytest's cache folder (about 20 s), then reused across runs."""
+    dest = Path(request.config.cache.mkdir("poolconform-onnx-suite")) / onnx.__version__
+    return onnx_suite_dirs(dest)
+
+
+def _op_type(directory: Path) -> str:
+    model = onnx.load(str(directory / "model.onnx"))
+    assert len(model.graph.node) == 1
+    return model.graph.node[0].op_type
+
+
+def _tensors(directory: Path, kind: str) -> list[np.ndarray]:
+    paths = sorted(directory.glob(f"{kind}_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+    return [numpy_helper.to_array(onnx.load_tensor(str(p))) for p in paths]
+
+
+def test_pooling_modules_come_from_onnx() -> None:
+    assert {"maxpool", "averagepool", "lppool", "globalmaxpool", "globalaveragepool"} <= set(pooling_modules())
+
+
+def test_suite_holds_every_pooling_node_test(suite: list[Path]) -> None:
+    names = [d.name for d in suite]
+    assert len(suite) >= 45, names
+    assert len(set(names)) == len(names)
+    assert {"test_maxpool_2d_ceil", "test_averagepool_2d_pads_count_include_pad", "test_lppool_2d_dilations"} <= set(
+        names
+    )
+    ops = Counter(_op_type(d) for d in suite)
+    assert set(ops) <= set(OPS)
+    assert {"MaxPool", "AveragePool", "LpPool", "GlobalMaxPool", "GlobalAveragePool"} <= set(ops)
+    for d in suite:
+        data = d / "test_data_set_0"
+        assert (data / "input_0.pb").is_file() and (data / "output_0.pb").is_file(), d
+
+
+def test_a_complete_suite_is_reused_and_a_stale_one_is_not(suite: list[Path]) -> None:
+    start = time.perf_counter()
+    assert onnx_suite_dirs(suite[0].parent) == suite
+    assert time.perf_counter() - start < 5
+    marker = suite[0].parent / COMPLETE_MARKER
+    assert marker.read_text().splitlines()[0] == f"onnx {onnx.__version__}"
+    fake = suite[0].parent.parent / "stale-copy"
+    fake.mkdir(exist_ok=True)
+    (fake / COMPLETE_MARKER).write_text("onnx 0.0.1\ntest_maxpool_2d_ceil\n")
+    assert _complete_suite(fake) is None
+
+
+def _run_onnxruntime(directory: Path) -> str:
+    """'pass', or why onnxruntime's outputs differ from the stored ones (onnx's tolerances)."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001  the reason is the finding
+        return f"load error: {str(exc).strip().splitlines()[0]}"
+    data = directory / "test_data_set_0"
+    inputs, expected = _tensors(data, "input"), _tensors(data, "output")
+    try:
+        got = session.run(None, {meta.name: x for meta, x in zip(session.get_inputs(), inputs)})
+    except Exception as exc:  # noqa: BLE001
+        return f"run error: {str(exc).strip().splitlines()[0]}"
+    for k, (actual, want) in enumerate(zip(got, expected)):
+        if actual.shape != want.shape:
+            return f"output {k}: shape {actual.shape!r}, expected {want.shape!r}"
+        # onnx's backend runner compares with rtol 1e-3, atol 1e-7 for node tests
+        a, w = actual.astype(np.float64), want.astype(np.float64)
+        bad = ~np.isclose(a, w, rtol=1e-3, atol=1e-7, equal_nan=True)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            return f"output {k}: {int(bad.sum())} values differ, first at {first}: {a[first]!r} vs {w[first]!r}"
+    return "pass"
+
+
+def test_onnxruntime_passes_the_onnx_pooling_suite(suite: list[Path]) -> None:
+    pytest.importorskip("onnxruntime")
+    results = {d.name: _run_onnxruntime(d) for d in suite}
+    failures = {name: why for name, why in results.items() if why != "pass"}
+    passed = len(results) - len(failures)
+    print(f"\nonnxruntime CPU: {passed}/{len(results)} ONNX pooling node tests pass")
+    for name, why in sorted(failures.items()):
+        print(f"  {name}: {why}")
+    assert passed >= len(results) - 2, failures
