@@ -90,6 +90,9 @@ BUILTIN_BACKENDS: dict[str, str] = {
 }
 
 
+#: Backends that read the ONNX model itself, so they can run any stored model as it is.
+ONNX_NATIVE_BACKENDS = {"onnxruntime-cpu", "onnxruntime-cuda", "onnx-reference", "openvino-cpu"}
+
 #: Backends that run only when named in --backends (slow or derived checks).
 OPT_IN_BACKENDS: set[str] = set()
 

@@ -1,0 +1,84 @@
+"""`poolconform check PATH...`: stored ONNX backend-test directories against their outputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from poolconform.backends.base import ONNX_NATIVE_BACKENDS
+from poolconform.commands.options import add_backend_options, selected_specs
+from poolconform.errors import PoolconformError
+from poolconform.pipeline import Session, execute
+from poolconform.results import make_record, write_atomic
+from poolconform.runner import Job, RunOptions
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="run ONNX backend-test directories against their stored outputs",
+                       description="PATH is a backend-test directory (model.onnx + test_data_set_N/) or a folder "
+                                   "holding many. Each record's case is the directory name.")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    p.add_argument("--onnx-suite", action="store_true",
+                   help="also run the ONNX project's own pooling node tests from the installed onnx package")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the records as a JSON list")
+    p.add_argument("--out", type=Path, metavar="DIR", help="also write results.jsonl and the reports here")
+    add_backend_options(p)
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from poolconform.testdirs import LoadFailure, discover
+
+    paths = list(args.paths)
+    scratch = None
+    if args.onnx_suite:
+        from poolconform.onnx_suite import onnx_suite_dirs
+
+        scratch = tempfile.TemporaryDirectory(prefix="poolconform-onnx-suite-")
+        paths += onnx_suite_dirs(Path(scratch.name))
+    if not paths:
+        raise PoolconformError("check needs at least one PATH (or --onnx-suite)")
+    loaded = discover(paths)
+    specs, required = selected_specs(args)
+    names = [s.name for s in specs]
+    jobs: list[Job] = []
+    early: list[dict] = []
+    onnx_only: set[str] = set()
+    for item in loaded:
+        if isinstance(item, LoadFailure):
+            early += [make_record(item.name, n, "error", detail=f"cannot load: {item.message}") for n in names]
+            continue
+        expected = [np.asarray(o).astype(np.float64) for o in item.outputs]
+        if item.unexpressible:
+            early += [
+                make_record(item.name, n, "unsupported", expected_shape=list(expected[0].shape),
+                            detail=f"the node is outside what poolconform translates ({item.unexpressible}); "
+                                   "only backends that read ONNX run it")
+                for n in names if n not in ONNX_NATIVE_BACKENDS
+            ]
+            onnx_only.add(item.case.id)
+        jobs.append(Job(item.case, item.inputs, expected, expected_from=item.expected_from))
+    if not jobs and not early:
+        raise PoolconformError("no test directory to check")
+    session = Session(
+        specs=specs,
+        options=RunOptions(timeout=args.timeout, jobs=args.jobs),
+        out=args.out,
+        require=required,
+        expectations=args.expectations,
+        title=f"poolconform check ({len(loaded)} models)",
+        quiet=args.quiet,
+        extra={"paths": [str(p) for p in args.paths] + (["onnx-suite"] if args.onnx_suite else [])},
+        preset_records=early,
+        onnx_only_cases=onnx_only,
+    )
+    status, records, _ = execute(jobs, session)
+    if args.json:
+        write_atomic(args.json, json.dumps(records, indent=2) + "\n")
+    if scratch is not None:
+        scratch.cleanup()
+    return status
