@@ -134,7 +134,7 @@ def _manifest_text(entries: list[dict[str, object]]) -> str:
     lines = [json.dumps(e, sort_keys=True) for e in entries]
     body = ",\n  ".join(lines)
     return (
-        f'{{"count": {len(entries)}, "format": {json.dumps(MANIFEST_FORMAT)}, "cases": [\n  {body}\n]}}\n'
+        f'{{"cases": [\n  {body}\n], "count": {len(entries)}, "format": {json.dumps(MANIFEST_FORMAT)}}}\n'
     )
 
 
