@@ -128,6 +128,21 @@ def knownmean(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> n
     return 1.0 + j * 2.0**-step_bits
 
 
+def generator_rejects(name: str, dtype: str) -> str | None:
+    """Why generator `name` cannot make inputs of `dtype` (e.g. nan for int8), or None when it can."""
+    from poolconform.inputs import GENERATORS
+
+    if name not in GENERATORS:
+        return f"unknown generator {name!r}; allowed: {', '.join(sorted(GENERATORS))}"
+    if name == "seed":
+        return None  # shape-bound, not dtype-bound: make_inputs explains a misfit
+    try:
+        GENERATORS[name](np.random.default_rng(0), (1, 1, 1), dtype)
+    except CaseError as exc:
+        return str(exc)
+    return None
+
+
 SPECIAL_GENERATORS = {
     "ties": ties,
     "equal": equal,

@@ -11,7 +11,7 @@ import pytest
 from poolconform import dtypes
 from poolconform.case import DTYPES, make_case
 from poolconform.errors import CaseError
-from poolconform.generators import KNOWNMEAN_BITS, SPECIAL_GENERATORS, inf_masks, nan_mask
+from poolconform.generators import KNOWNMEAN_BITS, SPECIAL_GENERATORS, generator_rejects, inf_masks, nan_mask
 from poolconform.inputs import GENERATORS, make_inputs
 from poolconform.oracle import reference_outputs
 
@@ -172,3 +172,11 @@ def test_onnxruntime_max_over_negative_padding_stays_negative() -> None:
     (y,) = session.run(None, {"X": x})
     assert np.all(y < 0)
     np.testing.assert_array_equal(y, np.asarray(reference_outputs(case, [x])[0], dtype=np.float32))
+
+
+def test_generator_rejects_answers_before_any_input_is_made() -> None:
+    assert generator_rejects("nan", "float16") is None
+    assert generator_rejects("normal", "int8") is None
+    assert "'int8'" in (generator_rejects("inf", "int8") or "")
+    assert "'uint8'" in (generator_rejects("negative", "uint8") or "")
+    assert "allowed:" in (generator_rejects("nope", "float32") or "")

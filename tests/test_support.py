@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import onnx
 import pytest
@@ -158,3 +159,59 @@ def test_onnxruntime_loads_every_pooling_opset(opset: int) -> None:
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     (y,) = session.run(None, {"X": x})
     np.testing.assert_array_equal(y, [[[[5, 7], [13, 15]]]])
+
+
+# ---------------------------------------------------------------- matrices/ cover every axis
+
+MATRICES = sorted((Path(__file__).parent.parent / "matrices").glob("*.toml"))
+
+
+def _matrix_values() -> dict[str, set[object]]:
+    """Every value each matrix key takes across matrices/*.toml (lists made hashable)."""
+    from poolconform.matrix import load_toml, normalize
+
+    seen: dict[str, set[object]] = {}
+    for path in MATRICES:
+        for key, values in normalize(load_toml(path)).items():
+            seen.setdefault(key, set()).update(values)
+    return seen
+
+
+def test_matrix_files_have_a_header_and_parse() -> None:
+    names = {p.name for p in MATRICES}
+    assert {"full.toml", "agree.toml", "pads.toml", "dtypes.toml", "opsets.toml"} <= names
+    assert {"special-values.toml", "lppool.toml"} <= names
+    for path in MATRICES:
+        head = path.read_text().splitlines()[0]
+        assert head.startswith(f"# {path.name}:"), path
+        assert "cases" in path.read_text().split("[matrix]")[0], f"{path.name} header gives no case count"
+
+
+def test_matrix_files_together_exercise_every_axis() -> None:
+    from poolconform.generators import SPECIAL_GENERATORS
+
+    seen = _matrix_values()
+    assert set(OPS) <= seen["ops"]
+    assert {1, 2, 3} <= seen["rank"]
+    assert {"NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"} <= seen["auto_pad"]
+    assert {True, False} <= seen["ceil_mode"] and {True, False} <= seen["count_include_pad"]
+    assert {True} <= seen["indices"] and {0, 1} <= seen["storage_order"]
+    assert {1, 2, 3} <= seen["p"]
+    assert set(DTYPES) <= seen["dtype"]
+    assert set(POOLING_OPSETS) <= seen["opset"]
+    assert set(SPECIAL_GENERATORS) <= seen["generator"]
+    assert any(isinstance(d, int) and d > 1 for d in seen["dilation"])
+    assert any(b > 1 for b in seen["batch"]) and any(c > 1 for c in seen["channels"])
+    asymmetric = [v for v in seen["pads"] if isinstance(v, tuple) and v[: len(v) // 2] != v[len(v) // 2 :]]
+    assert asymmetric and any(isinstance(v, int) and v > 0 for v in seen["pads"])
+    for key in ("kernel", "stride", "input_size"):
+        assert any(isinstance(v, tuple) and len(set(v)) > 1 for v in seen[key]), f"no non-square {key}"
+
+
+def test_agree_matrix_expands_without_onnx_rejections() -> None:
+    from poolconform.matrix import expand, load_toml
+
+    path = next(p for p in MATRICES if p.name == "agree.toml")
+    expansion = expand(load_toml(path))
+    assert 300 <= len(expansion.cases) <= 3000
+    assert [c.id for c in expansion.cases if onnx_rejects(c)] == []
