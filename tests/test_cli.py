@@ -1,0 +1,117 @@
+"""The commands as a user runs them: exit statuses, files, one-line errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import run_cli
+from poolconform.results import FAILING
+
+
+def test_run_writes_records_and_summary(tmp_path, tiny_matrix):
+    out = tmp_path / "report"
+    proc = run_cli("run", "--matrix", str(tiny_matrix), "--backends", "onnxruntime-cpu,onnx-reference",
+                   "--out", str(out))
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    cases = {r["case"] for r in records}
+    assert len(records) == 2 * len(cases) == summary["records"]
+    assert {r["backend"] for r in records} == {"onnxruntime-cpu", "onnx-reference"}
+    for r in records:
+        for field in ("case", "backend", "status", "expected_shape", "actual_shape", "max_abs_err", "max_ulp",
+                      "detail"):
+            assert field in r
+    ort = [r for r in records if r["backend"] == "onnxruntime-cpu"]
+    assert all(r["status"] == "pass" for r in ort), [r for r in ort if r["status"] != "pass"][:2]
+    failing = [r for r in records if r["status"] in FAILING]
+    assert proc.returncode == (1 if failing else 0), proc.stderr
+    assert summary["exit_status"] == proc.returncode
+    assert "onnxruntime-cpu" in proc.stdout and "pairwise agreement" in proc.stdout
+    assert summary["agreement"]["onnxruntime-cpu"]["onnx-reference"]["both"] == len(cases)
+
+
+def _seed_dirs(root: Path) -> Path:
+    """The tutorial's four examples as backend-test directories, written by hand."""
+    x = np.array([[2, 2, 7, 3], [9, 4, 6, 1], [8, 5, 2, 4], [3, 1, 2, 6]], np.float32).reshape(1, 1, 4, 4)
+    examples = [
+        ("seed_maxpool", "MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), [[9, 7], [8, 6]]),
+        ("seed_averagepool", "AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]), [[4.25, 4.25], [4.25, 3.5]]),
+        ("seed_globalmaxpool", "GlobalMaxPool", {}, [[9.0]]),
+        ("seed_globalaveragepool", "GlobalAveragePool", {}, [[4.0625]]),
+    ]
+    for name, op, attrs, y in examples:
+        y = np.array(y, np.float32)[None, None]
+        graph = helper.make_graph(
+            [helper.make_node(op, ["x"], ["y"], **attrs)], name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y.shape))],
+        )
+        d = root / name
+        (d / "test_data_set_0").mkdir(parents=True)
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), d / "model.onnx")
+        (d / "test_data_set_0" / "input_0.pb").write_bytes(numpy_helper.from_array(x, "x").SerializeToString())
+        (d / "test_data_set_0" / "output_0.pb").write_bytes(numpy_helper.from_array(y, "y").SerializeToString())
+    return root
+
+
+def test_check_hand_made_seed_directories_passes_on_both_backends(tmp_path):
+    root = _seed_dirs(tmp_path / "seed")
+    out_json = tmp_path / "records.json"
+    proc = run_cli("check", str(root), "--backends", "onnxruntime-cpu,onnx-reference", "--json", str(out_json))
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(out_json.read_text())
+    assert len(records) == 8
+    assert {r["case"] for r in records} == {"seed_maxpool", "seed_averagepool", "seed_globalmaxpool",
+                                           "seed_globalaveragepool"}
+    assert all(r["status"] == "pass" and r["expected_from"] == "stored" for r in records)
+    assert all(set(r) >= {"case", "backend", "status", "expected_shape", "actual_shape", "max_abs_err", "max_ulp",
+                          "detail"} for r in records)
+
+
+def test_check_reports_a_wrong_stored_output_as_mismatch(tmp_path):
+    root = _seed_dirs(tmp_path / "seed")
+    bad = np.array([[9, 7], [8, 5]], np.float32)[None, None]
+    (root / "seed_maxpool" / "test_data_set_0" / "output_0.pb").write_bytes(
+        numpy_helper.from_array(bad, "y").SerializeToString())
+    proc = run_cli("check", str(root / "seed_maxpool"), "--backends", "onnxruntime-cpu", "--json",
+                   str(tmp_path / "r.json"))
+    assert proc.returncode == 1
+    (record,) = json.loads((tmp_path / "r.json").read_text())
+    assert record["status"] == "mismatch" and "Y[0,0,1,1] expected 5, got 6" in record["detail"]
+
+
+def _one_line_error(proc, text):
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert text in lines[0], lines[0]
+
+
+def test_unknown_backend_is_a_usage_error():
+    _one_line_error(run_cli("run", "--backends", "onnxruntime-gpu"), "unknown backend 'onnxruntime-gpu'; known:")
+
+
+def test_require_of_an_unavailable_backend_exits_2(tmp_path, tiny_matrix):
+    proc = run_cli("run", "--matrix", str(tiny_matrix), "--backends", "onnxruntime-cpu",
+                   "--require", "onnxruntime-cuda", "--out", str(tmp_path / "o"), "--quiet")
+    _one_line_error(proc, "required backend unavailable: onnxruntime-cuda")
+
+
+def test_bad_matrix_file_exits_2(tmp_path):
+    f = tmp_path / "m.toml"
+    f.write_text("[matrix]\nkernal = 3\n")
+    _one_line_error(run_cli("run", "--matrix", str(f)), "did you mean 'kernel'?")
+
+
+def test_backends_lists_every_backend_with_reasons():
+    proc = run_cli("backends", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    for name in ("onnxruntime-cpu", "onnxruntime-cuda", "onnx-reference", "torch-cpu", "torch-cuda",
+                 "keras-tensorflow", "keras-jax", "keras-torch", "tensorflow", "openvino-cpu"):
+        assert name in rows
+        assert rows[name]["available"] or rows[name]["reason"], name
+    assert rows["onnxruntime-cpu"]["available"] and rows["onnxruntime-cpu"]["version"]

@@ -1,0 +1,66 @@
+"""Comparison: shape first, then values; NaN by position; figures on every result."""
+
+import numpy as np
+
+from poolconform import dtypes
+from poolconform.case import make_case
+from poolconform.compare import compare_outputs, tolerance
+from poolconform.inputs import make_inputs
+from poolconform.oracle import reference_outputs
+
+
+def _setup(op="AveragePool", **kw):
+    case = make_case(op, (1, 2, 6, 6), kernel=3, strides=1, **kw)
+    x = make_inputs(case)
+    return case, x, reference_outputs(case, x)
+
+
+def test_exact_float32_result_passes_with_zero_figures():
+    case, x, expected = _setup("MaxPool")
+    result = compare_outputs(case, expected, [expected[0].astype(np.float32)], x)
+    assert result.status == "pass" and result.max_abs_err == 0 and result.max_ulp == 0
+
+
+def test_shape_is_judged_before_values():
+    case, x, expected = _setup()
+    result = compare_outputs(case, expected, [np.zeros((1, 2, 3, 3), np.float32)], x)
+    assert result.status == "shape-mismatch"
+    assert "(1, 2, 3, 3)" in result.detail and "(1, 2, 4, 4)" in result.detail
+
+
+def test_averaging_tolerance_is_the_summation_bound_and_a_wrong_divisor_fails():
+    case, x, expected = _setup()
+    atol = tolerance(case, expected[0], x)
+    assert 0 < atol < 1e-4
+    noisy = (expected[0] + atol * 0.5).astype(np.float32)
+    assert compare_outputs(case, expected, [noisy], x).status == "pass"
+    wrong = (expected[0] * 9 / 8).astype(np.float32)  # divided by 8 instead of 9
+    result = compare_outputs(case, expected, [wrong], x)
+    assert result.status == "mismatch" and result.max_ulp > 1000
+    assert "expected" in result.detail and "element(s) differ" in result.detail
+
+
+def test_max_is_exact_one_ulp_off_fails():
+    case, x, expected = _setup("MaxPool")
+    y = expected[0].astype(np.float32)
+    y.flat[3] = np.nextafter(y.flat[3], np.float32(np.inf))
+    result = compare_outputs(case, expected, [y], x)
+    assert result.status == "mismatch" and result.max_ulp == 1
+
+
+def test_nan_dropped_is_named():
+    case, x, expected = _setup("MaxPool")
+    e = [expected[0].copy()]
+    e[0].flat[0] = np.nan
+    actual = expected[0].astype(np.float32)
+    result = compare_outputs(case, e, [actual], x)
+    assert result.status == "mismatch" and result.detail.startswith("NaN dropped")
+    both = compare_outputs(case, e, [e[0].astype(np.float32)], x)
+    assert both.status == "pass"
+
+
+def test_ulp_distance_counts_representable_values():
+    a = np.array([1.0, -1.0, 0.0])
+    b = np.array([np.nextafter(np.float32(1), np.float32(2)), -1.0, -0.0])
+    assert list(dtypes.ulp_distance(a, b.astype(np.float64), "float32")) == [1, 0, 0]
+    assert dtypes.ulp_distance(np.array([1.0]), np.array([1.0078125]), "bfloat16")[0] == 1

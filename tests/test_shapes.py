@@ -1,0 +1,89 @@
+"""The output-shape rule: one function, checked against what ONNX Runtime really computes."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from poolconform import shapes
+from poolconform.case import make_case
+from poolconform.errors import CaseError
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def test_seed_formula_is_wrong_where_the_readme_says():
+    # n=4, f=2, s=2: the tutorial's (n - f + 1) / s gives 1.5; every framework gives 2.
+    assert shapes.seed_output_size(4, 2, 2) == 1.5
+    assert shapes.output_size(4, 2, 2) == 2
+
+
+@pytest.mark.parametrize(
+    "n, k, s, pb, pe, d, ceil, expected",
+    [
+        (5, 2, 2, 0, 0, 1, False, 2),
+        (5, 2, 2, 0, 0, 1, True, 3),
+        (4, 2, 2, 1, 1, 1, True, 3),  # the last window would start in the right padding: dropped
+        (6, 3, 2, 1, 1, 1, True, 4),
+        (7, 3, 1, 0, 0, 2, False, 3),  # dilated window spans 5
+        (3, 5, 1, 1, 1, 1, False, 1),
+        (2, 5, 1, 1, 1, 1, False, 0),
+    ],
+)
+def test_output_size_examples(n, k, s, pb, pe, d, ceil, expected):
+    assert shapes.output_size(n, k, s, pb, pe, d, ceil) == expected
+
+
+def test_same_pads_put_the_odd_pad_where_onnx_says():
+    assert shapes.same_pads(5, 2, 1, 1, upper=True) == (0, 1)
+    assert shapes.same_pads(5, 2, 1, 1, upper=False) == (1, 0)
+    assert shapes.same_pads(7, 3, 2, 1, upper=True) == (1, 1)
+
+
+def _same_pad_negative(n: int, k: int, s: int) -> bool:
+    """The spec's unclamped SAME pad `(ceil(n/s) - 1) * s + k - n` is negative."""
+    return (-(-n // s) - 1) * s + k - n < 0
+
+
+def test_onnxruntime_refuses_same_padding_when_the_stride_skips_input():
+    """A finding, kept visible: for SAME with stride > kernel the spec's pad is negative;
+    poolconform (like TensorFlow) clamps it at 0, ONNX Runtime refuses the model."""
+    case = make_case("MaxPool", (1, 1, 5), kernel=1, strides=3, auto_pad="SAME_UPPER")
+    assert shapes.output_shape(case) == (1, 1, 2)
+    with pytest.raises(Exception, match="padding values must be non-negative"):
+        _ort_shape(case)
+
+
+def _ort_shape(case):
+    from poolconform.backends.onnxruntime_backend import OnnxRuntimeCPU
+    from poolconform.inputs import make_inputs
+
+    return OnnxRuntimeCPU().run(case, make_inputs(case))[0].shape
+
+
+def test_shape_rule_equals_onnxruntime_over_a_sweep():
+    """Hundreds of (n, f, s, pads, dilation, ceil, auto_pad) points in 1-D, 2-D and 3-D."""
+    checked = 0
+    for rank, n, k, s, p, d, ceil, auto_pad in itertools.product(
+        (1, 2), range(3, 10), (1, 2, 3, 4), (1, 2, 3), (0, 1, 2), (1, 2), (False, True),
+        ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"),
+    ):
+        if auto_pad != "NOTSET" and (p or ceil):
+            continue
+        if p >= k:  # ONNX Runtime refuses pads >= kernel
+            continue
+        if auto_pad.startswith("SAME") and (d > 1 or _same_pad_negative(n, k, s) or _same_pad_negative(n + rank - 1, k, s)):
+            continue  # ORT's own SAME arithmetic differs here: see the tests below
+        try:
+            case = make_case("MaxPool", (1, 1) + (n + rank - 1,) * 1 + (n,) * (rank - 1), kernel=k, strides=s,
+                             pads=p, dilations=d, ceil_mode=ceil, auto_pad=auto_pad)
+        except CaseError:
+            continue
+        assert _ort_shape(case) == shapes.output_shape(case), case.id
+        checked += 1
+    assert checked > 500
+    # 3-D, non-cubic, asymmetric pads
+    for k, s in itertools.product((1, 2, 3), (1, 2)):
+        case = make_case("AveragePool", (2, 3, 5, 6, 7), kernel=[k, 2, 1], strides=[s, 1, 2], pads=[0, 1, 0, 0, 0, 0]
+                         if k > 0 else 0)
+        assert _ort_shape(case) == shapes.output_shape(case), case.id
