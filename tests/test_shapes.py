@@ -87,3 +87,20 @@ def test_shape_rule_equals_onnxruntime_over_a_sweep():
         case = make_case("AveragePool", (2, 3, 5, 6, 7), kernel=[k, 2, 1], strides=[s, 1, 2], pads=[0, 1, 0, 0, 0, 0]
                          if k > 0 else 0)
         assert _ort_shape(case) == shapes.output_shape(case), case.id
+
+
+def test_readme_shape_table_is_what_the_rule_computes():
+    """The README's table beside the seed's formula is checked, not hand-maintained."""
+    from conftest import ROOT
+
+    rows = []
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].isdigit():
+            rows.append(cells)
+    assert len(rows) >= 3
+    for n, f, s, seed, onnx_out in rows:
+        ceil = "ceil_mode" in s
+        stride = int(s.split(",")[0])
+        assert float(seed) == shapes.seed_output_size(int(n), int(f), stride)
+        assert int(onnx_out) == shapes.output_size(int(n), int(f), stride, ceil_mode=ceil)
