@@ -54,7 +54,7 @@ class TFPlan:
 
 def _dtype_reason(case: PoolCase, is_max: bool) -> str | None:
     if not is_max and case.dtype not in _AVG_DTYPES:
-        return f"unsupported: tf.nn.avg_pool accepts {', '.join(_AVG_DTYPES)}, not {case.dtype!r}"
+        return f"unsupported: tf.nn.avg_pool{case.rank}d accepts {', '.join(_AVG_DTYPES)}, not {case.dtype!r}"
     if is_max and case.rank == 3 and case.dtype not in _MAX3D_DTYPES:
         return f"unsupported: tf.nn.max_pool3d accepts {', '.join(_MAX3D_DTYPES)}, not {case.dtype!r}"
     return None
@@ -93,6 +93,8 @@ def translate(case: PoolCase) -> TFPlan | str:
     """The tf.nn call for `case`, or the one-line reason raw TensorFlow cannot express it."""
     if case.op in ("LpPool", "GlobalLpPool"):
         return f"unsupported: tf.nn has no Lp pooling op ({case.op})"
+    if case.with_indices and case.rank != 2:
+        return f"unsupported: tf.nn.max_pool_with_argmax is 2-D only, this case is {case.rank}-D"
     is_max = case.op in ("MaxPool", "GlobalMaxPool")
     reason = _dtype_reason(case, is_max)
     if reason:
@@ -117,8 +119,6 @@ def translate(case: PoolCase) -> TFPlan | str:
         notes.append(how)
     dilated = any(d != 1 for d in case.dilations)
     if case.with_indices:
-        if case.rank != 2:
-            return f"unsupported: tf.nn.max_pool_with_argmax is 2-D only, this case is {case.rank}-D"
         if dilated:
             return f"unsupported: tf.nn.max_pool_with_argmax has no dilation (dilations={case.dilations!r})"
         order = "column-major" if case.storage_order == 1 else "row-major"
