@@ -240,6 +240,7 @@ def validate_case(case: PoolCase) -> None:
         raise CaseError(f"only MaxPool has an Indices output, not {case.op!r}")
     if case.storage_order not in (0, 1):
         raise CaseError(f"storage_order must be 0 or 1, got {case.storage_order!r}")
+    _validate_against_onnx(case)
     if case.is_global:
         return
     rank = case.rank
@@ -277,4 +278,28 @@ def validate_case(case: PoolCase) -> None:
             f"kernel larger than padded input: output shape {out!r} for input_shape={case.input_shape!r}, "
             f"kernel={case.kernel!r}, pads={case.pads!r}, dilations={case.dilations!r}",
             category="kernel larger than padded input",
+        )
+
+
+def _validate_against_onnx(case: PoolCase) -> None:
+    """What the installed onnx's schema allows at the case's opset, and what the inputs can hold."""
+    from poolconform.generators import generator_rejects
+    from poolconform.support import onnx_rejects
+
+    reason = onnx_rejects(case)
+    if reason:
+        if "does not accept dtype" in reason:
+            category = "dtype not allowed by the op at this opset"
+        elif "does not exist at opset" in reason:
+            category = "op not defined at this opset"
+        else:
+            category = "attribute not defined at this opset"
+        raise CaseError(reason, category=category)
+    reason = generator_rejects(case.generator, case.dtype)
+    if reason:
+        raise CaseError(reason, category=f"generator {case.generator!r} cannot make {case.dtype} inputs")
+    if case.generator == "seed" and case.input_shape != (1, 1, 4, 4):
+        raise CaseError(
+            f"generator 'seed' is the tutorial's 1x1x4x4 map; input_shape {case.input_shape!r} does not fit",
+            category="seed input needs shape 1x1x4x4",
         )
