@@ -1,0 +1,75 @@
+"""junit.xml: one testsuite per backend, one testcase per record, for CI test views.
+
+pass -> passed; unsupported -> skipped (the reason); mismatch / shape-mismatch ->
+failure; error / crash / timeout -> error. A disagreement covered by an expectation
+is skipped with the expectation's reason, so a CI that fails on junit failures stays
+green exactly when `poolconform run` exits 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
+
+from poolconform.results import Record
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _clean(text: object) -> str:
+    """Framework messages may hold bytes XML 1.0 cannot carry."""
+    return _NOT_XML.sub("?", str(text or ""))
+
+
+def _message(record: Record) -> str:
+    """One line for the CI view: status, the figures that matter for it, the detail."""
+    status = record["status"]
+    parts = []
+    if status == "shape-mismatch":
+        parts.append(f"expected shape {record.get('expected_shape')}, got {record.get('actual_shape')}")
+    if status == "mismatch" and record.get("max_ulp") is not None:
+        parts.append(f"max ULP {record['max_ulp']}, max abs err {record.get('max_abs_err')}")
+    if record.get("detail"):
+        parts.append(record["detail"])
+    return _clean(f"{status}: " + "; ".join(parts) if parts else status)
+
+
+def testcase(record: Record) -> TestCase:
+    """The JUnit view of one record."""
+    case = TestCase(record["case"], record["backend"], float(record.get("seconds") or 0.0))
+    status = record["status"]
+    if status == "pass":
+        return case
+    if record.get("expected"):
+        result = Skipped(_clean(f"expected {status}: {record.get('expected_reason', '')}"))
+        result.text = _message(record)
+    elif status == "unsupported":
+        result = Skipped(_clean(record.get("detail") or "unsupported"))
+    elif status in ("mismatch", "shape-mismatch"):
+        result = Failure(_message(record), status)
+        result.text = _clean(record.get("detail"))
+    else:
+        result = Error(_message(record), status)
+        result.text = _clean(record.get("detail"))
+    case.result = [result]
+    return case
+
+
+def junit_xml(records: list[Record], name: str = "poolconform") -> str:
+    """The whole junit.xml document as text, suites and cases in a stable order."""
+    by_backend: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_backend[record["backend"]].append(record)
+    xml = JUnitXml(name)
+    for backend in sorted(by_backend):
+        suite = TestSuite(backend)
+        for record in sorted(by_backend[backend], key=lambda r: r["case"]):
+            suite.add_testcase(testcase(record))
+        suite.update_statistics()
+        xml.add_testsuite(suite)
+    xml.update_statistics()
+    body = xml.tostring()
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n"
