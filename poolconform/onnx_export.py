@@ -14,15 +14,9 @@ from poolconform import dtypes, shapes
 from poolconform.case import PoolCase
 from poolconform.errors import CaseError
 
-#: IR version pinned per opset so models load on runtimes older than the onnx package.
-_IR_FOR_OPSET = [(22, 10), (19, 9), (15, 8), (13, 7), (12, 7), (9, 4), (1, 3)]
-
-
 def ir_version_for(opset: int) -> int:
-    for first, ir in _IR_FOR_OPSET:
-        if opset >= first:
-            return ir
-    return 3
+    """The lowest IR version that can hold the opset, so models load on older runtimes too."""
+    return helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
 
 
 def node_attributes(case: PoolCase) -> dict[str, object]:
@@ -39,8 +33,8 @@ def node_attributes(case: PoolCase) -> dict[str, object]:
         attrs["ceil_mode"] = 1
     if any(d != 1 for d in case.dilations):
         attrs["dilations"] = list(case.dilations)
-    if case.op == "AveragePool":
-        attrs["count_include_pad"] = int(case.count_include_pad)
+    if case.op == "AveragePool" and (case.count_include_pad or case.opset >= 7):
+        attrs["count_include_pad"] = int(case.count_include_pad)  # the attribute exists from opset 7
     if case.op == "LpPool":
         attrs["p"] = case.p
     if case.op == "MaxPool" and case.storage_order:

@@ -5,6 +5,9 @@ Windowed reductions are separable, so each spatial axis is gathered into
 by what they are (explicit padding, or ceil-mode overhang past the padding). The
 Indices output is not separable and is computed over the full window.
 
+Sums (average, Lp) accumulate in extended precision (np.longdouble) so that the exact
+mean of float64 values near the type's maximum does not overflow to inf in the oracle.
+
 Semantics chosen where the spec is silent (reported as findings, not hidden):
 NaN propagates through max and average (IEEE: any NaN in the window gives NaN); a
 window with no input element gives -inf for max and NaN for average.
@@ -54,7 +57,7 @@ def _mask(mask: np.ndarray, ndim: int, axis: int) -> np.ndarray:
 
 def _windowed(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
     geometry = _geometry(case)
-    y = x
+    y = x if kind == "max" else x.astype(np.longdouble)
     count = np.ones((1,) * x.ndim)
     for a, (index, real, padded) in enumerate(geometry):
         axis = 2 + a
@@ -70,12 +73,16 @@ def _windowed(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
             count = count * counted.sum(axis=1).reshape(shape)
     if kind == "avg":
         with np.errstate(invalid="ignore", divide="ignore"):
-            return y / count
+            return (y / count).astype(np.float64)
     return y
 
 
 def _lp(values: np.ndarray, p: int) -> np.ndarray:
-    return np.abs(values) ** p
+    return np.abs(values.astype(np.longdouble)) ** p
+
+
+def _root(values: np.ndarray, p: int) -> np.ndarray:
+    return (values ** (np.longdouble(1) / p)).astype(np.float64)
 
 
 def _max_indices(case: PoolCase, x: np.ndarray) -> np.ndarray:
@@ -122,9 +129,9 @@ def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarr
     if case.op == "GlobalMaxPool":
         return [x.max(axis=spatial_axes, keepdims=True)]
     if case.op == "GlobalAveragePool":
-        return [x.mean(axis=spatial_axes, keepdims=True)]
+        return [x.astype(np.longdouble).mean(axis=spatial_axes, keepdims=True).astype(np.float64)]
     if case.op == "GlobalLpPool":
-        return [_lp(x, case.p).sum(axis=spatial_axes, keepdims=True) ** (1.0 / case.p)]
+        return [_root(_lp(x, case.p).sum(axis=spatial_axes, keepdims=True), case.p)]
     if case.op == "MaxPool":
         values = _windowed(case, x, "max")
         if case.with_indices:
@@ -133,5 +140,5 @@ def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarr
     if case.op == "AveragePool":
         return [_windowed(case, x, "avg")]
     if case.op == "LpPool":
-        return [_windowed(case, _lp(x, case.p), "sum") ** (1.0 / case.p)]
+        return [_root(_windowed(case, _lp(x, case.p), "sum"), case.p)]
     raise ValueError(f"oracle has no rule for op {case.op!r}")

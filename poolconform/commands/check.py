@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +33,10 @@ def main(args: argparse.Namespace) -> int:
     from poolconform.testdirs import LoadFailure, discover
 
     paths = list(args.paths)
-    scratch = None
     if args.onnx_suite:
         from poolconform.onnx_suite import onnx_suite_dirs
 
-        scratch = tempfile.TemporaryDirectory(prefix="poolconform-onnx-suite-")
-        paths += onnx_suite_dirs(Path(scratch.name))
+        paths += onnx_suite_dirs()  # generated once per onnx version, then cached
     if not paths:
         raise PoolconformError("check needs at least one PATH (or --onnx-suite)")
     loaded = discover(paths)
@@ -79,6 +76,4 @@ def main(args: argparse.Namespace) -> int:
     status, records, _ = execute(jobs, session)
     if args.json:
         write_atomic(args.json, json.dumps(records, indent=2) + "\n")
-    if scratch is not None:
-        scratch.cleanup()
     return status
