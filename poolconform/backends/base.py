@@ -87,6 +87,8 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "keras-torch": "poolconform.backends.keras_backend:KerasTorch",
     "tensorflow": "poolconform.backends.tensorflow_backend:TensorFlow",
     "openvino-cpu": "poolconform.backends.openvino_backend:OpenVINOCPU",
+    "torch-export->onnxruntime-cpu": "poolconform.roundtrip:TorchExportOnnxRuntime",
+    "keras-export->onnxruntime-cpu": "poolconform.roundtrip:KerasExportOnnxRuntime",
 }
 
 
@@ -94,7 +96,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
 ONNX_NATIVE_BACKENDS = {"onnxruntime-cpu", "onnxruntime-cuda", "onnx-reference", "openvino-cpu"}
 
 #: Backends that run only when named in --backends (slow or derived checks).
-OPT_IN_BACKENDS: set[str] = set()
+OPT_IN_BACKENDS: set[str] = {"torch-export->onnxruntime-cpu", "keras-export->onnxruntime-cpu"}
 
 
 @dataclass(frozen=True)
