@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,6 +52,15 @@ _PER_AXIS = ("kernel", "stride", "input_size", "pads", "dilation")
 _BOOLS = ("ceil_mode", "count_include_pad", "indices")
 _INTS = ("rank", "batch", "channels", "opset", "p", "storage_order")
 _STRINGS = ("ops", "auto_pad", "dtype", "generator")
+
+#: A matrix whose cartesian product is larger than this is refused before expanding:
+#: a typo like `input_size = [1, ..., 1000]` times a few other lists would run for days.
+MAX_COMBINATIONS = 100_000
+#: Largest input (N * C * spatial elements) one case may have: 2**24 float64 values are
+#: 128 MiB in the oracle; anything larger is a typo, not a pooling test.
+MAX_INPUT_ELEMENTS = 2**24
+#: Integers in a matrix must fit the int32 attributes every framework accepts.
+MAX_INT = 2**31 - 1
 
 
 @dataclass
@@ -97,6 +107,10 @@ def _values(key: str, raw: Any) -> list[Any]:
             if not isinstance(v, str):
                 raise MatrixError(f"matrix key {key!r}: {v!r} must be a string")
             out.append(v)
+    for v in out:
+        big = [x for x in (v if isinstance(v, tuple) else (v,)) if isinstance(x, int) and x > MAX_INT]
+        if big:
+            raise MatrixError(f"matrix key {key!r}: {v!r} is too large (at most {MAX_INT})")
     if key == "ops":
         for v in out:
             if v not in OPS:
@@ -131,8 +145,10 @@ def _values(key: str, raw: Any) -> list[Any]:
 def normalize(table: dict[str, Any]) -> dict[str, list[Any]]:
     """Validate keys and types; every key gets its list of values (defaults filled in)."""
     if not isinstance(table, dict):
-        raise MatrixError("[matrix] must be a table of keys")
+        raise MatrixError(f"[matrix] must be a table of keys, got {type(table).__name__} {table!r:.60}")
     for key in table:
+        if not isinstance(key, str):
+            raise MatrixError(f"matrix key {key!r} is not a name; allowed: {', '.join(KEYS)}")
         if key not in KEYS:
             close = difflib.get_close_matches(key, KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(KEYS)}"
@@ -151,6 +167,13 @@ def _axis(value: int | tuple[int, ...], rank: int, what: str) -> tuple[int, ...]
 def expand(table: dict[str, Any]) -> Expansion:
     """Expand a [matrix] table into validated, de-duplicated cases."""
     values = normalize(table)
+    total = math.prod(len(v) for v in values.values())
+    if total > MAX_COMBINATIONS:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in values.items() if len(v) > 1)
+        raise MatrixError(
+            f"matrix has {total} combinations ({sizes}), more than the limit {MAX_COMBINATIONS}; "
+            "split it into several matrix files or shorten the lists"
+        )
     expansion = Expansion(cases=[])
     seen: dict[PoolCase, None] = {}
     for combo in itertools.product(*values.values()):
@@ -161,9 +184,26 @@ def expand(table: dict[str, Any]) -> Expansion:
         except CaseError as exc:
             expansion.dropped[exc.category] += 1
             continue
+        _check_size(case)
         seen.setdefault(case, None)
+    if not seen:
+        raise MatrixError(
+            f"matrix expands to no case: all {expansion.combinations} combinations were dropped "
+            f"({', '.join(f'{n} {why}' for why, n in expansion.dropped.most_common())}); "
+            "an empty run checks nothing, so fix the values"
+        )
     expansion.cases = list(seen)
     return expansion
+
+
+def _check_size(case: PoolCase) -> None:
+    """Refuse (not drop) a case whose input would not fit in memory: that is a typo."""
+    elements = math.prod(case.input_shape)
+    if elements > MAX_INPUT_ELEMENTS:
+        raise MatrixError(
+            f"case {case.id!r} has an input of {elements} elements (shape {case.input_shape!r}), "
+            f"more than the limit {MAX_INPUT_ELEMENTS}; lower batch, channels or input_size"
+        )
 
 
 def _combination_case(v: dict[str, Any]) -> PoolCase:
@@ -211,8 +251,12 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise MatrixError(f"matrix file {str(path)!r} is not text (UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise MatrixError(f"matrix file {str(path)!r} is not valid TOML: {exc}") from None
+    except (OSError, ValueError) as exc:  # unreadable, a NUL in the name, ...
+        raise MatrixError(f"matrix file {str(path)!r} cannot be read: {exc}") from None
     if Path(path).name == "pyproject.toml" and "matrix" not in data:
-        table = data.get("tool", {}).get("poolconform", {}).get("matrix")
+        table: Any = data
+        for part in ("tool", "poolconform", "matrix"):
+            table = table.get(part) if isinstance(table, dict) else None
         if table is None:
             raise MatrixError(f"{str(path)!r} has no [tool.poolconform.matrix] table")
         return table

@@ -9,9 +9,11 @@ sessions are paid once per backend, not once per case.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -74,8 +76,36 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
-def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None) -> None:
+#: Longest wait a pipe poll accepts (the selector counts milliseconds in a C int);
+#: a longer or infinite `--timeout` means "wait as long as it takes".
+_MAX_POLL_SECONDS = 1e6
+
+
+def _poll_seconds(seconds: float) -> float | None:
+    """A wait that Connection.poll accepts: None (forever) for inf or absurdly long ones."""
+    return None if not math.isfinite(seconds) or seconds > _MAX_POLL_SECONDS else max(0.0, seconds)
+
+
+def _exit_when_orphaned(parent_pid: int, interval: float = 0.5) -> None:
+    """Exit the worker once its parent is gone (SIGKILLed runs leave no stray workers).
+
+    A worker busy in a hang holds no pipe read that could notice the parent's death,
+    so a daemon thread watches the parent pid instead (PR_SET_PDEATHSIG would fire
+    when the parent's starting *thread* ends, which here is a short-lived pool thread).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="poolconform-orphan-watch", daemon=True).start()
+
+
+def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, parent_pid: int | None = None) -> None:
     """Worker main loop (runs in the child process)."""
+    if parent_pid is not None:
+        _exit_when_orphaned(parent_pid)
     os.environ.update(env)
     if log_path:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -152,13 +182,13 @@ class BackendWorker:
         """Spawn the worker and learn whether its backend is usable here."""
         parent, child = self._ctx.Pipe()
         self._process = self._ctx.Process(
-            target=_serve, args=(self.spec, child, self.env, self.log_path), daemon=True,
+            target=_serve, args=(self.spec, child, self.env, self.log_path, os.getpid()), daemon=True,
             name=f"poolconform-{self.spec.name}",
         )
         self._process.start()
         child.close()
         self._conn = parent
-        if not parent.poll(self.start_timeout):
+        if not parent.poll(_poll_seconds(self.start_timeout)):
             self._kill()
             self.info.unavailable = f"worker did not start within {self.start_timeout:.0f} s"
             return self.info
@@ -187,7 +217,7 @@ class BackendWorker:
             while pending:
                 task = pending[0]
                 try:
-                    ready = self._conn.poll(timeout)
+                    ready = self._conn.poll(_poll_seconds(timeout))
                     outcome = self._conn.recv() if ready else None
                 except (EOFError, OSError):
                     ready, outcome = True, None
