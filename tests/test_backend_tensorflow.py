@@ -9,6 +9,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from poolconform.backends.base import Unsupported  # noqa: E402
 from poolconform.backends.tensorflow_backend import TensorFlow, nhwc_argmax_to_onnx  # noqa: E402
 from poolconform.case import PoolCase, make_case  # noqa: E402
 from poolconform.compare import compare_outputs  # noqa: E402
@@ -145,6 +146,8 @@ def test_unsupported_reasons(backend, case, words):
     reason = backend.supports(case)
     assert reason is not None and reason.startswith("unsupported: ") and words in reason
     assert "\n" not in reason
+    with pytest.raises(Unsupported):  # run() refuses too, never emulates
+        backend.run(case, make_inputs(case))
 
 
 @pytest.mark.parametrize("rank", [1, 2])

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from poolconform.backends.base import Unsupported  # noqa: E402
 from poolconform.backends.torch_backend import TorchCPU, TorchCUDA, onnx_indices  # noqa: E402
 from poolconform.case import PoolCase, make_case  # noqa: E402
 from poolconform.compare import compare_outputs  # noqa: E402
@@ -146,6 +147,8 @@ def test_unsupported_reasons(backend, case, words):
     reason = backend.supports(case)
     assert reason is not None and reason.startswith("unsupported: ") and words in reason
     assert "\n" not in reason
+    with pytest.raises(Unsupported):  # run() refuses too: no attribute is silently dropped
+        backend.run(case, make_inputs(case))
 
 
 def test_same_with_symmetric_pads_runs_as_explicit_padding(backend):

@@ -23,7 +23,7 @@ from importlib import metadata
 import numpy as np
 
 from poolconform import shapes
-from poolconform.backends.base import BaseBackend
+from poolconform.backends.base import BaseBackend, Unsupported
 from poolconform.case import PoolCase
 
 #: Element types each op's definition accepts (the op refuses others before any kernel runs).
@@ -206,7 +206,7 @@ class TensorFlow(BaseBackend):
 
         plan = self._plan(case)
         if isinstance(plan, str):
-            raise ValueError(plan)
+            raise Unsupported(plan)
         x = _tf_input(inputs[0])
         rank = case.rank
         if plan.op == "max_pool_with_argmax":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from poolconform import shapes
-from poolconform.backends.base import BaseBackend
+from poolconform.backends.base import BaseBackend, Unsupported
 from poolconform.case import PoolCase
 
 
@@ -116,6 +116,9 @@ class _Torch(BaseBackend):
     def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         import torch.nn.functional as F
 
+        reason = self.supports(case)
+        if reason:  # never run a case whose attributes torch would silently ignore
+            raise Unsupported(reason)
         x = _to_torch(inputs[0], self.device)
         rank = case.rank
         if case.op == "GlobalMaxPool":
@@ -125,9 +128,7 @@ class _Torch(BaseBackend):
         if case.op == "GlobalLpPool":
             spatial = case.spatial[0] if rank == 1 else case.spatial  # lp_pool1d multiplies by an int
             return [_to_numpy(getattr(F, f"lp_pool{rank}d")(x, case.p, spatial, stride=spatial))]
-        padding, reason = symmetric_padding(case)
-        if padding is None:
-            raise ValueError(reason)
+        padding, _ = symmetric_padding(case)
         kernel, stride = case.kernel, case.strides
         ceil_mode = case.ceil_mode and case.auto_pad == "NOTSET"
         if case.op == "MaxPool":
