@@ -100,39 +100,57 @@ class ResultsWriter:
 
 
 def repair_torn_tail(path: Path) -> None:
-    """Cut a last line that a kill left half-written (no newline, or not JSON)."""
+    """Cut a last line that a kill left half-written; keep a whole record that only lacks its newline.
+
+    Resume counts every parseable record as done, so a complete record must never be
+    cut (it would then be neither in the file nor rerun).
+    """
     if not path.exists():
         return
     data = path.read_bytes()
-    keep = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
-    lines = keep.splitlines(keepends=True)
-    while lines:
-        try:
-            json.loads(lines[-1])
-            break
-        except ValueError:
-            lines.pop()
-    fixed = b"".join(lines)
-    if fixed != data:
-        path.write_bytes(fixed)
+    lines = data.splitlines(keepends=True)
+    needs_newline = bool(lines) and not lines[-1].endswith(b"\n") and _is_record(lines[-1])
+    while lines and not _is_record(lines[-1]):
+        lines.pop()
+    keep = sum(len(line) for line in lines)
+    if keep < len(data):
+        os.truncate(path, keep)  # cut in place: a rewrite killed half-way would lose every record
+    if needs_newline:
+        with open(path, "ab") as f:
+            f.write(b"\n")
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and "case" in value and "backend" in value
 
 
 def read_records(path: Path) -> list[Record]:
-    """Records of a results.jsonl; a torn last line is ignored, later duplicates win."""
+    """Records of a results.jsonl; a torn last line is ignored, later duplicates win.
+
+    Only the last line can be torn by a kill; an unreadable line before it means the file
+    is not poolconform's (or was edited), and is refused rather than silently skipped.
+    """
     if not path.exists():
         return []
     by_key: dict[tuple[str, str], Record] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
+    torn: int | None = None
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
+            if torn is not None:
+                raise PoolconformError(f"{str(path)!r} line {torn}: not JSON (only the last line may be torn by a kill)")
             try:
-                record = json.loads(line)
+                record = json.loads(raw)
             except ValueError:
-                continue  # a torn line from a killed run
+                torn = number  # a torn line from a killed run, if nothing follows it
+                continue
             if not isinstance(record, dict) or "case" not in record or "backend" not in record:
-                raise PoolconformError(f"{path}:{number}: not a poolconform record")
+                raise PoolconformError(f"{str(path)!r} line {number}: not a poolconform record")
             by_key[record_key(record)] = record
     return list(by_key.values())
 
@@ -142,6 +160,7 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide reports from CI readers
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -150,6 +169,27 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (a power cut must not bring back the old file)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, value: Any) -> None:

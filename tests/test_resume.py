@@ -1,0 +1,171 @@
+"""Durable results: a run SIGKILLed at any moment continues with --resume, each record exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from poolconform.errors import PoolconformError
+from poolconform.results import read_records, repair_torn_tail, write_atomic, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: 192 cases (384 records on two backends): enough batches of 64 that a kill lands mid-way.
+MATRIX = """\
+[matrix]
+ops = ["MaxPool", "AveragePool"]
+rank = [1, 2]
+kernel = [2, 3]
+stride = [1, 2]
+input_size = [6, 9]
+pads = [0, 1]
+ceil_mode = [false, true]
+count_include_pad = [false, true]
+batch = 2
+channels = 3
+"""
+BACKENDS = "onnxruntime-cpu,onnx-reference"
+
+
+def run_args(matrix: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "poolconform", "run", "--matrix", str(matrix), "--backends", BACKENDS,
+            "--out", str(out), "--quiet", *extra]
+
+
+def lines_of(out: Path) -> list[str]:
+    return (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
+
+
+def statuses(lines: list[str]) -> dict[tuple[str, str], str]:
+    records = [json.loads(line) for line in lines]
+    return {(r["case"], r["backend"]): r["status"] for r in records}
+
+
+def children_of(pid: int) -> set[int]:
+    """Live processes whose parent is `pid` (the backend workers and their helpers)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("resume") / "m.toml"
+    path.write_text(MATRIX)
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(matrix) -> tuple[int, list[str]]:
+    out = matrix.parent / "full"
+    result = subprocess.run(run_args(matrix, out), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, lines_of(out)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+def test_sigkilled_run_resumes_to_the_same_records_each_once(matrix, uninterrupted):
+    full_status, full_lines = uninterrupted
+    total = len(full_lines)
+    assert total == 384 and len(statuses(full_lines)) == total
+    out = matrix.parent / "killed"
+    results = out / "results.jsonl"
+    process = subprocess.Popen(run_args(matrix, out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    written = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        written = results.read_bytes().count(b"\n") if results.exists() else 0
+        if 0 < written < total:
+            break
+        time.sleep(0.005)
+    workers = children_of(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 0 < written < total, f"the run was not caught mid-way ({written} of {total} lines)"
+    assert workers, "the run had no worker processes"
+    kept = lines_of(out)
+    assert 0 < len(kept) < total
+
+    # orphaned workers notice their parent is gone and exit on their own
+    deadline = time.monotonic() + 15
+    while children_of(process.pid) | {p for p in workers if Path(f"/proc/{p}").exists()} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [p for p in workers if Path(f"/proc/{p}/stat").exists()
+             and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert alive == [], f"workers of the killed run still alive: {alive}"
+
+    # a kill in the middle of a write leaves half a line
+    with open(results, "a", encoding="utf-8") as f:
+        f.write(full_lines[-1][: len(full_lines[-1]) // 2])
+
+    resumed = subprocess.run(run_args(matrix, out, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == full_status, resumed.stderr
+    final = lines_of(out)
+    assert final[: len(kept)] == kept  # finished records were kept, not rerun
+    assert len(final) == total  # every (case, backend) exactly once
+    assert statuses(final) == statuses(full_lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["records"] == total and summary["exit_status"] == full_status
+
+    # resuming a finished run does nothing but rewrite its reports
+    again = subprocess.run(run_args(matrix, out, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == full_status, again.stderr
+    assert lines_of(out) == final
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_repair_cuts_a_torn_tail_and_keeps_a_whole_last_record(tmp_path):
+    path = tmp_path / "results.jsonl"
+    a, b = '{"case": "a", "backend": "x"}', '{"case": "b", "backend": "x"}'
+    path.write_text(f"{a}\n{b[:11]}")
+    repair_torn_tail(path)
+    assert path.read_text() == f"{a}\n"
+    path.write_text(f"{a}\n{b}")  # killed between the record and its newline
+    assert len(read_records(path)) == 2
+    repair_torn_tail(path)
+    assert path.read_text() == f"{a}\n{b}\n"
+    path.write_bytes(f"{a}\n".encode() + b"\xff\xfe{")  # torn inside a multi-byte character
+    repair_torn_tail(path)
+    assert path.read_text() == f"{a}\n"
+    path.write_text("")
+    repair_torn_tail(path)
+    assert path.read_text() == ""
+
+
+def test_only_the_last_line_may_be_torn(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"case": "a", "backend": "x"}\n{"case": "b", "ba\n{"case": "c", "backend": "x"}\n')
+    with pytest.raises(PoolconformError, match="line 2: not JSON"):
+        read_records(path)
+    path.write_text('{"case": "a", "backend": "x"}\n[1, 2]\n')
+    with pytest.raises(PoolconformError, match="line 2: not a poolconform record"):
+        read_records(path)
+    path.write_text('{"case": "a", "backend": "x", "status": "error"}\n{"case": "a", "backend": "x", "status": "pass"}\n')
+    assert [r["status"] for r in read_records(path)] == ["pass"]  # a later duplicate wins
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json(path, {"records": 1})
+    assert json.loads(path.read_text()) == {"records": 1}
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # readable like any report, not mkstemp's 0600
+
+    with pytest.raises(TypeError):
+        write_atomic(path, 12345)  # type: ignore[arg-type]  # fails inside the write
+    assert json.loads(path.read_text()) == {"records": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no temp file left behind
