@@ -76,7 +76,7 @@ def ulp_distance(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
     xi = x.view(ints).astype(np.int64)
     yi = y.view(ints).astype(np.int64)
     # Map sign-magnitude bit patterns onto a monotonic integer line.
-    sign = np.int64(1) << (8 * dtype.itemsize - 1)
-    xi = np.where(xi < 0, -(xi & (sign - 1)), xi)
-    yi = np.where(yi < 0, -(yi & (sign - 1)), yi)
+    magnitude = np.int64(np.iinfo(ints).max)  # every bit but the sign
+    xi = np.where(xi < 0, -(xi & magnitude), xi)
+    yi = np.where(yi < 0, -(yi & magnitude), yi)
     return np.abs(xi - yi).astype(np.float64)
