@@ -433,7 +433,8 @@ def _read_tensor(path: Path, declared: tuple[tuple[int, ...], str] | None, where
     except KeyError:
         raise ModelError(f"{where}: element type {tensor.data_type!r} is not one poolconform reads") from None
     if declared is not None and (shape, dtype) != declared:
-        raise ModelError(f"{where}: holds {dtype}{list(shape)!r}, the model declares {declared[1]}{list(declared[0])!r}")
+        want = f"{declared[1]}{list(declared[0])!r}"
+        raise ModelError(f"{where}: holds {dtype}{list(shape)!r}, the model declares {want}")
     if tensor.HasField("raw_data"):
         itemsize = 8 if dtype == "int64" else dtypes.numpy_dtype(dtype).itemsize
         want = int(np.prod(shape, dtype=object)) * itemsize

@@ -52,7 +52,8 @@ def test_compare_with_own_locates_the_difference() -> None:
     assert compare_with_own([a], [a.copy()], "torch") == "ORT output == torch output"
     b = a.copy()
     b[1, 1] = 3.75
-    assert compare_with_own([a], [b], "torch") == "ORT output differs from torch's own output by 0.25 at [1, 1] (4.0 vs 3.75)"
+    expected = "ORT output differs from torch's own output by 0.25 at [1, 1] (4.0 vs 3.75)"
+    assert compare_with_own([a], [b], "torch") == expected
     assert "shape [2, 2] differs from keras's own [4]" in compare_with_own([a], [a.ravel()], "keras")
 
 
@@ -77,7 +78,9 @@ def torch_round_trip():
     return backend
 
 
-@pytest.mark.parametrize(("case", "attr"), list(zip(TORCH_CASES, TORCH_EXPECTED_ATTRS)), ids=[c.id for c in TORCH_CASES])
+@pytest.mark.parametrize(
+    ("case", "attr"), list(zip(TORCH_CASES, TORCH_EXPECTED_ATTRS)), ids=[c.id for c in TORCH_CASES]
+)
 def test_torch_export_round_trip_matches_the_oracle(torch_round_trip, case, attr) -> None:
     assert torch_round_trip.supports(case) is None
     inputs = make_inputs(case)

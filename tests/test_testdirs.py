@@ -284,7 +284,8 @@ def test_corpus_is_not_stale(tmp_path: Path) -> None:
     committed = json.loads((MODELS / "manifest.json").read_text())
     cases = testdirs.corpus_cases()
     fresh_manifest = testdirs._manifest_text([testdirs.manifest_entry(c) for c in sorted(cases, key=testdirs.dir_name)])
-    assert (MODELS / "manifest.json").read_text() == fresh_manifest, "models/ is stale: run python -m poolconform.testdirs"
+    stale = "models/ is stale: run python -m poolconform.testdirs --out models"
+    assert (MODELS / "manifest.json").read_text() == fresh_manifest, stale
     on_disk = sorted(p.name for p in MODELS.iterdir() if p.is_dir())
     assert on_disk == [e["dir"] for e in committed["cases"]]
     sample = cases[:: max(1, len(cases) // 40)]  # every file of ~40 directories, byte for byte
