@@ -47,7 +47,7 @@ def _figure(width: float, height: float):
 def _png(fig) -> str:
     """A figure as a PNG data URI."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    fig.savefig(buf, format="png", dpi=90)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -94,7 +94,7 @@ def heatmap_figure(op: str, records: list[Record], backends: list[str]) -> str:
     rows, cols = sorted(kernels, key=_label_key), sorted(strides, key=_label_key)
     ncols = min(COLUMNS, len(backends))
     nrows = math.ceil(len(backends) / ncols)
-    fig = _figure(0.55 * len(cols) * ncols + 1.2 * ncols, 0.42 * len(rows) * nrows + 0.9 * nrows)
+    fig = _figure(max(2.8, 0.6 * len(cols) + 1.0) * ncols, max(1.9, 0.42 * len(rows) + 1.0) * nrows + 0.4)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[len(backends):]:
         ax.axis("off")
@@ -117,7 +117,7 @@ def heatmap_figure(op: str, records: list[Record], backends: list[str]) -> str:
         ax.set_xlabel("stride s", fontsize=7)
         ax.set_ylabel("kernel f", fontsize=7)
         ax.tick_params(length=0)
-    fig.suptitle(f"{op}: passed / records per kernel x stride (colour: worst status)", fontsize=10)
+    fig.suptitle(f"{op}: passed / records per kernel x stride", fontsize=11)
     return _png(fig)
 
 
@@ -128,7 +128,7 @@ def global_figure(records: list[Record], ops: list[str], backends: list[str]) ->
     cells: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in records:
         cells[(r["op"], r["backend"])].append(cell_status(r))
-    fig = _figure(1.2 + 1.05 * len(backends), 0.8 + 0.45 * len(ops))
+    fig = _figure(max(4.0, 1.6 + 1.1 * len(backends)), 1.4 + 0.45 * len(ops))
     ax = fig.subplots()
     image = [[(1.0, 1.0, 1.0)] * len(backends) for _ in ops]
     for i, op in enumerate(ops):
@@ -144,7 +144,7 @@ def global_figure(records: list[Record], ops: list[str], backends: list[str]) ->
     ax.set_xticks(range(len(backends)), backends, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(ops)), ops, fontsize=8)
     ax.tick_params(length=0)
-    ax.set_title("global ops: passed / records per backend", fontsize=10)
+    ax.set_title("global ops: passed / records per backend", fontsize=11)
     return _png(fig)
 
 
@@ -169,6 +169,7 @@ def ulp_figure(records: list[Record]) -> str | None:
                 linewidth=1, alpha=0.85, label=backend)
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("window size (elements averaged)")
     ax.set_ylabel("max ULP error (symlog)")
     ax.set_title("ULP error of averaging ops against window size (worst case per size)", fontsize=10)

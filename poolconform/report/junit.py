@@ -65,9 +65,8 @@ def junit_xml(records: list[Record], name: str = "poolconform") -> str:
     xml = JUnitXml(name)
     for backend in sorted(by_backend):
         suite = TestSuite(backend)
-        for record in sorted(by_backend[backend], key=lambda r: r["case"]):
-            suite.add_testcase(testcase(record))
-        suite.update_statistics()
+        # add_testcases recounts once; add_testcase would recount per case (quadratic)
+        suite.add_testcases([testcase(r) for r in sorted(by_backend[backend], key=lambda r: r["case"])])
         xml.add_testsuite(suite)
     xml.update_statistics()
     body = xml.tostring()
