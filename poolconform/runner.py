@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,22 +51,34 @@ def oracle_job(case: PoolCase) -> Job:
     return Job(case, inputs, reference_outputs(case, inputs))
 
 
+def _new_worker(spec: BackendSpec, options: RunOptions) -> BackendWorker:
+    return BackendWorker(
+        spec,
+        env=options.env,
+        log_path=(options.log_dir / f"{spec.name.replace('>', '')}.log") if options.log_dir else None,
+        start_timeout=max(300.0, options.timeout),
+    )
+
+
 def start_workers(specs: list[BackendSpec], options: RunOptions) -> dict[str, BackendWorker]:
     """Spawn every backend's worker at once (imports overlap) and learn availability."""
-    workers = {
-        spec.name: BackendWorker(
-            spec,
-            env=options.env,
-            log_path=(options.log_dir / f"{spec.name.replace('>', '')}.log") if options.log_dir else None,
-            start_timeout=max(300.0, options.timeout),
-        )
-        for spec in specs
-    }
+    workers = {spec.name: _new_worker(spec, options) for spec in specs}
     if options.log_dir:
         options.log_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
-        list(pool.map(lambda w: w.start(), workers.values()))
+        list(pool.map(_timed_start, workers.values()))
     return workers
+
+
+#: Seconds each worker took to start (framework import), the price of a helper worker.
+_START_SECONDS: weakref.WeakKeyDictionary[BackendWorker, float] = weakref.WeakKeyDictionary()
+
+
+def _timed_start(worker: BackendWorker) -> BackendInfo:
+    started = time.perf_counter()
+    info = worker.start()
+    _START_SECONDS[worker] = time.perf_counter() - started
+    return info
 
 
 def outcome_record(job: Job, backend: str, outcome: Outcome) -> Record:
@@ -96,6 +110,67 @@ def outcome_record(job: Job, backend: str, outcome: Outcome) -> Record:
     )
 
 
+class _Gate:
+    """At most `slots` batches compute at once; a free slot goes to the waiting backend with
+    the most estimated work left (longest-remaining-first keeps the slowest off the tail)."""
+
+    def __init__(self, slots: int, remaining: Callable[[str], float]) -> None:
+        self._slots = max(1, slots)
+        self._remaining = remaining
+        self._waiting: list[str] = []
+        self._cond = threading.Condition()
+
+    def acquire(self, name: str) -> None:
+        with self._cond:
+            self._waiting.append(name)
+            while self._slots == 0 or max(self._waiting, key=self._remaining) != name:
+                self._cond.wait()
+            self._waiting.remove(name)
+            self._slots -= 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._slots += 1
+            self._cond.notify_all()
+
+
+class _Backlog:
+    """One backend's batches still to run, and how long its cases have taken so far."""
+
+    def __init__(self, worker: BackendWorker, chunks: list[list[tuple[int, Job]]]) -> None:
+        self.worker = worker
+        self.chunks = chunks
+        self.cases_left = sum(len(c) for c in chunks)
+        self.seconds = 0.0
+        self.measured = 0
+        self.start_seconds = _START_SECONDS.get(worker, HELP_MIN_SECONDS)
+        self.helpers: list[BackendWorker] = []
+        self.active = 0  # workers currently taking batches from this backlog
+
+    def estimate(self) -> float:
+        """Seconds of work left; unknown (nothing measured yet) counts as infinite."""
+        if not self.cases_left:
+            return 0.0
+        if not self.measured:
+            return float("inf")
+        return self.cases_left * self.seconds / self.measured
+
+    def worth_helping(self) -> bool:
+        """A second worker pays when the work left dwarfs what starting one costs."""
+        if not self.measured or not self.chunks:
+            return False
+        per_worker = self.estimate() / max(1, self.active)
+        return per_worker > max(HELP_MIN_SECONDS, 3 * self.start_seconds)
+
+
+#: Never spawn a helper worker for less than this much estimated work.
+HELP_MIN_SECONDS = 5.0
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[start : start + size] for start in range(0, len(items), max(1, size))]
+
+
 def run_jobs(
     jobs: list[Job],
     workers: dict[str, BackendWorker],
@@ -103,28 +178,96 @@ def run_jobs(
     sink: Callable[[list[Record]], None],
     skip: Iterable[tuple[str, str]] = (),
 ) -> dict[str, BackendInfo]:
-    """Run every job on every available worker; `skip` holds (case, backend) already done."""
-    done = set(skip)
-    lock = threading.Lock()
-    gate = threading.Semaphore(max(1, options.jobs))
+    """Run every job on every available worker; `skip` holds (case, backend) already done.
 
-    def drive(worker: BackendWorker) -> None:
-        name = worker.spec.name
-        todo = [(i, job) for i, job in enumerate(jobs) if (job.case.id, name) not in done]
-        for start in range(0, len(todo), options.batch_size):
-            chunk = todo[start : start + options.batch_size]
+    Each backend's batches form a backlog. A driver thread whose backlog runs dry closes
+    its worker and, while fewer than `jobs` drivers are busy, spawns a helper worker for
+    the backend with the most estimated work left, so idle cores take a share of it.
+    """
+    done = set(skip)
+    lock = threading.Lock()  # serialises the sink
+    measured = threading.Condition()  # guards backlogs and the busy count; notified per outcome
+    backlogs = {
+        name: _Backlog(w, _chunks([(i, job) for i, job in enumerate(jobs) if (job.case.id, name) not in done],
+                                  options.batch_size))
+        for name, w in workers.items() if w.info.unavailable is None
+    }
+    gate = _Gate(options.jobs, lambda name: backlogs[name].estimate())
+    busy = [len(backlogs)]
+
+    def take(name: str) -> list[tuple[int, Job]] | None:
+        with measured:
+            backlog = backlogs[name]
+            return backlog.chunks.pop(0) if backlog.chunks else None
+
+    def work(name: str, worker: BackendWorker) -> None:
+        backlog = backlogs[name]
+        with measured:
+            backlog.active += 1
+        try:
+            _work(name, worker, backlog)
+        finally:
+            with measured:
+                backlog.active -= 1
+
+    def _work(name: str, worker: BackendWorker, backlog: _Backlog) -> None:
+        while (chunk := take(name)) is not None:
             tasks = [Task(i, job.case, job.inputs) for i, job in chunk]
-            with gate:
-                records = [outcome_record(jobs[o.key], name, o) for o in worker.run(tasks, options.timeout)]
+            records = []
+            gate.acquire(name)
+            try:
+                for outcome in worker.run(tasks, options.timeout):
+                    records.append(outcome_record(jobs[outcome.key], name, outcome))
+                    with measured:
+                        backlog.cases_left -= 1
+                        backlog.seconds += outcome.seconds
+                        backlog.measured += 1
+                        measured.notify_all()
+            finally:
+                gate.release()
             with lock:
                 sink(records)
 
-    usable = [w for w in workers.values() if w.info.unavailable is None]
+    def pick_backlog_to_help() -> str | None:
+        """The backlog an idle driver should help with, once estimates exist; None to stop."""
+        with measured:
+            busy[0] -= 1
+            while busy[0] < options.jobs:
+                open_ = [b for b in backlogs.values() if b.chunks]
+                if not open_:
+                    return None
+                candidates = [(b.estimate() / max(1, b.active), n) for n, b in backlogs.items() if b.worth_helping()]
+                if candidates:
+                    busy[0] += 1
+                    return max(candidates)[1]
+                if all(b.measured for b in open_):
+                    return None  # every open backlog is known and too small to be worth a worker
+                measured.wait(1.0)
+            return None
+
+    def drive(name: str) -> None:
+        work(name, backlogs[name].worker)
+        backlogs[name].worker.close()
+        while (target := pick_backlog_to_help()) is not None:
+            helper = _new_worker(backlogs[target].worker.spec, options)
+            with measured:
+                backlogs[target].helpers.append(helper)
+            if helper.start().unavailable is None:
+                work(target, helper)
+            helper.close()
+
     try:
-        with ThreadPoolExecutor(max_workers=max(1, len(usable))) as pool:
-            for future in [pool.submit(drive, w) for w in usable]:
+        with ThreadPoolExecutor(max_workers=max(1, len(backlogs))) as pool:
+            for future in [pool.submit(drive, name) for name in backlogs]:
                 future.result()
     finally:
         for worker in workers.values():
             worker.close()
-    return {name: w.info for name, w in workers.items()}
+        for backlog in backlogs.values():
+            for helper in backlog.helpers:
+                helper.close()
+    infos = {name: w.info for name, w in workers.items()}
+    for name, backlog in backlogs.items():
+        infos[name].restarts += sum(h.info.restarts for h in backlog.helpers)
+        infos[name].extra["workers"] = str(1 + len(backlog.helpers))
+    return infos
