@@ -13,14 +13,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="One directory per case (model.onnx, test_data_set_0/input_0.pb, output_0.pb) "
                                    "plus manifest.json. Deterministic: the same command twice writes identical bytes.")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
-    p.add_argument("--matrix", type=Path, metavar="FILE.toml", help="matrix file (default: the embedded matrix)")
+    p.add_argument("--matrix", type=Path, metavar="FILE.toml",
+                   help="matrix file (default: the portable corpus, i.e. the embedded matrix without its large "
+                        "inputs, which is what models/ holds)")
     p.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from poolconform.testdirs import export_cases
+    from poolconform.testdirs import corpus_cases, export_cases
 
-    expansion = load_matrix(args.matrix)
-    manifest = export_cases(expansion.cases, args.out)
-    print(f"wrote {len(expansion.cases)} backend-test directories and {manifest}")
+    cases = load_matrix(args.matrix).cases if args.matrix else corpus_cases()
+    manifest = export_cases(cases, args.out)
+    print(f"wrote {len(cases)} backend-test directories and {manifest}")
     return 0
