@@ -151,6 +151,7 @@ def test_finding_float64_is_computed_in_float32(backend):
     assert y.dtype == np.float64
     assert not np.array_equal(y, want)
     assert np.array_equal(y, want.astype(np.float32).astype(np.float64))
+    assert "float32" in backend.note(case)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "int8", "uint8"])

@@ -46,11 +46,14 @@ class OpenVINOCPU(BaseBackend):
         return ov.get_version().split("-")[0]
 
     def note(self, case: PoolCase) -> str | None:
-        """Said only where it matters: this CPU would run float32 in lower precision by default."""
+        """Said only where it matters: float64 input, or a CPU whose default precision is lower."""
+        notes = []
+        if case.dtype == "float64":
+            notes.append("the OpenVINO CPU plugin computes float64 models in float32")
         default = self.default_precision()
         if default not in ("f32", "float32", ""):
-            return f"INFERENCE_PRECISION_HINT forced to f32 (this CPU's default is {default})"
-        return None
+            notes.append(f"INFERENCE_PRECISION_HINT forced to f32 (this CPU's default is {default})")
+        return "; ".join(notes) or None
 
     def default_precision(self) -> str:
         """The CPU plugin's default inference precision on this machine (e.g. 'f32', 'bf16')."""
