@@ -70,7 +70,8 @@ class CaseItem(pytest.Item):
         return str(super().repr_failure(excinfo, style=style))
 
     def reportinfo(self) -> tuple[Path | str, int | None, str]:
-        return self.path, None, f"{self.case.id}[{self.backend}]"
+        # a line number (not None): skips are reported at the item's location
+        return self.path, 0, f"{self.case.id}[{self.backend}]"
 
 
 def _skip_here(reason: str) -> None:

@@ -1,0 +1,65 @@
+"""The pytest plugin: matrix items named by case id, outcomes from real records.
+
+Sessions that start workers run in a subprocess: an in-process pytester session that
+spawns worker processes aborts the outer interpreter.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+pytest.importorskip("onnxruntime", reason="the plugin runs onnxruntime-cpu")
+
+MATRIX = '[matrix]\nops = "AveragePool"\nkernel = 3\nstride = 3\ninput_size = 7\nceil_mode = [false, true]\n'
+CASES = ("AveragePool-2d-k3-s3-p0-ceil-f32-n7", "AveragePool-2d-k3-s3-p0-f32-n7")
+
+
+def args(pytester: pytest.Pytester, backends: str, *more: str) -> list[str]:
+    matrix = pytester.makefile(".toml", m=MATRIX)
+    return ["-p", "no:cacheprovider", "--poolconform", "--poolconform-backends", backends,
+            "--poolconform-matrix", str(matrix), *more]
+
+
+def test_nothing_is_added_without_the_option(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_one():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q")
+    assert [line for line in result.outlines if "::" in line] == ["test_plain.py::test_one"]
+    result.assert_outcomes()
+
+
+def test_collects_one_item_per_case_and_backend(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(*args(pytester, "onnxruntime-cpu,onnx-reference"), "--collect-only", "-q")
+    ids = sorted(line for line in result.outlines if line.startswith("poolconform::"))
+    assert ids == sorted(f"poolconform::{c}[{b}]" for c in CASES for b in ("onnxruntime-cpu", "onnx-reference"))
+
+
+def test_outcomes_follow_records(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(*args(pytester, "onnxruntime-cpu,onnx-reference,onnxruntime-cuda"), "-rA")
+    from poolconform.backends.onnxruntime_backend import OnnxRuntimeCUDA
+
+    cuda_missing = OnnxRuntimeCUDA().available()
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 1  # onnx-reference on the ceil case
+    result.stdout.fnmatch_lines([f"FAILED poolconform::{CASES[0]}[[]onnx-reference[]]*"])
+    result.stdout.fnmatch_lines([f"*{CASES[0]} on onnx-reference: mismatch: Y*"])
+    if cuda_missing:
+        assert (outcomes["passed"], outcomes["skipped"]) == (3, 2)
+        result.stdout.fnmatch_lines(["SKIPPED*onnxruntime-cuda unavailable*"])
+    else:
+        assert (outcomes["passed"], outcomes.get("skipped", 0)) == (5, 0)
+
+
+def test_expectations_xfail_and_keyword_selection(pytester: pytest.Pytester) -> None:
+    expect = pytester.makefile(".toml", expect=f'[[expect]]\ncase = "{CASES[0]}"\nbackend = "onnx-reference"\n'
+                                               'reason = "ceil window in the padding"\n')
+    result = pytester.runpytest_subprocess(*args(pytester, "onnxruntime-cpu,onnx-reference", "--poolconform-expectations",
+                                      str(expect), "-k", "ceil", "-rx"))
+    result.assert_outcomes(passed=1, xfailed=1, deselected=2)
+    result.stdout.fnmatch_lines(["*expected mismatch: ceil window in the padding*"])
+
+
+def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(*args(pytester, "no-such-backend"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*poolconform: unknown backend 'no-such-backend'*"])

@@ -1,0 +1,120 @@
+"""Reports under --out from a real run: report.html, junit.xml, summary.md, $GITHUB_STEP_SUMMARY."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from junitparser import Failure, JUnitXml
+
+from poolconform.cli import main
+from poolconform.report.junit import junit_xml
+from poolconform.report.markdown import render_markdown
+from poolconform.report.summary import summarize
+from poolconform.results import make_record, read_records
+
+pytest.importorskip("onnxruntime", reason="the report run uses onnxruntime-cpu")
+
+BACKENDS = ("onnxruntime-cpu", "onnx-reference")
+#: AveragePool k3 s3 ceil on n7 is where onnx.reference really disagrees (a window in the padding).
+MATRIX = """[matrix]
+ops = ["AveragePool", "MaxPool", "GlobalAveragePool"]
+kernel = 3
+stride = 3
+input_size = 7
+ceil_mode = [false, true]
+"""
+
+
+@pytest.fixture(scope="module")
+def run_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, Path]:
+    """One real run on two backends; returns (out dir, exit status, step summary file)."""
+    tmp = tmp_path_factory.mktemp("reports")
+    matrix = tmp / "m.toml"
+    matrix.write_text(MATRIX)
+    step = tmp / "step_summary.md"
+    step.write_text("previous step\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GITHUB_STEP_SUMMARY", str(step))
+        status = main(["run", "--matrix", str(matrix), "--backends", ",".join(BACKENDS),
+                       "--out", str(tmp / "out"), "--quiet"])
+    return tmp / "out", status, step
+
+
+def test_run_writes_every_report(run_out: tuple[Path, int, Path]) -> None:
+    out, status, step = run_out
+    assert status == 1  # onnx-reference disagrees on the ceil AveragePool case
+    for name in ("results.jsonl", "summary.json", "report.html", "junit.xml", "summary.md"):
+        assert (out / name).stat().st_size > 0, name
+    markdown = (out / "summary.md").read_text()
+    assert step.read_text() == "previous step\n" + markdown + "\n"
+
+
+def test_junit_has_one_testcase_per_record(run_out: tuple[Path, int, Path]) -> None:
+    out, _, _ = run_out
+    records = read_records(out / "results.jsonl")
+    xml = JUnitXml.fromfile(str(out / "junit.xml"))
+    suites = {suite.name: list(suite) for suite in xml}
+    assert sorted(suites) == sorted(BACKENDS)
+    ids = sorted((case.classname, case.name) for cases in suites.values() for case in cases)
+    assert ids == sorted((r["backend"], r["case"]) for r in records)
+    failures = [c for cases in suites.values() for c in cases if any(isinstance(r, Failure) for r in c.result)]
+    assert [(c.classname, c.name) for c in failures] == [
+        (r["backend"], r["case"]) for r in records if r["status"] in ("mismatch", "shape-mismatch")]
+    assert ("onnx-reference", "AveragePool-2d-k3-s3-p0-ceil-f32-n7") in [(c.classname, c.name) for c in failures]
+    assert xml.failures == len(failures) and xml.errors == 0 and xml.skipped == 0
+    assert xml.tests == len(records)
+
+
+def test_junit_maps_every_status() -> None:
+    statuses = ["pass", "mismatch", "shape-mismatch", "unsupported", "error", "crash", "timeout"]
+    records = [make_record(f"case-{s}", "b", s, detail=f"why {s}") for s in statuses]
+    records.append(make_record("case-known", "b", "mismatch", detail="differs", expected=True,
+                               expected_reason="known bug 123"))
+    xml = JUnitXml.fromstring(junit_xml(records).split("\n", 1)[1])
+    kinds = {}
+    for case in next(iter(xml)):
+        kinds[case.name] = [type(r).__name__ for r in case.result], [r.message for r in case.result]
+    assert kinds["case-pass"] == ([], [])
+    assert kinds["case-mismatch"][0] == ["Failure"]
+    assert kinds["case-shape-mismatch"][0] == ["Failure"]
+    assert kinds["case-unsupported"] == (["Skipped"], ["why unsupported"])
+    for s in ("error", "crash", "timeout"):
+        assert kinds[f"case-{s}"][0] == ["Error"] and f"why {s}" in kinds[f"case-{s}"][1][0]
+    assert kinds["case-known"] == (["Skipped"], ["expected mismatch: known bug 123"])
+    assert (xml.failures, xml.errors, xml.skipped, xml.tests) == (2, 3, 2, 8)
+
+
+def test_html_is_self_contained(run_out: tuple[Path, int, Path]) -> None:
+    out, _, _ = run_out
+    html = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert "<script" not in html.lower()
+    assert html.count('<img src="data:image/png;base64,') >= 3  # AveragePool, MaxPool, global, ULP
+    for backend in BACKENDS:
+        assert backend in html
+    assert "AveragePool-2d-k3-s3-p0-ceil-f32-n7" in html  # the disagreement table lists it
+
+
+def test_markdown_summary(run_out: tuple[Path, int, Path]) -> None:
+    out, _, _ = run_out
+    text = (out / "summary.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"**poolconform: FAIL**: {summary['unexpected']} unexpected" in text
+    for backend in BACKENDS:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {backend} |"))
+        assert f"| {summary['by_backend'][backend]['pass']} |" in row
+    assert "`AveragePool-2d-k3-s3-p0-ceil-f32-n7` | onnx-reference | mismatch" in text
+    assert "Pairwise agreement" in text
+
+
+def test_markdown_lists_fixed_and_expected() -> None:
+    records = [make_record("a", "x", "mismatch", detail="d | e", expected=True, expected_reason="r"),
+               make_record("b", "x", "pass")]
+    summary = summarize(records, extra={"fixed": [{"case": "b", "backend": "x", "reason": "old bug"}]})
+    text = render_markdown(records, summary)
+    assert "**poolconform: OK**" in text and "1 expected disagreement" in text
+    assert "mismatch (expected)" in text and "d \\| e" in text
+    assert "| `b` | x | old bug |" in text
