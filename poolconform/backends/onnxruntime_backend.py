@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from poolconform.backends.base import BaseBackend
@@ -38,7 +40,7 @@ class _OnnxRuntime(BaseBackend):
         session = self._sessions.get(key)
         if session is None:
             options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
+            options.intra_op_num_threads = _threads_from_env()
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
             session = ort.InferenceSession(key, options, providers=[self.provider])
@@ -51,6 +53,19 @@ class _OnnxRuntime(BaseBackend):
         session = self._session(case)
         feeds = {meta.name: x for meta, x in zip(session.get_inputs(), inputs)}
         return list(session.run(None, feeds))
+
+
+#: Intra-op threads for ORT sessions; `poolconform bench` sets "0" (ORT's default, one per core).
+THREADS_ENV = "POOLCONFORM_ORT_INTRA_OP_THREADS"
+
+
+def _threads_from_env() -> int:
+    """Intra-op threads: THREADS_ENV, else OMP_NUM_THREADS, else 1 (cheap sessions, small tensors)."""
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 1
 
 
 class OnnxRuntimeCPU(_OnnxRuntime):

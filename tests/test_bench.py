@@ -1,0 +1,87 @@
+"""`poolconform bench` runs real backends on a tiny shape and reports the right columns and figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from poolconform import bench
+from poolconform.backends.base import resolve_backend_names
+from poolconform.cli import main
+from poolconform.errors import PoolconformError
+
+pytest.importorskip("onnxruntime", reason="bench tests time the onnxruntime-cpu backend")
+
+COLUMNS = ("op", "shape", "backend", "median ms", "GB/s", "% of copy", "status")
+
+
+def test_bench_prints_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    status = main(["bench", "--op", "MaxPool,GlobalAveragePool", "--shape", "1x2x8x8", "--kernel", "3",
+                   "--stride", "2", "--backends", "onnxruntime-cpu", "--repeat", "3", "--json", str(out)])
+    assert status == 0
+    text = capsys.readouterr().out
+    for column in COLUMNS:
+        assert column in text
+    assert "NumPy copy reaches" in text
+    data = json.loads(out.read_text())
+    assert data["copy_gb_per_s"] > 0
+    rows = {r["op"]: r for r in data["rows"]}
+    assert set(rows) == {"MaxPool", "GlobalAveragePool"}
+    maxpool = rows["MaxPool"]
+    assert maxpool["backend"] == "onnxruntime-cpu" and maxpool["status"] == "ok"
+    assert maxpool["runs"] == 3 and maxpool["median_ms"] > 0 and maxpool["min_ms"] <= maxpool["median_ms"]
+    # 1x2x8x8 float32 in (512 bytes); k3 s2 gives 1x2x3x3 out (72 bytes).
+    assert maxpool["bytes_moved"] == 512 + 72
+    assert maxpool["gb_per_s"] == pytest.approx(584 / (maxpool["median_ms"] * 1e-3) / 1e9)
+    assert rows["GlobalAveragePool"]["bytes_moved"] == 512 + 8
+
+
+def test_bench_times_every_backend_on_every_case():
+    rows = bench.run_bench(bench.bench_cases(["LpPool", "AveragePool"], [(1, 1, 6, 6)], 2, 2),
+                           resolve_backend_names(["onnxruntime-cpu", "onnx-reference"]),
+                           repeat=2, timeout=60, copy_bytes_per_s=1e10)
+    assert [(r.op, r.backend) for r in rows] == [
+        ("LpPool", "onnxruntime-cpu"), ("LpPool", "onnx-reference"),
+        ("AveragePool", "onnxruntime-cpu"), ("AveragePool", "onnx-reference"),
+    ]
+    assert [r.status for r in rows] == ["ok"] * 4  # outputs checked against the oracle
+    assert all(r.runs == 2 and r.fraction_of_copy is not None and r.fraction_of_copy > 0 for r in rows)
+
+
+def test_bench_marks_unsupported_cases(tmp_path):
+    pytest.importorskip("keras", reason="keras-tensorflow needs keras")
+    pytest.importorskip("tensorflow", reason="keras-tensorflow needs tensorflow")
+    rows = bench.run_bench(bench.bench_cases(["LpPool", "MaxPool"], [(1, 1, 6, 6)], 2, 2),
+                           resolve_backend_names(["keras-tensorflow"]), repeat=2, timeout=120,
+                           copy_bytes_per_s=1e10)
+    by_op = {r.op: r for r in rows}
+    assert by_op["LpPool"].status == "unsupported" and "Lp" in by_op["LpPool"].detail
+    assert by_op["LpPool"].median_ms is None
+    assert by_op["MaxPool"].status == "ok" and by_op["MaxPool"].median_ms > 0
+
+
+@pytest.mark.parametrize("text", ["1x64", "1x64x0x4", "axbxc", "1x2x3x4x5x6"])
+def test_parse_shape_rejects_bad_shapes(text):
+    with pytest.raises(PoolconformError, match="shape"):
+        bench.parse_shape(text)
+
+
+def test_parse_shape_and_cases():
+    assert bench.parse_shape("8x256x56x56") == (8, 256, 56, 56)
+    cases = bench.bench_cases(["AveragePool", "GlobalMaxPool"], [(1, 2, 9, 9)], 3, 2)
+    assert [c.op for c in cases] == ["AveragePool", "GlobalMaxPool"]
+    assert cases[0].kernel == (3, 3) and cases[0].strides == (2, 2) and cases[0].pads == (0, 0, 0, 0)
+
+
+def test_unknown_op_is_a_usage_error(capsys):
+    assert main(["bench", "--op", "MinPool", "--shape", "1x1x4x4", "--backends", "onnxruntime-cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "'MinPool'" in err and "MaxPool" in err
+
+
+def test_copy_bandwidth_is_a_rate():
+    rate = bench.copy_bandwidth(megabytes=8, repeat=3)
+    assert np.isfinite(rate) and rate > 1e8  # any machine copies more than 100 MB/s
