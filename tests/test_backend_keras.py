@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from importlib.util import find_spec
+from pathlib import Path
 from typing import IO
 
 import pytest
@@ -71,9 +72,14 @@ print(json.dumps(out))
 """
 
 
+WINDOW_2X2 = {"kernel": 2, "strides": 2}
+#: The repository root, so children import this checkout's poolconform.
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
 def golden_specs() -> list[dict]:
     return [
-        dict(op=op, input_shape=(1, 1, 4, 4), generator="seed", **({} if op.startswith("Global") else dict(kernel=2, strides=2)))
+        dict(op=op, input_shape=(1, 1, 4, 4), generator="seed", **({} if op.startswith("Global") else WINDOW_2X2))
         for op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
     ]
 
@@ -85,8 +91,8 @@ def sweep_specs() -> list[dict]:
     for op, rank, auto_pad, stride, kernel in itertools.product(
         ("MaxPool", "AveragePool"), (1, 2, 3), ("VALID", "SAME_UPPER"), (1, 2, 3), (1, 2, 3, 4)
     ):
-        if kernel > min(sizes[rank]):
-            continue
+        if kernel > min(sizes[rank]) or (rank == 3 and (stride == 3 or kernel == 1)):
+            continue  # 3-D compiles are the slowest on JAX; 1-D and 2-D cover the full grid
         specs.append(dict(op=op, input_shape=(2, 3) + sizes[rank], kernel=kernel, strides=stride, auto_pad=auto_pad))
     for op, rank in itertools.product(("GlobalMaxPool", "GlobalAveragePool"), (1, 2, 3)):
         specs.append(dict(op=op, input_shape=(2, 3) + sizes[rank]))
@@ -128,7 +134,7 @@ def _case_id(spec: dict) -> str:
 def _start_child(name: str, specs: list[dict]) -> tuple[subprocess.Popen, IO[str], IO[str]]:
     """The child reads cases from a file and writes to files: no pipe can fill up and block it."""
     env = dict(os.environ, KERAS_BACKEND=BACKENDS[name], TF_CPP_MIN_LOG_LEVEL="3")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     stdin = tempfile.TemporaryFile("w+")
     stdin.write(json.dumps(specs, default=list))
     stdin.seek(0)
@@ -197,7 +203,7 @@ def _is_uneven_same_average(spec: dict) -> bool:
 def test_sweep_matches_the_oracle(results):
     name, out = results
     specs = sweep_specs()
-    assert len(specs) > 120
+    assert len(specs) > 100
     replicated = []
     for spec in specs:
         rec = out["cases"][_case_id(spec)]
@@ -272,7 +278,7 @@ def test_available_reports_a_keras_loaded_with_another_backend():
     )
     if find_spec("jax") is None:
         pytest.skip("jax is not installed")
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()[-3:]

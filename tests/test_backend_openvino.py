@@ -65,7 +65,8 @@ def sweep_cases() -> list:
             )
         except CaseError:
             continue
-    for op, auto_pad, rank in itertools.product(("MaxPool", "AveragePool"), ("SAME_UPPER", "SAME_LOWER", "VALID"), (1, 2)):
+    auto_pads = ("SAME_UPPER", "SAME_LOWER", "VALID")
+    for op, auto_pad, rank in itertools.product(("MaxPool", "AveragePool"), auto_pads, (1, 2)):
         cases.append(make_case(op, (1, 2) + sizes[rank], kernel=2, strides=1, auto_pad=auto_pad))
     for op, rank in itertools.product(("GlobalMaxPool", "GlobalAveragePool", "GlobalLpPool"), (1, 2, 3)):
         cases.append(make_case(op, (2, 3) + sizes[rank]))
