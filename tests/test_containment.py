@@ -83,6 +83,7 @@ def test_plugins_are_listed_through_the_entry_point_group(plugin_env):
     assert "NoSuchBackend" in rows["test-no-class"]["reason"]
 
 
+@pytest.mark.slow
 def test_abort_hang_and_oom_cost_one_case_each(plugin_env):
     env, root = plugin_env
     cases = [c.id for c in expand({"ops": ["MaxPool"], "kernel": [1, 2, 3], "stride": [1, 2],

@@ -76,6 +76,7 @@ def uninterrupted(matrix) -> tuple[int, list[str]]:
     return result.returncode, lines_of(out)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
 def test_sigkilled_run_resumes_to_the_same_records_each_once(matrix, uninterrupted):
     full_status, full_lines = uninterrupted
