@@ -31,6 +31,9 @@ BENCH_ENV = {k: v for k, v in QUIET_SINGLE_THREAD_ENV.items()
              if not k.endswith("_THREADS") and k not in ("XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS")}
 BENCH_ENV["POOLCONFORM_ORT_INTRA_OP_THREADS"] = "0"
 
+#: Backends timed only when named: onnx.reference loops in Python, minutes per realistic shape.
+NOT_TIMED_BY_DEFAULT = frozenset({"onnx-reference"})
+
 DEFAULT_OPS = ("MaxPool", "AveragePool")
 DEFAULT_SHAPES = ((1, 64, 112, 112), (8, 256, 56, 56))
 

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    metavar="NxCxHxW,...", help="input shapes, NCHW (default 1x64x112x112,8x256x56x56)")
     p.add_argument("--kernel", type=positive_int, default=3, help="window size on every spatial axis (default 3)")
     p.add_argument("--stride", type=positive_int, default=2, help="stride on every spatial axis (default 2)")
-    p.add_argument("--backends", metavar="A,B", help="backends to time (default: every available one)")
+    p.add_argument("--backends", metavar="A,B", help="backends to time (default: every available one but onnx-reference, "
+                        "a Python evaluator that takes minutes on these shapes)")
     p.add_argument("--repeat", type=positive_int, default=10, metavar="N", help="timed runs per case (default 10)")
     p.add_argument("--timeout", type=positive_float, default=120.0, metavar="SECONDS",
                    help="limit per run of one case (default 120)")
@@ -37,6 +38,8 @@ def main(args: argparse.Namespace) -> int:
     shapes = [bench.parse_shape(s) for s in names(args.shape)]
     cases = bench.bench_cases(names(args.op), shapes, args.kernel, args.stride)
     specs = resolve_backend_names(names(args.backends) or None)
+    if not args.backends:
+        specs = [s for s in specs if s.name not in bench.NOT_TIMED_BY_DEFAULT]
     copy_rate = bench.copy_bandwidth()
     rows = bench.run_bench(cases, specs, args.repeat, args.timeout, copy_rate)
     print_table(rows, copy_rate, args.repeat)
