@@ -40,6 +40,10 @@ def main(args: argparse.Namespace) -> int:
     if not paths:
         raise PoolconformError("check needs at least one PATH (or --onnx-suite)")
     loaded = discover(paths)
+    failures = [item for item in loaded if isinstance(item, LoadFailure)]
+    if len(failures) == len(loaded):
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise PoolconformError(f"{failures[0].message}{more}")
     specs, required = selected_specs(args)
     names = [s.name for s in specs]
     jobs: list[Job] = []

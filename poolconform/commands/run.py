@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
     expansion = load_matrix(args.matrix)
     cases = expansion.cases
     extra: dict = {"matrix": str(args.matrix) if args.matrix else "default"}
-    if args.shard:
+    if args.shard is not None:
         k, n = shard.parse_shard(args.shard)
         cases = shard.select(cases, k, n)
         extra["shard"] = f"{k}/{n}"
