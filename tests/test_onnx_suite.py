@@ -16,10 +16,12 @@ from poolconform.onnx_suite import COMPLETE_MARKER, _complete_suite, onnx_suite_
 
 
 @pytest.fixture(scope="module")
-def suite(request: pytest.FixtureRequest) -> list[Path]:
-    """Generated once into pytest's cache folder (about 20 s), then reused across runs."""
-    dest = Path(request.config.cache.mkdir("poolconform-onnx-suite")) / onnx.__version__
-    return onnx_suite_dirs(dest)
+def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Generated once into pytest's cache folder (about 20 s), then reused across runs;
+    into a temporary folder when the cache plug-in is off (-p no:cacheprovider)."""
+    cache = getattr(request.config, "cache", None)
+    root = Path(cache.mkdir("poolconform-onnx-suite")) if cache else tmp_path_factory.mktemp("onnx-suite")
+    return onnx_suite_dirs(root / onnx.__version__)
 
 
 def _op_type(directory: Path) -> str:
