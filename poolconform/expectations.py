@@ -20,12 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 from poolconform.errors import PoolconformError
+from poolconform.tomlfile import read_toml
 from poolconform.results import FAILING, STATUSES, Record
 
 KEYS = ("case", "backend", "status", "reason")
@@ -52,16 +49,7 @@ class Expectation:
 def load_expectations(path: Path) -> list[Expectation]:
     """Parse and validate an expectations file; every problem is one line naming the entry."""
     where = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExpectationError(f"expectations file {where!r} does not exist") from None
-    except IsADirectoryError:
-        raise ExpectationError(f"expectations file {where!r} is a directory") from None
-    except UnicodeDecodeError:
-        raise ExpectationError(f"expectations file {where!r} is not text (UTF-8)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ExpectationError(f"expectations file {where!r} is not valid TOML: {exc}") from None
+    data = read_toml(path, "expectations file", ExpectationError)
     unknown_tables = [k for k in data if k != "expect"]
     if unknown_tables:
         raise ExpectationError(f"{where}: unknown top-level key {unknown_tables[0]!r}{_hint(unknown_tables[0], ('expect',))}")

@@ -18,12 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 from poolconform.case import AUTO_PADS, DTYPES, OPS, PoolCase, make_case
+from poolconform.tomlfile import loads, read_toml
 from poolconform.errors import CaseError, MatrixError
 
 #: key -> (what it holds, default). Order is the order of expansion.
@@ -241,18 +238,7 @@ def _combination_case(v: dict[str, Any]) -> PoolCase:
 
 def load_toml(path: Path) -> dict[str, Any]:
     """The [matrix] table of a matrix file or of a pyproject's [tool.poolconform.matrix]."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MatrixError(f"matrix file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise MatrixError(f"matrix file {str(path)!r} is a directory") from None
-    except UnicodeDecodeError:
-        raise MatrixError(f"matrix file {str(path)!r} is not text (UTF-8)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise MatrixError(f"matrix file {str(path)!r} is not valid TOML: {exc}") from None
-    except (OSError, ValueError) as exc:  # unreadable, a NUL in the name, ...
-        raise MatrixError(f"matrix file {str(path)!r} cannot be read: {exc}") from None
+    data = read_toml(path, "matrix file", MatrixError)
     if Path(path).name == "pyproject.toml" and "matrix" not in data:
         table: Any = data
         for part in ("tool", "poolconform", "matrix"):
@@ -268,7 +254,7 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 def default_table() -> dict[str, Any]:
     text = resources.files("poolconform").joinpath("default_matrix.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)["matrix"]
+    return loads(text)["matrix"]
 
 
 #: The seed tutorial's four worked examples, on its own 4x4 input.
