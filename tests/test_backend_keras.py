@@ -225,7 +225,7 @@ def test_sweep_matches_the_oracle(results):
 def test_mapped_cases_say_how_they_were_mapped(results):
     _, out = results
     pads_case = out["cases"][make_case("AveragePool", (2, 3, 6, 6), kernel=3, strides=1, pads=1).id]
-    assert "SAME_UPPER" in pads_case["note"] and "channels_first" in pads_case["note"]
+    assert "SAME_UPPER" in pads_case["note"] and "channels_last" in pads_case["note"]
     ceil_case = out["cases"][make_case("MaxPool", (1, 2, 7, 7), kernel=3, strides=2, ceil_mode=True).id]
     assert "ceil_mode" in ceil_case["note"]
 

@@ -113,3 +113,19 @@ reason = "stale entry: this case passes"
     junit = (tmp_path / "expected" / "junit.xml").read_text()
     assert "<failure" not in junit and "expected mismatch: onnx.reference keeps a window" in junit
     assert "Fixed expectations" in (tmp_path / "expected" / "summary.md").read_text()
+
+
+def test_shipped_known_findings_file_loads_and_names_real_cases():
+    from pathlib import Path
+
+    from poolconform.expectations import load_expectations
+    from poolconform.matrix import load_matrix
+
+    root = Path(__file__).resolve().parent.parent
+    entries = load_expectations(root / "expectations" / "known-findings.toml")
+    assert len(entries) >= 4 and all(e.reason for e in entries)
+    ids = [c.id for c in load_matrix().cases]
+    import fnmatch
+
+    for entry in entries:
+        assert any(fnmatch.fnmatchcase(i, entry.case) for i in ids), entry.case

@@ -4,10 +4,14 @@ Keras fixes its backend once per process from KERAS_BACKEND at the first `import
 so each class sets that variable just before importing keras and refuses to run where
 keras already runs on another backend; the runner gives every backend its own process.
 
-A case runs as the Keras pooling layer a user would write (MaxPooling2D, ...), built once
-per configuration and called directly on a tensor (no Sequential, no model.predict); on
-JAX the layer call is jitted, and jax.jit caches one compilation per input shape and dtype.
-Layout: channels_first, so ONNX NCHW tensors go in and come out unchanged.
+A case is translated to the Keras pooling layer a user would write (MaxPooling2D, ...) and
+runs as exactly what that layer's call() computes: keras.ops.max_pool / average_pool
+(keras.ops.max / mean for the global layers), the public Keras ops, without building a
+Layer object per configuration (no Sequential, no model.predict). On JAX the call is
+jitted; jax.jit caches one compilation per input shape and dtype.
+Layout: channels_last, Keras's default, the layout every Keras backend pools in natively
+(channels_first makes Keras's TensorFlow backend transpose twice per call); the
+NCHW <-> NHWC transposes are done in NumPy and exact.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from poolconform import dtypes, shapes
 from poolconform.backends.base import BaseBackend, Unsupported
 from poolconform.case import PoolCase
 
+#: Layout of the layers that round-trip export builds (roundtrip.py): ONNX's own NCHW.
 DATA_FORMAT = "channels_first"
+#: Layout the conformance run computes in (see the module docstring).
+RUN_DATA_FORMAT = "channels_last"
 
 _KINDS = {
     "MaxPool": "MaxPooling",
@@ -155,7 +162,8 @@ class _Keras(BaseBackend):
         if isinstance(plan, str):
             return None
         call = plan.layer if plan.is_global else f"{plan.layer}(padding={plan.padding!r})"
-        return "; ".join(filter(None, [f"{call}, {DATA_FORMAT} (NCHW in and out)", plan.remark, self._remark(case)]))
+        layout = f"{call} as keras.ops, {RUN_DATA_FORMAT} (NHWC via transpose)"
+        return "; ".join(filter(None, [layout, plan.remark, self._remark(case)]))
 
     def _remark(self, case: PoolCase) -> str:
         """What this Keras backend does on its own for `case`, worth a line in the record."""
@@ -181,40 +189,47 @@ class _Keras(BaseBackend):
         """Process-wide framework settings, applied once after keras is imported."""
 
     def _function(self, plan: KerasPooling, dtype: str) -> Callable:
-        """The pooling layer for `plan`, built once and reused for every case that needs it.
-
-        Float layers get the case dtype: a float32 layer would autocast float16 inputs up.
-        """
+        """What the plan's layer computes, made once per configuration and reused."""
         key = (plan, dtype)
         fn = self._functions.get(key)
         if fn is None:
-            keras = self._import_keras()
-            kwargs = plan.kwargs()
-            if dtypes.is_float(dtype):
-                kwargs["dtype"] = dtype
-            fn = self._wrap(getattr(keras.layers, plan.layer)(**kwargs))
+            fn = self._wrap(layer_call(self._import_keras(), plan))
             if len(self._functions) > 512:
                 self._functions.clear()
             self._functions[key] = fn
         return fn
 
-    def _wrap(self, layer) -> Callable:
-        """How the layer is called: directly (eager) unless a backend compiles it."""
-        return layer
+    def _wrap(self, fn: Callable) -> Callable:
+        """How the call runs: directly (eager) unless a backend compiles it."""
+        return fn
 
     def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         plan = translate(case)
         if isinstance(plan, str):
             raise Unsupported(plan)
         fn = self._function(plan, case.dtype)
-        y = fn(self._to_tensor(inputs[0], case.dtype))
-        return [self._to_numpy(y, case.dtype)]
+        nhwc = np.ascontiguousarray(np.moveaxis(inputs[0], 1, -1))
+        y = self._to_numpy(fn(self._to_tensor(nhwc, case.dtype)), case.dtype)
+        return [np.ascontiguousarray(np.moveaxis(y, -1, 1))]
 
     def _to_tensor(self, x: np.ndarray, dtype: str):
         return self._import_keras().ops.convert_to_tensor(x, dtype=dtype)
 
     def _to_numpy(self, y, dtype: str) -> np.ndarray:
         return np.asarray(self._import_keras().ops.convert_to_numpy(y))
+
+
+def layer_call(keras, plan: KerasPooling) -> Callable:
+    """The body of the plan's layer call() in channels_last: the same keras.ops call with
+    the same arguments (keras/src/layers/pooling/*.py), minus the Layer machinery."""
+    if plan.is_global:
+        rank = int(plan.layer[-2])  # "GlobalAveragePooling2D" -> 2
+        reduce = keras.ops.max if plan.layer.startswith("GlobalMax") else keras.ops.mean
+        axes = list(range(1, rank + 1))
+        return lambda x: reduce(x, axis=axes, keepdims=True)
+    pool = keras.ops.max_pool if plan.layer.startswith("Max") else keras.ops.average_pool
+    return lambda x: pool(x, pool_size=plan.pool_size, strides=plan.strides, padding=plan.padding,
+                          data_format=RUN_DATA_FORMAT)
 
 
 def _version(distribution: str) -> str:
@@ -257,10 +272,10 @@ class KerasJax(_Keras):
     def _remark(self, case: PoolCase) -> str:
         return "jax_enable_x64 set so float64 stays float64" if case.dtype == "float64" else ""
 
-    def _wrap(self, layer) -> Callable:
+    def _wrap(self, fn: Callable) -> Callable:
         import jax
 
-        return jax.jit(layer)  # one compilation per input shape and dtype, cached by jax
+        return jax.jit(fn)  # one compilation per input shape and dtype, cached by jax
 
 
 class KerasTorch(_Keras):
