@@ -11,8 +11,9 @@ imports, worker start-up and first-call warm-up. Methods:
 1. seed-keras: per case, keras.Sequential([the case's Keras pooling layer]) built and
    model.predict(x) called, as the seed tutorial does (NHWC, TensorFlow backend, in a
    fresh subprocess with KERAS_BACKEND=tensorflow and TensorFlow's default threading).
-2. poolconform keras-tensorflow: the runner with one worker; each case's inputs and
-   float64 oracle are prepared (timed, added) and the outputs compared and recorded.
+2. poolconform keras-tensorflow: the runner with one worker, as `poolconform run` does it
+   (jobs are lazy: inputs and the float64 oracle are made when needed, inside the timed
+   run; any up-front preparation is timed and added too), outputs compared and recorded.
 3. ORT in-process: per case onnx_export.build_model (checked, as poolconform does),
    InferenceSession (one intra-op thread, as poolconform's backend) and run.
 4. poolconform onnxruntime-cpu: like 2 on the ORT backend.

@@ -28,12 +28,45 @@ from poolconform.results import Record, make_record
 from poolconform.worker import BackendInfo, BackendWorker, Outcome, Task
 
 
-@dataclass
 class Job:
-    case: PoolCase
-    inputs: list[np.ndarray]
-    expected: list[np.ndarray]
-    expected_from: str = "oracle"
+    """A case, its inputs and the outputs it must produce, computed when first needed.
+
+    Inputs a case's id determines (every matrix case) are not shipped to workers: each
+    worker regenerates the same bytes itself, and the parent computes them and the
+    oracle's outputs only when the first outcome arrives, while the worker goes on with
+    the next case. Stored inputs (check) travel with the task.
+    """
+
+    __slots__ = ("case", "expected_from", "_inputs", "_expected", "_stored_inputs")
+
+    def __init__(
+        self,
+        case: PoolCase,
+        inputs: list[np.ndarray] | None = None,
+        expected: list[np.ndarray] | None = None,
+        expected_from: str = "oracle",
+    ) -> None:
+        self.case = case
+        self.expected_from = expected_from
+        self._stored_inputs = inputs is not None
+        self._inputs = inputs
+        self._expected = expected
+
+    @property
+    def inputs(self) -> list[np.ndarray]:
+        if self._inputs is None:
+            self._inputs = make_inputs(self.case)
+        return self._inputs
+
+    @property
+    def expected(self) -> list[np.ndarray]:
+        if self._expected is None:
+            self._expected = reference_outputs(self.case, self.inputs)
+        return self._expected
+
+    def task(self, key: int) -> Task:
+        """What the worker needs: the case, plus the inputs only when they are stored ones."""
+        return Task(key, self.case, self._inputs if self._stored_inputs else None)
 
 
 @dataclass
@@ -46,9 +79,8 @@ class RunOptions:
 
 
 def oracle_job(case: PoolCase) -> Job:
-    """A job whose expected outputs come from the float64 oracle."""
-    inputs = make_inputs(case)
-    return Job(case, inputs, reference_outputs(case, inputs))
+    """A job whose inputs come from the case id and expected outputs from the float64 oracle."""
+    return Job(case)
 
 
 def _new_worker(spec: BackendSpec, options: RunOptions) -> BackendWorker:
@@ -212,7 +244,7 @@ def run_jobs(
 
     def _work(name: str, worker: BackendWorker, backlog: _Backlog) -> None:
         while (chunk := take(name)) is not None:
-            tasks = [Task(i, job.case, job.inputs) for i, job in chunk]
+            tasks = [job.task(i) for i, job in chunk]
             records = []
             gate.acquire(name)
             try:

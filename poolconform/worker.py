@@ -24,6 +24,7 @@ import numpy as np
 
 from poolconform.backends.base import BackendSpec, Unsupported
 from poolconform.case import PoolCase
+from poolconform.inputs import make_inputs
 
 #: Keep each framework to one thread: workers run side by side on few cores, and
 #: pooling on small tensors gains nothing from threads. `bench` passes its own env.
@@ -46,7 +47,8 @@ QUIET_SINGLE_THREAD_ENV = {
 class Task:
     key: int
     case: PoolCase
-    inputs: list[np.ndarray]
+    #: None when the case id determines the inputs: the worker makes them itself.
+    inputs: list[np.ndarray] | None
 
 
 @dataclass
@@ -137,7 +139,13 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
                 if why:
                     conn.send(Outcome(task.key, "unsupported", message=why, seconds=time.perf_counter() - start))
                     continue
-                outputs = [np.asarray(y) for y in backend.run(task.case, task.inputs)]
+                if task.inputs is None:
+                    made = time.perf_counter()
+                    inputs = make_inputs(task.case)
+                    start += time.perf_counter() - made  # `seconds` is the backend's own time
+                else:
+                    inputs = task.inputs
+                outputs = [np.asarray(y) for y in backend.run(task.case, inputs)]
                 note = backend.note(task.case) if hasattr(backend, "note") else None
                 conn.send(Outcome(task.key, "outputs", outputs, note=note, seconds=time.perf_counter() - start))
             except Unsupported as exc:
