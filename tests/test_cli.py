@@ -30,6 +30,7 @@ def test_run_writes_records_and_summary(tmp_path, tiny_matrix):
     assert proc.returncode == (1 if failing else 0), proc.stderr
     assert summary["exit_status"] == proc.returncode
     assert "onnxruntime-cpu" in proc.stdout and "pairwise agreement" in proc.stdout
+    assert f"exit {proc.returncode}" in proc.stdout.splitlines()[-1]  # the verdict line says why
     assert summary["agreement"]["onnxruntime-cpu"]["onnx-reference"]["both"] == len(cases)
 
 

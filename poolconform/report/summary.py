@@ -76,7 +76,8 @@ def summarize(
         by_backend.setdefault(r["backend"], {s: 0 for s in STATUSES})[r["status"]] += 1
     unexpected = [r for r in records if r["status"] in FAILING and not r.get("expected")]
     disagreements = [r for r in records if r["status"] in FAILING]
-    disagreements.sort(key=lambda r: (-(numeric(r.get("max_ulp")) or float("inf") if r["status"] == "mismatch" else 0),
+    disagreements.sort(key=lambda r: (bool(r.get("expected")),
+                                      -(numeric(r.get("max_ulp")) or float("inf") if r["status"] == "mismatch" else 0),
                                       r["status"], r["backend"], r["case"]))
     findings: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in records:
@@ -101,6 +102,7 @@ def summarize(
         "findings": sorted(findings.values(), key=lambda f: (f["status"] == "unsupported", -f["count"], f["backend"])),
         "worst": [
             {k: r.get(k) for k in ("case", "backend", "status", "max_abs_err", "max_ulp", "detail")}
+            | {"expected": bool(r.get("expected"))}
             for r in disagreements[:worst]
         ],
         "unexpected": len(unexpected),

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from poolconform.results import STATUSES
+from poolconform.results import FAILING, STATUSES
 
 _STYLE = {"pass": "green", "mismatch": "red", "shape-mismatch": "red", "unsupported": "dim",
           "error": "magenta", "crash": "magenta", "timeout": "magenta"}
@@ -33,7 +33,8 @@ def print_summary(summary: dict[str, Any], console: Console, title: str = "poolc
             worst.add_column(col, overflow="fold")
         for r in summary["worst"][:10]:
             ulp = r.get("max_ulp")
-            worst.add_row(r["case"], r["backend"], r["status"], "" if ulp is None else f"{float(ulp):.3g}",
+            status = f"{r['status']} (expected)" if r.get("expected") else r["status"]
+            worst.add_row(r["case"], r["backend"], status, "" if ulp is None else f"{float(ulp):.3g}",
                           (r.get("detail") or "")[:160])
         console.print(worst)
     _print_agreement(summary["agreement"], console)
@@ -41,6 +42,20 @@ def print_summary(summary: dict[str, Any], console: Console, title: str = "poolc
         total = sum(summary["dropped"].values())
         reasons = ", ".join(f"{n} {why}" for why, n in summary["dropped"].items())
         console.print(f"dropped {total} impossible combinations: {reasons}")
+    console.print(verdict(summary))
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """One line that says what the exit status will be, and why."""
+    failing = sum(summary["counts"].get(s, 0) for s in FAILING)
+    unexpected = summary["unexpected"]
+    expected = failing - unexpected
+    if unexpected:
+        tail = f" ({expected} more expected)" if expected else ""
+        return f"[bold red]verdict: {unexpected} unexpected disagreement(s){tail}: exit 1[/bold red]"
+    if expected:
+        return f"[bold green]verdict: no unexpected disagreement ({expected} expected, declared in --expectations): exit 0[/bold green]"
+    return "[bold green]verdict: every backend that ran agrees with the oracle: exit 0[/bold green]"
 
 
 def _print_agreement(table_data: dict[str, dict[str, dict[str, int]]], console: Console) -> None:
