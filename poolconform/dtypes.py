@@ -71,8 +71,9 @@ def ulp_distance(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
         return np.abs(a.astype(np.float64) - b.astype(np.float64))
     dtype = NUMPY_DTYPES[name]
     ints = _BITS[dtype.itemsize]
-    x = np.nan_to_num(np.asarray(a, dtype=np.float64)).astype(dtype)
-    y = np.nan_to_num(np.asarray(b, dtype=np.float64)).astype(dtype)
+    with np.errstate(over="ignore"):  # beyond the type's range rounds to inf, as it should
+        x = np.nan_to_num(np.asarray(a, dtype=np.float64)).astype(dtype)
+        y = np.nan_to_num(np.asarray(b, dtype=np.float64)).astype(dtype)
     xi = x.view(ints).astype(np.int64)
     yi = y.view(ints).astype(np.int64)
     # Map sign-magnitude bit patterns onto a monotonic integer line.
