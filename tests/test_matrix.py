@@ -79,3 +79,13 @@ def test_toml_and_pyproject_sources(tmp_path):
     nomatrix.write_text("[other]\na = 1\n")
     with pytest.raises(MatrixError, match=r"has no \[matrix\] table"):
         load_toml(nomatrix)
+
+
+def test_every_shipped_matrix_file_expands_within_the_limits():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parent.parent / "matrices").glob("*.toml"))
+    assert len(files) >= 5
+    for path in files:
+        expansion = expand(load_toml(path))
+        assert 0 < len(expansion.cases) <= 3000, (path.name, len(expansion.cases))
