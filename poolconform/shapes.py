@@ -18,6 +18,11 @@ def effective_kernel(kernel: int, dilation: int) -> int:
     return dilation * (kernel - 1) + 1
 
 
+#: From this opset on, the spec (and onnx's shape inference) drops a ceil_mode window that
+#: would start in the right padding; MaxPool, AveragePool and LpPool before it keep one.
+CEIL_DROPS_OVERHANG_FROM_OPSET = 22
+
+
 def output_size(
     n: int,
     kernel: int,
@@ -26,12 +31,13 @@ def output_size(
     pad_end: int = 0,
     dilation: int = 1,
     ceil_mode: bool = False,
+    drop_overhang: bool = True,
 ) -> int:
     """Output length of one axis with explicit pads.
 
     `floor((n + pad_begin + pad_end - dilation*(kernel-1) - 1) / stride) + 1`, or ceil with
-    ceil_mode; with ceil_mode a window that would start in the right padding (or beyond
-    it) is dropped, as ONNX Runtime, PyTorch and the ONNX reference all do.
+    ceil_mode; with ceil_mode and `drop_overhang` (opset 22 on, and what ONNX Runtime and
+    PyTorch always do) a window that would start in the right padding is dropped.
     """
     span = n + pad_begin + pad_end - effective_kernel(kernel, dilation)
     if span < 0:
@@ -39,9 +45,14 @@ def output_size(
     if not ceil_mode:
         return span // stride + 1
     out = -(-span // stride) + 1
-    if (out - 1) * stride >= n + pad_begin:
+    if drop_overhang and (out - 1) * stride >= n + pad_begin:
         out -= 1
     return out
+
+
+def drops_overhang(case: PoolCase) -> bool:
+    """Whether the case's opset drops a ceil_mode window that starts in the right padding."""
+    return case.opset >= CEIL_DROPS_OVERHANG_FROM_OPSET
 
 
 def same_pads(n: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
@@ -88,12 +99,21 @@ def spatial_output_shape(case: PoolCase) -> tuple[int, ...]:
     pads = resolve_pads(case)
     rank = case.rank
     ceil = case.ceil_mode and case.auto_pad == "NOTSET"
+    drop = drops_overhang(case)
     return tuple(
         output_size(
-            case.spatial[a], case.kernel[a], case.strides[a], pads[a], pads[a + rank], case.dilations[a], ceil
+            case.spatial[a], case.kernel[a], case.strides[a], pads[a], pads[a + rank], case.dilations[a], ceil, drop
         )
         for a in range(rank)
     )
+
+
+def keeps_an_overhang_window(case: PoolCase) -> bool:
+    """True when the case's opset keeps a ceil_mode window that opset 22 would drop: the
+    output is one longer than every framework's single ceil rule gives."""
+    if case.is_global or not case.ceil_mode or case.auto_pad != "NOTSET" or drops_overhang(case):
+        return False
+    return spatial_output_shape(case) != spatial_output_shape(case.replace(opset=CEIL_DROPS_OVERHANG_FROM_OPSET))
 
 
 def output_shape(case: PoolCase) -> tuple[int, ...]:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from poolconform.backends.base import BackendSpec, Unsupported
+from poolconform import shapes
+from poolconform.backends.base import ONNX_NATIVE_BACKENDS, BackendSpec, Unsupported
 from poolconform.case import PoolCase
 from poolconform.inputs import make_inputs
 
@@ -125,6 +126,7 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
     conn.send(("ready", reason, version, device))
     if reason is not None:
         return
+    reads_onnx = getattr(backend, "reads_onnx", spec.name in ONNX_NATIVE_BACKENDS)
     while True:
         try:
             message = conn.recv()
@@ -135,7 +137,8 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
         for task in message[1]:
             start = time.perf_counter()
             try:
-                why = backend.supports(task.case)
+                why = legacy_ceil_reason(task.case) if not reads_onnx else None
+                why = why or backend.supports(task.case)
                 if why:
                     conn.send(Outcome(task.key, "unsupported", message=why, seconds=time.perf_counter() - start))
                     continue
@@ -154,6 +157,18 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
                 if log_path:
                     traceback.print_exc()
                 conn.send(Outcome(task.key, "error", message=_first_line(exc), seconds=time.perf_counter() - start))
+
+
+def legacy_ceil_reason(case: PoolCase) -> str | None:
+    """Why a framework (one ceil rule, opset 22's) cannot express an older opset's ceil_mode
+    output that keeps a window starting in the right padding; backends that read the ONNX
+    model are judged against their opset's rule instead."""
+    if shapes.keeps_an_overhang_window(case):
+        return (
+            f"unsupported: at opset {case.opset} ceil_mode keeps a window that starts in the right padding "
+            f"(output {shapes.output_shape(case)}); the framework's ceil_mode drops it, as opset 22 does"
+        )
+    return None
 
 
 def _describe_exit(code: int | None) -> str:

@@ -104,3 +104,36 @@ def test_readme_shape_table_is_what_the_rule_computes():
         stride = int(s.split(",")[0])
         assert float(seed) == shapes.seed_output_size(int(n), int(f), stride)
         assert int(onnx_out) == shapes.output_size(int(n), int(f), stride, ceil_mode=ceil)
+
+
+def test_ceil_overhang_rule_follows_the_opset_like_onnx_shape_inference():
+    """Before opset 22 the spec keeps a ceil_mode window that starts in the right padding;
+    build_model checks our rule against onnx's strict shape inference at every opset."""
+    from poolconform.onnx_export import build_model
+
+    kept = 0
+    for opset, op, n, k, s, p in itertools.product(
+        (10, 11, 12, 18, 19, 22), ("MaxPool", "AveragePool"), range(3, 9), (2, 3), (1, 2, 3), (0, 1)
+    ):
+        if p >= k:
+            continue
+        try:
+            case = make_case(op, (1, 1, n), kernel=k, strides=s, pads=p, ceil_mode=True, opset=opset)
+        except CaseError:
+            continue
+        build_model(case)  # raises if onnx's inferred shape differs from shapes.output_shape
+        kept += shapes.keeps_an_overhang_window(case)
+        assert shapes.keeps_an_overhang_window(case) == (
+            opset < 22 and shapes.output_shape(case) != shapes.output_shape(case.replace(opset=22)))
+    assert kept > 20
+
+
+def test_onnxruntime_applies_the_opset_22_ceil_rule_at_older_opsets():
+    """A finding kept visible: ONNX Runtime drops the overhang window at every opset."""
+    from poolconform.worker import legacy_ceil_reason
+
+    case = make_case("MaxPool", (1, 1, 5), kernel=2, strides=2, pads=1, ceil_mode=True, opset=19)
+    assert shapes.output_shape(case) == (1, 1, 4)
+    assert _ort_shape(case) == (1, 1, 3)
+    assert "opset 19" in legacy_ceil_reason(case)
+    assert legacy_ceil_reason(case.replace(opset=22)) is None
