@@ -125,9 +125,10 @@ def _compare_values(
     e_nan, a_nan = np.isnan(e), np.isnan(a)
     both = e_nan & a_nan
     same_inf = np.isinf(e) & (e == a)
-    diff = np.where(both | same_inf, 0.0, np.abs(a - e))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # huge / tiny is inf, fine
+    # inf - inf, huge / tiny: the special values are judged by position above, so silence numpy.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        diff = np.where(both | same_inf, 0.0, np.abs(a - e))
+        diff = np.where(np.isnan(diff), np.inf, diff)
         rel = np.where(diff == 0, 0.0, diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny))
     ulp = np.zeros_like(e) if indices else dtypes.ulp_distance(a, e, type_name)
     ulp = np.where(both | same_inf, 0.0, np.where(e_nan != a_nan, np.inf, ulp))
