@@ -130,16 +130,22 @@ def outcome_record(job: Job, backend: str, outcome: Outcome) -> Record:
                            detail=outcome.message, **common)
     result = compare.compare_outputs(case, job.expected, outcome.outputs or [], job.inputs)
     detail = "; ".join(part for part in (result.detail, outcome.note) if part)
-    if result.status == "shape-mismatch" and not case.is_global and case.rank >= 1:
-        seed = shapes.seed_output_size(case.spatial[0], case.kernel[0], case.strides[0])
-        if result.actual_shape and len(result.actual_shape) > 2 and result.actual_shape[2] == seed:
-            detail += f"; matches the seed's wrong (n - f + 1) / s = {seed:g}"
+    if result.status == "shape-mismatch" and _seed_formula_shape(case, result.actual_shape):
+        detail += "; matches the seed tutorial's wrong (n - f + 1) / s"
     return make_record(
         case.id, backend, result.status,
         expected_shape=result.expected_shape, actual_shape=result.actual_shape,
         max_abs_err=result.max_abs_err, max_rel_err=result.max_rel_err, max_ulp=result.max_ulp,
         detail=detail, atol=result.atol, digest=result.digest, note=outcome.note, **common,
     )
+
+
+def _seed_formula_shape(case: PoolCase, actual: list[int] | None) -> bool:
+    """The backend's wrong output shape is exactly what the seed's `(n - f + 1) / s` gives."""
+    if case.is_global or not actual or len(actual) != len(case.input_shape):
+        return False
+    seed = [shapes.seed_output_size(n, k, s) for n, k, s in zip(case.spatial, case.kernel, case.strides)]
+    return list(actual[2:]) == seed and tuple(actual) != shapes.output_shape(case)
 
 
 class _Gate:

@@ -64,3 +64,13 @@ def test_ulp_distance_counts_representable_values():
     b = np.array([np.nextafter(np.float32(1), np.float32(2)), -1.0, -0.0])
     assert list(dtypes.ulp_distance(a, b.astype(np.float64), "float32")) == [1, 0, 0]
     assert dtypes.ulp_distance(np.array([1.0]), np.array([1.0078125]), "bfloat16")[0] == 1
+
+
+def test_seed_formula_hint_fires_only_for_the_seed_mistake():
+    from poolconform.runner import _seed_formula_shape
+
+    case = make_case("MaxPool", (1, 1, 7, 7), kernel=3, strides=1)
+    assert not _seed_formula_shape(case, [1, 1, 5, 5])  # stride 1: the seed formula happens to be right
+    case = make_case("MaxPool", (1, 1, 8, 8), kernel=2, strides=1, pads=1)
+    assert _seed_formula_shape(case, [1, 1, 7, 7])  # ignores the padding, as the seed does
+    assert not _seed_formula_shape(case, [1, 1, 9, 8])
