@@ -8,6 +8,7 @@ at the end (atomically), so an interrupted session keeps every finished record a
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ def execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]
     if session.out is not None:
         session.out.mkdir(parents=True, exist_ok=True)
         session.options.log_dir = session.out / "logs"
+    elif session.options.log_dir is None:  # frameworks' chatter never reaches the user's terminal
+        session.options.log_dir = Path(tempfile.mkdtemp(prefix="poolconform-logs-"))
     done: set[tuple[str, str]] = set()
     results_path = session.out / RESULTS_FILE if session.out else None
     if session.resume and results_path is not None:

@@ -129,3 +129,13 @@ def test_shipped_known_findings_file_loads_and_names_real_cases():
 
     for entry in entries:
         assert any(fnmatch.fnmatchcase(i, entry.case) for i in ids), entry.case
+
+
+def test_shipped_onnx_suite_findings_file_loads():
+    from pathlib import Path
+
+    from poolconform.expectations import load_expectations
+
+    root = Path(__file__).resolve().parent.parent
+    entries = load_expectations(root / "expectations" / "onnx-suite-findings.toml")
+    assert len(entries) >= 3 and all(e.reason and e.case.startswith("test_") for e in entries)
