@@ -11,6 +11,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: The seed tutorial's printed outputs for its 4x4 map (SEED.md): every backend must match exactly.
+SEED_PRINTED = {
+    "MaxPool": [[9.0, 7.0], [8.0, 6.0]],
+    "AveragePool": [[4.25, 4.25], [4.25, 3.5]],
+    "GlobalMaxPool": [[9.0]],
+    "GlobalAveragePool": [[4.0625]],
+}
+
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600):
     """`python -m poolconform ARGS` in a subprocess: exit status, stdout and stderr as a user sees them."""
