@@ -18,6 +18,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import pytest
 from conftest import SEED_PRINTED
 
