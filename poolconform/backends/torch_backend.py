@@ -74,6 +74,35 @@ def _to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
+def torch_call(case: PoolCase) -> tuple[str, tuple, dict[str, object]]:
+    """The torch.nn.functional call that computes a supported case: (name, args after x, kwargs).
+
+    One translation for the backend's run() and for `poolconform repro`'s script.
+    """
+    rank = case.rank
+    if case.op == "GlobalMaxPool":
+        return f"adaptive_max_pool{rank}d", (1,), {}
+    if case.op == "GlobalAveragePool":
+        return f"adaptive_avg_pool{rank}d", (1,), {}
+    if case.op == "GlobalLpPool":
+        spatial = case.spatial[0] if rank == 1 else case.spatial  # lp_pool1d multiplies by an int
+        return f"lp_pool{rank}d", (case.p, spatial), {"stride": spatial}
+    padding, _ = symmetric_padding(case)
+    kernel, stride = case.kernel, case.strides
+    ceil_mode = case.ceil_mode and case.auto_pad == "NOTSET"
+    if case.op == "MaxPool":
+        return (f"max_pool{rank}d", (kernel, stride, padding, case.dilations),
+                {"ceil_mode": ceil_mode, "return_indices": case.with_indices})
+    if case.op == "AveragePool":
+        return (f"avg_pool{rank}d", (kernel, stride, padding),
+                {"ceil_mode": ceil_mode, "count_include_pad": case.count_include_pad})
+    if case.op == "LpPool":
+        if rank == 1:  # lp_pool1d multiplies by kernel_size, so it needs an int
+            kernel, stride = kernel[0], stride[0]
+        return f"lp_pool{rank}d", (case.p, kernel), {"stride": stride, "ceil_mode": ceil_mode}
+    raise ValueError(f"torch backend has no translation for op {case.op!r}")
+
+
 class _Torch(BaseBackend):
     framework = "torch"
 
@@ -119,36 +148,12 @@ class _Torch(BaseBackend):
         reason = self.supports(case)
         if reason:  # never run a case whose attributes torch would silently ignore
             raise Unsupported(reason)
-        x = _to_torch(inputs[0], self.device)
-        rank = case.rank
-        if case.op == "GlobalMaxPool":
-            return [_to_numpy(getattr(F, f"adaptive_max_pool{rank}d")(x, 1))]
-        if case.op == "GlobalAveragePool":
-            return [_to_numpy(getattr(F, f"adaptive_avg_pool{rank}d")(x, 1))]
-        if case.op == "GlobalLpPool":
-            spatial = case.spatial[0] if rank == 1 else case.spatial  # lp_pool1d multiplies by an int
-            return [_to_numpy(getattr(F, f"lp_pool{rank}d")(x, case.p, spatial, stride=spatial))]
-        padding, _ = symmetric_padding(case)
-        kernel, stride = case.kernel, case.strides
-        ceil_mode = case.ceil_mode and case.auto_pad == "NOTSET"
-        if case.op == "MaxPool":
-            pool = getattr(F, f"max_pool{rank}d")
-            result = pool(x, kernel, stride, padding, case.dilations, ceil_mode=ceil_mode,
-                          return_indices=case.with_indices)
-            if not case.with_indices:
-                return [_to_numpy(result)]
-            values, indices = result
-            return [_to_numpy(values), onnx_indices(_to_numpy(indices), case.spatial, case.storage_order)]
-        if case.op == "AveragePool":
-            pool = getattr(F, f"avg_pool{rank}d")
-            return [_to_numpy(pool(x, kernel, stride, padding, ceil_mode=ceil_mode,
-                                   count_include_pad=case.count_include_pad))]
-        if case.op == "LpPool":
-            pool = getattr(F, f"lp_pool{rank}d")
-            if rank == 1:  # lp_pool1d multiplies by kernel_size, so it needs an int
-                kernel, stride = kernel[0], stride[0]
-            return [_to_numpy(pool(x, case.p, kernel, stride=stride, ceil_mode=ceil_mode))]
-        raise ValueError(f"torch backend has no translation for op {case.op!r}")
+        fn, args, kwargs = torch_call(case)
+        result = getattr(F, fn)(_to_torch(inputs[0], self.device), *args, **kwargs)
+        if not case.with_indices:
+            return [_to_numpy(result)]
+        values, indices = result
+        return [_to_numpy(values), onnx_indices(_to_numpy(indices), case.spatial, case.storage_order)]
 
 
 class TorchCPU(_Torch):

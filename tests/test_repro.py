@@ -1,0 +1,58 @@
+"""`poolconform repro`: a script that runs alone and shows the disagreement."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_cli
+
+DISAGREEING = "AveragePool-2d-k3-s3-p0-ceil-f32-n4-b2c3"  # onnx-reference averages shifted windows here
+
+
+def _run_script(path):
+    """Run the script as a user would: isolated mode, from another folder."""
+    return subprocess.run([sys.executable, "-I", str(path)], cwd=path.parent, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_repro_script_for_a_real_disagreement_runs_alone_and_shows_it(tmp_path):
+    pytest.importorskip("onnx")
+    script = tmp_path / "repro.py"
+    proc = run_cli("repro", DISAGREEING, "--backend", "onnx-reference", "-o", str(script))
+    assert proc.returncode == 0, proc.stderr
+    text = script.read_text()
+    assert "import poolconform" not in text and "from poolconform" not in text
+    out = _run_script(script)
+    assert out.returncode == 1, out.stderr
+    assert "=> Y: 24 of 24 element(s) differ" in out.stdout
+    assert "expected (ONNX spec)" in out.stdout
+
+
+def test_repro_on_a_backend_that_agrees_exits_0(tmp_path):
+    pytest.importorskip("onnxruntime")
+    script = tmp_path / "repro.py"
+    assert run_cli("repro", DISAGREEING, "--backend", "onnxruntime-cpu", "-o", str(script)).returncode == 0
+    out = _run_script(script)
+    assert out.returncode == 0 and "=> Y: agrees" in out.stdout
+
+
+def test_torch_repro_converts_indices_like_the_backend(tmp_path):
+    pytest.importorskip("torch")
+    matrix = tmp_path / "m.toml"
+    matrix.write_text("[matrix]\nops = 'MaxPool'\nkernel = 2\nstride = 2\ninput_size = 6\npads = 1\n"
+                      "indices = true\nstorage_order = 1\nbatch = 2\nchannels = 3\n")
+    script = tmp_path / "repro.py"
+    proc = run_cli("repro", "MaxPool-2d-k2-s2-p1-idxcol-f32-n6-b2c3", "--backend", "torch-cpu",
+                   "--matrix", str(matrix), "-o", str(script))
+    assert proc.returncode == 0, proc.stderr
+    out = _run_script(script)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "=> Y: agrees" in out.stdout and "=> Indices: agrees" in out.stdout
+
+
+def test_repro_refuses_what_it_cannot_reproduce():
+    proc = run_cli("repro", "MaxPool-2d-k2-s2-p1-f32-n7-b2c3", "--backend", "keras-jax")
+    assert proc.returncode == 2 and "Keras pooling has no explicit pads" in proc.stderr
+    proc = run_cli("repro", "MaxPool-2d-k2-s2-p1-f32-n77-b2c3", "--backend", "onnxruntime-cpu")
+    assert proc.returncode == 2 and "did you mean" in proc.stderr and "Traceback" not in proc.stderr
