@@ -25,6 +25,7 @@ import numpy as np
 from poolconform import shapes
 from poolconform.backends.base import ONNX_NATIVE_BACKENDS, BackendSpec, Unsupported
 from poolconform.case import PoolCase
+from poolconform.errors import PoolconformError
 from poolconform.inputs import make_inputs
 
 #: Keep each framework to one thread: workers run side by side on few cores, and
@@ -121,7 +122,8 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
         version = backend.version() if reason is None and hasattr(backend, "version") else ""
         device = getattr(backend, "device", "")
     except Exception as exc:  # noqa: BLE001  a broken plug-in is reported, not raised
-        conn.send(("ready", f"cannot load backend: {_first_line(exc)}", "", ""))
+        why = str(exc) if isinstance(exc, PoolconformError) else f"cannot load backend: {_first_line(exc)}"
+        conn.send(("ready", why, "", ""))
         return
     conn.send(("ready", reason, version, device))
     if reason is not None:
