@@ -70,6 +70,9 @@ class PoolCase:
     label: str | None = field(default=None, compare=False)
     #: The serialized model when the case came from a file: ONNX backends run it as it is.
     model_bytes: bytes | None = field(default=None, compare=False, repr=False)
+    #: Why only backends that read the ONNX model can run the case (a stored node that
+    #: poolconform's translation does not cover); None for every matrix case.
+    onnx_only: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def rank(self) -> int:

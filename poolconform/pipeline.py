@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from poolconform.backends.base import ONNX_NATIVE_BACKENDS, BackendSpec
+from poolconform.backends.base import BackendSpec
 from poolconform.errors import PoolconformError
 from poolconform.report.summary import summarize
 from poolconform.report.terminal import print_summary
@@ -38,10 +38,8 @@ class Session:
     title: str = "poolconform"
     quiet: bool = False
     extra: dict = field(default_factory=dict)
-    #: Records known before running (models that failed to load, cases only ONNX backends read).
+    #: Records known before running (models that failed to load).
     preset_records: list[Record] = field(default_factory=list)
-    #: Case ids that only backends reading ONNX themselves can run.
-    onnx_only_cases: set[str] = field(default_factory=set)
 
 
 def _console() -> Console:
@@ -82,7 +80,6 @@ def execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]
     for name, info in infos.items():
         if info.unavailable and not session.quiet:
             err.print(f"[dim]skipping {name}: {info.unavailable}[/dim]")
-    done |= {(c, n) for c in session.onnx_only_cases for n in usable if n not in ONNX_NATIVE_BACKENDS}
     preset = [r for r in session.preset_records if record_key(r) not in done]
     done |= {record_key(r) for r in preset}
     total = sum(1 for j in jobs for n in usable if (j.case.id, n) not in done)

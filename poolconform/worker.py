@@ -139,7 +139,7 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
         for task in message[1]:
             start = time.perf_counter()
             try:
-                why = legacy_ceil_reason(task.case) if not reads_onnx else None
+                why = onnx_only_reason(task.case) if not reads_onnx else None
                 why = why or backend.supports(task.case)
                 if why:
                     conn.send(Outcome(task.key, "unsupported", message=why, seconds=time.perf_counter() - start))
@@ -161,10 +161,15 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
                 conn.send(Outcome(task.key, "error", message=_first_line(exc), seconds=time.perf_counter() - start))
 
 
-def legacy_ceil_reason(case: PoolCase) -> str | None:
-    """Why a framework (one ceil rule, opset 22's) cannot express an older opset's ceil_mode
-    output that keeps a window starting in the right padding; backends that read the ONNX
-    model are judged against their opset's rule instead."""
+def onnx_only_reason(case: PoolCase) -> str | None:
+    """Why a backend that does not read the ONNX model itself cannot run the case.
+
+    A stored node outside poolconform's translation, or an older opset's ceil_mode output
+    that keeps a window starting in the right padding (frameworks have one ceil rule,
+    opset 22's); backends that read the ONNX model run such cases as they are.
+    """
+    if case.onnx_only:
+        return f"unsupported: {case.onnx_only}; only backends that read ONNX run it"
     if shapes.keeps_an_overhang_window(case):
         return (
             f"unsupported: at opset {case.opset} ceil_mode keeps a window that starts in the right padding "

@@ -116,3 +116,21 @@ def test_backends_lists_every_backend_with_reasons():
         assert name in rows
         assert rows[name]["available"] or rows[name]["reason"], name
     assert rows["onnxruntime-cpu"]["available"] and rows["onnxruntime-cpu"]["version"]
+
+
+def test_check_runs_a_node_poolconform_cannot_translate_only_on_onnx_readers(tmp_path):
+    from poolconform import testdirs
+    from poolconform.case import make_case
+
+    directory = tmp_path / "test_future"
+    testdirs.write_case_dir(make_case("MaxPool", (1, 2, 5, 5), kernel=2), directory)
+    model = onnx.load(directory / "model.onnx")
+    model.graph.node[0].attribute.append(helper.make_attribute("future_knob", 3))
+    (directory / "model.onnx").write_bytes(model.SerializeToString())
+    out = tmp_path / "r.json"
+    proc = run_cli("check", str(directory), "--backends", "onnxruntime-cpu,torch-cpu", "--json", str(out))
+    records = {r["backend"]: r for r in json.loads(out.read_text())}
+    assert records["torch-cpu"]["status"] == "unsupported", proc.stderr
+    assert "future_knob=3" in records["torch-cpu"]["detail"]
+    assert "only backends that read ONNX run it" in records["torch-cpu"]["detail"]
+    assert records["onnxruntime-cpu"]["status"] != "unsupported"

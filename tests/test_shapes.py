@@ -130,10 +130,10 @@ def test_ceil_overhang_rule_follows_the_opset_like_onnx_shape_inference():
 
 def test_onnxruntime_applies_the_opset_22_ceil_rule_at_older_opsets():
     """A finding kept visible: ONNX Runtime drops the overhang window at every opset."""
-    from poolconform.worker import legacy_ceil_reason
+    from poolconform.worker import onnx_only_reason
 
     case = make_case("MaxPool", (1, 1, 5), kernel=2, strides=2, pads=1, ceil_mode=True, opset=19)
     assert shapes.output_shape(case) == (1, 1, 4)
     assert _ort_shape(case) == (1, 1, 3)
-    assert "opset 19" in legacy_ceil_reason(case)
-    assert legacy_ceil_reason(case.replace(opset=22)) is None
+    assert "opset 19" in onnx_only_reason(case)
+    assert onnx_only_reason(case.replace(opset=22)) is None

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from poolconform.backends.base import ONNX_NATIVE_BACKENDS
 from poolconform.commands.options import add_backend_options, selected_specs
 from poolconform.errors import PoolconformError
 from poolconform.pipeline import Session, execute
@@ -48,21 +47,15 @@ def main(args: argparse.Namespace) -> int:
     names = [s.name for s in specs]
     jobs: list[Job] = []
     early: list[dict] = []
-    onnx_only: set[str] = set()
     for item in loaded:
         if isinstance(item, LoadFailure):
             early += [make_record(item.name, n, "error", detail=f"cannot load: {item.message}") for n in names]
             continue
-        expected = [np.asarray(o).astype(np.float64) for o in item.outputs]
+        case = item.case
         if item.unexpressible:
-            early += [
-                make_record(item.name, n, "unsupported", expected_shape=list(expected[0].shape),
-                            detail=f"the node is outside what poolconform translates ({item.unexpressible}); "
-                                   "only backends that read ONNX run it")
-                for n in names if n not in ONNX_NATIVE_BACKENDS
-            ]
-            onnx_only.add(item.case.id)
-        jobs.append(Job(item.case, item.inputs, expected, expected_from=item.expected_from))
+            case = case.replace(onnx_only=f"the node is outside what poolconform translates ({item.unexpressible})")
+        expected = [np.asarray(o).astype(np.float64) for o in item.outputs]
+        jobs.append(Job(case, item.inputs, expected, expected_from=item.expected_from))
     if not jobs and not early:
         raise PoolconformError("no test directory to check")
     session = Session(
@@ -75,7 +68,6 @@ def main(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         extra={"paths": [str(p) for p in args.paths] + (["onnx-suite"] if args.onnx_suite else [])},
         preset_records=early,
-        onnx_only_cases=onnx_only,
     )
     status, records, _ = execute(jobs, session)
     if args.json:
