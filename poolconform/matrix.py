@@ -49,6 +49,8 @@ _PER_AXIS = ("kernel", "stride", "input_size", "pads", "dilation")
 _BOOLS = ("ceil_mode", "count_include_pad", "indices")
 _INTS = ("rank", "batch", "channels", "opset", "p", "storage_order")
 _STRINGS = ("ops", "auto_pad", "dtype", "generator")
+#: Keys whose values come from a fixed list: (what a value is called, the allowed values).
+_CHOICES = {"ops": ("op", OPS), "auto_pad": ("auto_pad", AUTO_PADS), "dtype": ("dtype", DTYPES)}
 
 #: A matrix whose cartesian product is larger than this is refused before expanding:
 #: a typo like `input_size = [1, ..., 1000]` times a few other lists would run for days.
@@ -108,18 +110,11 @@ def _values(key: str, raw: Any) -> list[Any]:
         big = [x for x in (v if isinstance(v, tuple) else (v,)) if isinstance(x, int) and x > MAX_INT]
         if big:
             raise MatrixError(f"matrix key {key!r}: {v!r} is too large (at most {MAX_INT})")
-    if key == "ops":
+    if key in _CHOICES:
+        what, allowed = _CHOICES[key]
         for v in out:
-            if v not in OPS:
-                raise MatrixError(f"unknown op {v!r} in 'ops'; allowed: {', '.join(OPS)}")
-    if key == "auto_pad":
-        for v in out:
-            if v not in AUTO_PADS:
-                raise MatrixError(f"unknown auto_pad {v!r}; allowed: {', '.join(AUTO_PADS)}")
-    if key == "dtype":
-        for v in out:
-            if v not in DTYPES:
-                raise MatrixError(f"unknown dtype {v!r}; allowed: {', '.join(DTYPES)}")
+            if v not in allowed:
+                raise MatrixError(f"unknown {what} {v!r}; allowed: {', '.join(allowed)}")
     if key == "rank":
         for v in out:
             if v not in (1, 2, 3):

@@ -38,6 +38,7 @@ def onnx_type_string(dtype: str) -> str:
 
 
 @functools.cache
+@functools.lru_cache(maxsize=None)
 def _schema(op: str, opset: int) -> defs.OpSchema | None:
     try:
         return defs.get_schema(op, opset, "")
@@ -113,14 +114,19 @@ def onnx_rejects(case: PoolCase) -> str | None:
 
 def allowed_dtypes(op: str, opset: int) -> list[str]:
     """poolconform dtypes that the type constraint T of `op` admits at `opset`."""
+    return list(_allowed_dtypes(op, opset))
+
+
+@functools.lru_cache(maxsize=None)
+def _allowed_dtypes(op: str, opset: int) -> tuple[str, ...]:
     schema = _schema(op, opset)
     if schema is None:
-        return []
+        return ()
     admitted: set[str] = set()
     for constraint in schema.type_constraints:
         if constraint.type_param_str == "T":
             admitted.update(constraint.allowed_type_strs)
-    return [d for d in DTYPES if onnx_type_string(d) in admitted]
+    return tuple(d for d in DTYPES if onnx_type_string(d) in admitted)
 
 
 def attributes(op: str, opset: int) -> list[str]:
