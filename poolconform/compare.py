@@ -139,7 +139,6 @@ def _compare_values(
     bad = (e_nan != a_nan) | ((diff > atol) & (ulp > (1 if atol > 0 else 0)))
     if not bad.any():
         return Comparison("pass", shape, list(actual.shape), max_abs, max_rel, max_ulp, atol)
-    where = tuple(np.argwhere(bad)[0])
     nan_lost = e_nan & ~a_nan
     nan_made = a_nan & ~e_nan
     what = "Indices" if indices else "Y"

@@ -20,6 +20,32 @@ SEED_PRINTED = {
 }
 
 
+def run_and_compare(backend, case):
+    """Run `case` on a backend in this process and judge it against the float64 oracle."""
+    from poolconform.compare import compare_outputs
+    from poolconform.inputs import make_inputs
+    from poolconform.oracle import reference_outputs
+
+    inputs = make_inputs(case)
+    actual = backend.run(case, inputs)
+    return actual, compare_outputs(case, reference_outputs(case, inputs), actual, inputs)
+
+
+def sweep_against_oracle(backend, cases) -> tuple[int, list]:
+    """(cases the backend supports, failures among them); every refusal must be one clean line."""
+    supported, failures = 0, []
+    for case in cases:
+        reason = backend.supports(case)
+        if reason is not None:
+            assert reason.startswith("unsupported: ") and "\n" not in reason, (case.id, reason)
+            continue
+        supported += 1
+        _, result = run_and_compare(backend, case)
+        if result.status != "pass":
+            failures.append((case.id, result.status, result.detail))
+    return supported, failures
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600):
     """`python -m poolconform ARGS` in a subprocess: exit status, stdout and stderr as a user sees them."""
     full_env = dict(os.environ)

@@ -6,14 +6,13 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import SEED_PRINTED
+from conftest import SEED_PRINTED, run_and_compare, sweep_against_oracle
 
 tf = pytest.importorskip("tensorflow")
 
 from poolconform.backends.base import Unsupported  # noqa: E402
 from poolconform.backends.tensorflow_backend import TensorFlow, nhwc_argmax_to_onnx  # noqa: E402
 from poolconform.case import PoolCase, make_case  # noqa: E402
-from poolconform.compare import compare_outputs  # noqa: E402
 from poolconform.errors import CaseError  # noqa: E402
 from poolconform.inputs import make_inputs  # noqa: E402
 from poolconform.oracle import reference_outputs  # noqa: E402
@@ -22,12 +21,6 @@ from poolconform.oracle import reference_outputs  # noqa: E402
 @pytest.fixture(scope="module")
 def backend() -> TensorFlow:
     return TensorFlow()
-
-
-def run_and_compare(backend, case: PoolCase):
-    inputs = make_inputs(case)
-    actual = backend.run(case, inputs)
-    return actual, compare_outputs(case, reference_outputs(case, inputs), actual, inputs)
 
 
 @pytest.mark.parametrize(("op", "expected"), list(SEED_PRINTED.items()))
@@ -71,16 +64,7 @@ def sweep_cases() -> list[PoolCase]:
 def test_sweep_matches_oracle_or_says_why_not(backend):
     cases = sweep_cases()
     assert len(cases) > 400
-    supported, failures = 0, []
-    for case in cases:
-        reason = backend.supports(case)
-        if reason is not None:
-            assert reason.startswith("unsupported: ") and "\n" not in reason, (case.id, reason)
-            continue
-        supported += 1
-        _, result = run_and_compare(backend, case)
-        if result.status != "pass":
-            failures.append((case.id, result.status, result.detail))
+    supported, failures = sweep_against_oracle(backend, cases)
     assert failures == []
     # tf.nn has no ceil_mode, Lp pooling, count_include_pad or padded dilation: fewer cases fit.
     assert supported > 0.35 * len(cases), f"only {supported} of {len(cases)} cases supported"

@@ -6,14 +6,13 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import SEED_PRINTED
+from conftest import SEED_PRINTED, run_and_compare, sweep_against_oracle
 
 torch = pytest.importorskip("torch")
 
 from poolconform.backends.base import Unsupported  # noqa: E402
 from poolconform.backends.torch_backend import TorchCPU, TorchCUDA, onnx_indices  # noqa: E402
 from poolconform.case import PoolCase, make_case  # noqa: E402
-from poolconform.compare import compare_outputs  # noqa: E402
 from poolconform.errors import CaseError  # noqa: E402
 from poolconform.inputs import make_inputs  # noqa: E402
 from poolconform.oracle import reference_outputs  # noqa: E402
@@ -31,12 +30,6 @@ def single_thread():
 @pytest.fixture(scope="module")
 def backend() -> TorchCPU:
     return TorchCPU()
-
-
-def run_and_compare(backend, case: PoolCase):
-    inputs = make_inputs(case)
-    actual = backend.run(case, inputs)
-    return actual, compare_outputs(case, reference_outputs(case, inputs), actual, inputs)
 
 
 @pytest.mark.parametrize(("op", "expected"), list(SEED_PRINTED.items()))
@@ -80,16 +73,7 @@ def sweep_cases() -> list[PoolCase]:
 def test_sweep_matches_oracle_or_says_why_not(backend):
     cases = sweep_cases()
     assert len(cases) > 400
-    supported, failures = 0, []
-    for case in cases:
-        reason = backend.supports(case)
-        if reason is not None:
-            assert reason.startswith("unsupported: ") and "\n" not in reason, (case.id, reason)
-            continue
-        supported += 1
-        _, result = run_and_compare(backend, case)
-        if result.status != "pass":
-            failures.append((case.id, result.status, result.detail))
+    supported, failures = sweep_against_oracle(backend, cases)
     assert failures == []
     assert supported > 0.6 * len(cases), f"only {supported} of {len(cases)} cases supported"
 

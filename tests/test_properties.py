@@ -9,7 +9,6 @@ expand or refuse with a PoolconformError, never raise anything else.
 from __future__ import annotations
 
 import string
-from pathlib import Path
 
 import numpy as np
 import pytest
