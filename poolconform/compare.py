@@ -1,13 +1,13 @@
-"""Compare a backend's outputs with the expected ones: shape first, then values.
+"""Compare a backend's outputs with the expected ones: shape, then dtype, then values.
 
-Tolerance policy (documented in the README):
+Tolerance policy (the model and its formula are stated in the README's Tolerance section):
 - integer dtypes, MaxPool / GlobalMaxPool values and Indices: exact;
-- averaging ops (AveragePool, GlobalAveragePool, LpPool, GlobalLpPool) in floating
-  types: |actual - expected| <= eps(dtype) * W * scale, where W is the number of
-  elements in the window and scale the largest |value| involved: the forward error
-  bound of recursive summation (Higham), so any sane summation order passes and a
-  wrong divisor or a lost element does not. A result within 1 ULP of the exact
-  value (correct rounding) always passes.
+- averaging ops in float types: one bound per output element, the forward error bound of
+  summing that window's own elements in the accumulation type (float32 for 16-bit
+  inputs) plus half an ULP of the output type for the final rounding. A large element
+  widens only the bounds of the windows that hold it. A result that is the exact value
+  correctly rounded (0 ULP), or a finite result 1 ULP from it, always passes.
+The output dtype is part of the verdict: the input's dtype for values, int64 for Indices.
 NaN is compared by position; a NaN where a number was expected, or the reverse, is a
 mismatch whose detail names what the backend did ("NaN dropped").
 Every comparison reports max_abs_err, max_rel_err and max_ulp: the tolerance that would
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poolconform import dtypes
+from poolconform import dtypes, oracle
 from poolconform.case import PoolCase
 
 AVERAGING_OPS = ("AveragePool", "GlobalAveragePool", "LpPool", "GlobalLpPool")
@@ -35,23 +35,81 @@ class Comparison:
     max_abs_err: float | None = None
     max_rel_err: float | None = None
     max_ulp: float | None = None
+    #: The element tolerance: at the reported element on a mismatch, the largest on a pass.
     atol: float | None = None
     detail: str = ""
     digest: str | None = None
 
 
+def _gamma(n: np.ndarray, u: float) -> np.ndarray:
+    """Higham's gamma_n = n u / (1 - n u): the relative error bound of n roundings, capped
+    at 1 (from n u = 1/2 on): a sum of W terms that stagnates still lies within its own
+    sum of magnitudes, and an infinite bound would let any answer pass."""
+    nu = np.asarray(n, dtype=np.float64) * u
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(nu < 0.5, nu / (1 - nu), 1.0)
+
+
+def _average_bound(case: PoolCase, x: np.ndarray, count: np.ndarray, u: float, tiny: float) -> np.ndarray:
+    """Accumulation error of an average: W - 1 additions and up to two roundings for the
+    division (a reciprocal, then a product), over the window's own sum |x_i| / divisor."""
+    return _gamma(count + 1, u) * oracle.window_abs_means(case, x) + tiny
+
+
+def _lp_bound(case: PoolCase, y: np.ndarray, count: np.ndarray, u: float, tiny: float, acc: str) -> np.ndarray:
+    """Accumulation error of an Lp norm y = S**(1/p), S = sum |x_i|**p, carried through the root.
+
+    S carries a relative error c = gamma_{W+p} (p - 1 products or a pow per term, W - 1
+    additions of nonnegative terms) plus an absolute W p tiny for underflow; y's error is the
+    root's image of [S - dS, S + dS], computed from y in logarithms so nothing overflows.
+    The root adds 2u (one ULP), and pow(S, fl(1/p)) the rounding of its exponent.
+    """
+    p = case.p
+    ay = np.abs(y)
+    t = dtypes.numpy_dtype(acc).type
+    exponent_error = abs(float(t(1) / t(p)) - 1.0 / p)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        c = _gamma(count + p, u)
+        log_s = p * np.log(ay)  # log S; -inf where y = 0
+        log_q = np.log(count * p * tiny) - log_s  # log(W p tiny / S)
+        r = c + np.exp(log_q)  # dS / S
+        up = ay * np.expm1(np.logaddexp(np.log1p(c), log_q) / p)  # (S + dS)**(1/p) - y
+        down = -ay * np.expm1(np.log1p(-np.minimum(r, 1.0)) / p)  # y - (S - dS)**(1/p)
+        root = ay * (2 * u + np.expm1(exponent_error * np.abs(log_s)))
+        bound = np.maximum(up, down) + root
+    # y = 0 only when every term is 0, which every order sums exactly.
+    return np.where(ay == 0, 0.0, bound)
+
+
+def element_tolerance(
+    case: PoolCase, expected: np.ndarray, inputs: list[np.ndarray], accumulate: str | None = None
+) -> np.ndarray:
+    """Absolute tolerance of each element of the case's values output (float64, the shape
+    of `expected`); 0 where the answer must be exact. `accumulate` names the accumulation
+    type (default: dtypes.accumulation_type of the case's dtype)."""
+    e = np.asarray(expected, dtype=np.float64)
+    if case.op not in AVERAGING_OPS or not dtypes.is_float(case.dtype) or e.size == 0:
+        return np.zeros(e.shape)
+    acc = accumulate or dtypes.accumulation_type(case.dtype)
+    u, tiny = dtypes.unit_roundoff(acc), dtypes.smallest_subnormal(acc)
+    count = np.broadcast_to(oracle.window_counts(case), e.shape)
+    x = np.asarray(inputs[0]).astype(np.float64)
+    with np.errstate(all="ignore"):
+        if case.op in ("LpPool", "GlobalLpPool"):
+            summed = _lp_bound(case, e, count, u, tiny, acc)
+        else:
+            summed = _average_bound(case, x, count, u, tiny)
+        rounding = 0.5 * dtypes.ulp(np.abs(e) + np.nan_to_num(summed, nan=0.0, posinf=0.0), case.dtype)
+        bound = summed + rounding
+    # Non-finite expected values are judged by value and position alone.
+    return np.where(np.isfinite(e) & ~np.isnan(bound), bound, 0.0)
+
+
 def tolerance(case: PoolCase, expected: np.ndarray, inputs: list[np.ndarray]) -> float:
-    """Absolute tolerance of the case's first output (see module docstring)."""
-    if case.op not in AVERAGING_OPS or not dtypes.is_float(case.dtype):
-        return 0.0
-    scale = 0.0
-    for array in [inputs[0].astype(np.float64), expected]:
-        finite = np.abs(array[np.isfinite(array)])
-        if finite.size:
-            scale = max(scale, float(finite.max()))
-    if case.op in ("LpPool", "GlobalLpPool"):
-        scale = max(scale, scale ** case.p)  # |x|^p is summed before the root
-    return dtypes.epsilon(case.dtype) * max(case.window_elements, 1) * scale
+    """The largest per-element tolerance of the case's values output: one figure for a
+    report or a script; the verdict itself uses element_tolerance."""
+    bound = element_tolerance(case, expected, inputs)
+    return float(bound.max()) if bound.size else 0.0
 
 
 def output_digest(outputs: list[np.ndarray]) -> str:
@@ -99,6 +157,13 @@ def compare_outputs(
     worst = Comparison("pass", expected_shape, first_shape, 0.0, 0.0, 0.0, 0.0, "", digest)
     for i, (e, a) in enumerate(zip(expected, actual_list)):
         result = _compare_values(case, e, a, inputs, indices=(i == 1))
+        wrong_type = dtype_problem(case, a, indices=(i == 1))
+        if wrong_type:
+            detail = "; ".join(part for part in (wrong_type, result.detail) if part)
+            return Comparison(
+                "mismatch", expected_shape, first_shape, result.max_abs_err, result.max_rel_err,
+                result.max_ulp, result.atol, detail, digest,
+            )
         if result.status != "pass":
             return Comparison(
                 result.status, expected_shape, first_shape, result.max_abs_err, result.max_rel_err,
@@ -110,6 +175,21 @@ def compare_outputs(
                 result.max_ulp, result.atol, "", digest,
             )
     return worst
+
+
+def expected_dtype(case: PoolCase, indices: bool) -> np.dtype:
+    """The output type the spec gives: the input's type for values, int64 for Indices."""
+    return np.dtype(np.int64) if indices else dtypes.numpy_dtype(case.dtype)
+
+
+def dtype_problem(case: PoolCase, actual: np.ndarray, indices: bool = False) -> str:
+    """'' when the output has the spec's type, else the detail that says what it has
+    ("dtype float64, expected float16"): a wrong type is a mismatch whatever the values."""
+    want = expected_dtype(case, indices)
+    if actual.dtype == want:
+        return ""
+    what = "Indices " if indices else ""
+    return f"{what}dtype {actual.dtype.name}, expected {want.name}"
 
 
 def _compare_values(
@@ -135,8 +215,12 @@ def _compare_values(
     max_abs = float(diff.max()) if diff.size else 0.0
     max_rel = float(rel.max()) if rel.size else 0.0
     max_ulp = float(ulp.max()) if ulp.size else 0.0
-    atol = 0.0 if indices else tolerance(case, e, inputs)
-    bad = (e_nan != a_nan) | ((diff > atol) & (ulp > (1 if atol > 0 else 0)))
+    bound = np.zeros(e.shape) if indices else element_tolerance(case, e, inputs)
+    inexact = case.op in AVERAGING_OPS and dtypes.is_float(type_name)
+    # An averaging op may return the exact value correctly rounded, or a finite neighbour of it.
+    rounded = (ulp == 0) | ((ulp <= 1) & np.isfinite(a)) if inexact else np.zeros(e.shape, dtype=bool)
+    bad = (e_nan != a_nan) | ((diff > bound) & ~rounded)
+    atol = float(bound.max()) if bound.size else 0.0
     if not bad.any():
         return Comparison("pass", shape, list(actual.shape), max_abs, max_rel, max_ulp, atol)
     nan_lost = e_nan & ~a_nan
@@ -150,10 +234,39 @@ def _compare_values(
         detail = f"NaN produced: {what}{_where(w)} expected {_fmt(e[w])}, got NaN"
     else:
         w = tuple(np.unravel_index(np.argmax(np.where(bad, diff, -1.0)), diff.shape))
+        atol = float(bound[w])
         count = int(bad.sum())
         detail = f"{what}{_where(w)} expected {_fmt(e[w])}, got {_fmt(a[w])}; {count} of {bad.size} element(s) differ"
-        if np.isneginf(e[w]) and np.isfinite(a[w]):
+        if not indices and not case.is_global and np.isneginf(e[w]) and np.isfinite(a[w]) and _empty_window(case, w):
             detail += f" ({_fmt(a[w])} for an empty window)"
         elif atol:
             detail += f" (tolerance {atol:.3g})"
+            if inexact:
+                detail += _narrow_accumulation_hint(case, e, a, inputs, bad, diff)
     return Comparison("mismatch", shape, list(actual.shape), max_abs, max_rel, max_ulp, atol, detail)
+
+
+def _empty_window(case: PoolCase, where: tuple[int, ...]) -> bool:
+    """The output element's window holds no input element (only padding or overhang)."""
+    counts = oracle.window_counts(case)
+    return int(counts[(0, 0, *where[2:])]) == 0
+
+
+def _narrow_accumulation_hint(
+    case: PoolCase, e: np.ndarray, a: np.ndarray, inputs: list[np.ndarray], bad: np.ndarray, diff: np.ndarray
+) -> str:
+    """'; consistent with float16 accumulation' when every differing element fits the bound of
+    accumulating in the 16-bit input type and lies at most half as far from a sum kept in
+    that type as from the truth; '' otherwise (float32 and float64 inputs have no narrower type to blame)."""
+    if case.dtype not in ("float16", "bfloat16"):
+        return ""
+    x = np.asarray(inputs[0])
+    narrow_bound = element_tolerance(case, e, inputs, accumulate=case.dtype)
+    if not (diff[bad] <= narrow_bound[bad]).all():
+        return ""
+    narrow = oracle.accumulated_outputs(case, x, case.dtype)
+    with np.errstate(invalid="ignore"):
+        nearer = np.abs(a - narrow) <= np.abs(a - e) / 2
+    if not nearer[bad].all():
+        return ""
+    return f"; consistent with {case.dtype} accumulation, not float32"

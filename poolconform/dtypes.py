@@ -61,6 +61,44 @@ def epsilon(name: str) -> float:
     return float(ml_dtypes.finfo(NUMPY_DTYPES[name]).eps)
 
 
+#: The type sums are accumulated in: 16-bit floats widen to float32, as ONNX Runtime,
+#: PyTorch and TensorFlow do on CPU (the tolerance model in the README).
+ACCUMULATION_TYPES: dict[str, str] = {
+    "float16": "float32",
+    "bfloat16": "float32",
+    "float32": "float32",
+    "float64": "float64",
+}
+
+
+def accumulation_type(name: str) -> str:
+    """The float type a conforming backend is assumed to accumulate `name` in."""
+    return ACCUMULATION_TYPES[name]
+
+
+def unit_roundoff(name: str) -> float:
+    """u = eps / 2: the largest relative error of one correctly rounded operation."""
+    return epsilon(name) / 2
+
+
+def smallest_subnormal(name: str) -> float:
+    """Spacing of the type near zero: the absolute error floor of a rounding that underflows."""
+    return float(ml_dtypes.finfo(NUMPY_DTYPES[name]).smallest_subnormal)
+
+
+def ulp(values: np.ndarray, name: str) -> np.ndarray:
+    """Spacing of float type `name` at |values| (float64, elementwise, never overflows).
+
+    Magnitudes past the largest finite get the spacing at the largest finite; NaN counts as 0.
+    """
+    info = ml_dtypes.finfo(NUMPY_DTYPES[name])
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    v = np.where(np.isnan(v), 0.0, np.minimum(v, float(info.max)))
+    _, exp = np.frexp(v)  # v = m * 2**exp with m in [0.5, 1): floor(log2 v) = exp - 1
+    exp = np.where(v == 0, info.minexp, exp - 1)
+    return np.ldexp(1.0, np.maximum(exp, info.minexp) - info.nmant)
+
+
 def ulp_distance(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
     """Number of representable values of type `name` between a and b (elementwise, float64).
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from poolconform import shapes
+from poolconform import dtypes, shapes
 from poolconform.case import PoolCase
 
 
@@ -85,24 +85,33 @@ def _root(values: np.ndarray, p: int) -> np.ndarray:
     return (values ** (np.longdouble(1) / p)).astype(np.float64)
 
 
-def _max_indices(case: PoolCase, x: np.ndarray) -> np.ndarray:
-    """ONNX MaxPool Indices: flat over (N, C, spatial), row-major or column-major per plane."""
+def _window_grids(case: PoolCase):
+    """Per-axis input positions over (outs..., kernel...), and the masks of real input and of
+    input-or-padding positions, all broadcast to that full grid; plus the output sizes."""
     geometry = _geometry(case)
     rank = case.rank
     outs = [g[0].shape[0] for g in geometry]
     ks = [g[0].shape[1] for g in geometry]
-    # Index grids of shape (o0, ..., o_{r-1}, k0, ..., k_{r-1}) per axis.
-    grids, reals = [], []
-    for a, (index, real, _) in enumerate(geometry):
+    grids, reals, paddeds = [], [], []
+    for a, (index, real, padded) in enumerate(geometry):
         shape = [1] * (2 * rank)
         shape[a], shape[rank + a] = outs[a], ks[a]
         grids.append(index.reshape(shape))
         reals.append(real.reshape(shape))
+        paddeds.append(padded.reshape(shape))
     full = tuple(np.broadcast_shapes(*[g.shape for g in grids]))
     grids = [np.broadcast_to(g, full) for g in grids]
     real = np.logical_and.reduce([np.broadcast_to(r, full) for r in reals])
+    padded = np.logical_and.reduce([np.broadcast_to(p, full) for p in paddeds])
+    return grids, real, padded, outs
+
+
+def _max_indices(case: PoolCase, x: np.ndarray) -> np.ndarray:
+    """ONNX MaxPool Indices: flat over (N, C, spatial), row-major or column-major per plane."""
+    rank = case.rank
+    grids, real, _, outs = _window_grids(case)
     window = x[(slice(None), slice(None), *grids)]  # (N, C, outs..., ks...)
-    window = np.where(real, window, -np.inf).reshape(x.shape[:2] + tuple(outs) + (-1,))
+    window = np.where(real, window, -np.inf).reshape(x.shape[:2] + tuple(outs) + (int(np.prod(real.shape[rank:])),))  # N or C may be 0
     # First maximum in row-major window order; a NaN counts as the maximum (argmax does so).
     choice = np.argmax(window, axis=-1)
     flat_grids = [g.reshape(tuple(outs) + (-1,)) for g in grids]
@@ -120,6 +129,60 @@ def _max_indices(case: PoolCase, x: np.ndarray) -> np.ndarray:
     n, c = x.shape[:2]
     base = (np.arange(n)[:, None] * c + np.arange(c)[None, :]) * plane
     return offset + base.reshape((n, c) + (1,) * rank)
+
+
+def window_counts(case: PoolCase) -> np.ndarray:
+    """How many input elements each output window holds, shaped (1, 1, outs...) to broadcast
+    against the output: W of the tolerance model, and 0 marks a window with no element."""
+    lead = (1, 1)
+    if case.is_global:
+        return np.full(lead + (1,) * case.rank, int(np.prod(case.spatial)), dtype=np.int64)
+    count = np.ones(lead + (1,) * case.rank, dtype=np.int64)
+    for a, (_, real, _) in enumerate(_geometry(case)):
+        shape = [1] * (2 + case.rank)
+        shape[2 + a] = real.shape[0]
+        count = count * real.sum(axis=1).reshape(shape)
+    return count
+
+
+def window_abs_means(case: PoolCase, x: np.ndarray) -> np.ndarray:
+    """sum |x_i| over each window, over the op's divisor (float64): the scale of the rounding
+    error an average can carry. Only for AveragePool and GlobalAveragePool."""
+    a = np.abs(np.asarray(x).astype(np.float64))
+    if case.op == "GlobalAveragePool":
+        return a.astype(np.longdouble).mean(axis=tuple(range(2, a.ndim)), keepdims=True).astype(np.float64)
+    if case.op == "AveragePool":
+        return _windowed(case, a, "avg")
+    raise ValueError(f"window_abs_means is for averages, not {case.op!r}")
+
+
+def accumulated_outputs(case: PoolCase, x: np.ndarray, dtype: str) -> np.ndarray:
+    """The averaging op computed with every operation rounded to `dtype`, each window summed in
+    row-major order: what a backend that accumulates in that type returns (float64 array)."""
+    t = dtypes.numpy_dtype(dtype)
+    x = np.asarray(x).astype(np.float64)
+    rank = case.rank
+    if case.is_global:
+        window = x.reshape(x.shape[:2] + (1,) * rank + (int(np.prod(x.shape[2:])),))  # N or C may be 0
+        real = np.ones((1,) * rank + window.shape[-1:], dtype=bool)
+        divisor = np.full((1,) * rank, window.shape[-1])
+    else:
+        grids, real, padded, outs = _window_grids(case)
+        window = x[(slice(None), slice(None), *grids)].reshape(x.shape[:2] + tuple(outs) + (int(np.prod(real.shape[rank:])),))
+        real = real.reshape(tuple(outs) + (-1,))
+        counted = padded.reshape(real.shape) if case.count_include_pad else real
+        divisor = counted.sum(axis=-1)
+    lp = case.op in ("LpPool", "GlobalLpPool")
+    terms = (np.abs(window).astype(t) ** case.p).astype(t) if lp else window.astype(t)
+    with np.errstate(all="ignore"):
+        total = np.zeros(window.shape[:-1], dtype=t)
+        for k in range(window.shape[-1]):
+            total = (total + np.where(real[..., k], terms[..., k], 0).astype(t)).astype(t)
+        if lp:
+            result = (total ** (t.type(1) / t.type(case.p))).astype(t)
+        else:
+            result = (total / divisor.astype(t)).astype(t)
+    return result.astype(np.float64)
 
 
 def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
