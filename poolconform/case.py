@@ -74,6 +74,10 @@ class PoolCase:
     #: poolconform's translation does not cover); None for every matrix case.
     onnx_only: str | None = field(default=None, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.auto_pad == "":  # the ONNX default written out: onnx, ORT and OpenVINO read it as NOTSET
+            object.__setattr__(self, "auto_pad", "NOTSET")
+
     @property
     def rank(self) -> int:
         """Number of spatial axes."""
@@ -226,13 +230,17 @@ def _per_axis(
 def validate_case(case: PoolCase) -> None:
     """Raise CaseError with the reason when ONNX cannot express the case."""
     from poolconform import shapes  # local: shapes imports case for typing only
+    from poolconform.budget import check_budget  # local: budget imports case
 
     if case.op not in OPS:
         raise CaseError(f"unknown op {case.op!r}; allowed: {', '.join(OPS)}")
     if not 1 <= case.rank <= 3:
         raise CaseError(f"rank must be 1, 2 or 3, got {case.rank!r} (input_shape={case.input_shape!r})")
-    if any(v < 1 for v in case.input_shape):
-        raise CaseError(f"input_shape must be positive, got {case.input_shape!r}")
+    if any(v < 0 for v in case.input_shape[:2]) or any(v < 1 for v in case.input_shape[2:]):
+        raise CaseError(
+            f"input_shape needs N, C >= 0 and every spatial size >= 1, got {case.input_shape!r}",
+            category="zero spatial size" if 0 in case.input_shape[2:] else None,
+        )
     if case.dtype not in DTYPES:
         raise CaseError(f"unknown dtype {case.dtype!r}; allowed: {', '.join(DTYPES)}")
     if case.auto_pad not in AUTO_PADS:
@@ -245,6 +253,7 @@ def validate_case(case: PoolCase) -> None:
         raise CaseError(f"storage_order must be 0 or 1, got {case.storage_order!r}")
     _validate_against_onnx(case)
     if case.is_global:
+        check_budget(case)
         return
     rank = case.rank
     for name, values, length in (
@@ -282,6 +291,7 @@ def validate_case(case: PoolCase) -> None:
             f"kernel={case.kernel!r}, pads={case.pads!r}, dilations={case.dilations!r}",
             category="kernel larger than padded input",
         )
+    check_budget(case)  # work and memory, before anything is allocated (poolconform/budget.py)
 
 
 def _validate_against_onnx(case: PoolCase) -> None:

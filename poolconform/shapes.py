@@ -36,18 +36,30 @@ def output_size(
     """Output length of one axis with explicit pads.
 
     `floor((n + pad_begin + pad_end - dilation*(kernel-1) - 1) / stride) + 1`, or ceil with
-    ceil_mode; with ceil_mode and `drop_overhang` (opset 22 on, and what ONNX Runtime and
-    PyTorch always do) a window that would start in the right padding is dropped.
+    ceil_mode. With ceil_mode, a last window that would start past the padded input (it
+    covers neither input nor padding, possible when the stride exceeds the window) is
+    dropped at every opset: the corrected rule of opset 22 (onnx/onnx#5711), which ONNX
+    Runtime and onnx's reference evaluator apply at every opset. With `drop_overhang`
+    (opset 22 on, and what ONNX Runtime and PyTorch always do) a window that would start
+    in the right padding is dropped too.
     """
+    out = _ceil_letter_size(n, kernel, stride, pad_begin, pad_end, dilation, ceil_mode)
+    if not ceil_mode or out == 0:
+        return out
+    last_start = (out - 1) * stride  # in padded coordinates: the input starts at pad_begin
+    if last_start >= n + pad_begin + (0 if drop_overhang else pad_end):
+        out -= 1
+    return out
+
+
+def _ceil_letter_size(
+    n: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int, ceil_mode: bool
+) -> int:
+    """The formula alone, no window dropped: what onnx's shape inference gives before opset 22."""
     span = n + pad_begin + pad_end - effective_kernel(kernel, dilation)
     if span < 0:
         return 0
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if drop_overhang and (out - 1) * stride >= n + pad_begin:
-        out -= 1
-    return out
+    return (-(-span // stride) if ceil_mode else span // stride) + 1
 
 
 def drops_overhang(case: PoolCase) -> bool:
@@ -116,6 +128,33 @@ def keeps_an_overhang_window(case: PoolCase) -> bool:
     return spatial_output_shape(case) != spatial_output_shape(case.replace(opset=CEIL_DROPS_OVERHANG_FROM_OPSET))
 
 
+def onnx_inferred_spatial_shape(case: PoolCase) -> tuple[int, ...]:
+    """What onnx's shape inference gives for the case: before opset 22 it keeps every window
+    the ceil formula counts, even one that covers neither input nor padding."""
+    if drops_overhang(case) or case.is_global or not case.ceil_mode or case.auto_pad != "NOTSET":
+        return spatial_output_shape(case)
+    rank = case.rank
+    return tuple(
+        _ceil_letter_size(case.spatial[a], case.kernel[a], case.strides[a], case.pads[a], case.pads[a + rank],
+                          case.dilations[a], True)
+        for a in range(rank)
+    )
+
+
+#: The record note of a case whose ceil_mode output drops a window holding no element.
+EMPTY_WINDOW_NOTE = (
+    "a ceil_mode window covering neither input nor padding is dropped at every opset "
+    "(the corrected rule of opset 22, onnx/onnx#5711; opset {opset}'s text and onnx's shape inference keep it)"
+)
+
+
+def empty_window_note(case: PoolCase) -> str | None:
+    """The note to record when the case's shape drops a window that holds no element."""
+    if onnx_inferred_spatial_shape(case) == spatial_output_shape(case):
+        return None
+    return EMPTY_WINDOW_NOTE.format(opset=case.opset)
+
+
 def output_shape(case: PoolCase) -> tuple[int, ...]:
     """Full output shape (N, C, spatial...) of the case's first output (and of Indices)."""
     return case.input_shape[:2] + spatial_output_shape(case)
@@ -124,3 +163,37 @@ def output_shape(case: PoolCase) -> tuple[int, ...]:
 def seed_output_size(n: int, kernel: int, stride: int) -> float:
     """The seed tutorial's formula `(n - f + 1) / s`: wrong, kept to show where it differs."""
     return (n - kernel + 1) / stride
+
+
+def seed_formula_explains(case: PoolCase, actual: list[int] | tuple[int, ...] | None) -> bool:
+    """Whether a backend's wrong output shape is due to the seed's formula, not a coincidence.
+
+    The seed's mistake is where the `+ 1` sits: `(n - f + 1) / s` instead of
+    `(n - f) / s + 1`. Where its value is an integer it equals the ONNX floor rule without
+    padding (and its ceiling always does), so only code that computes it with integer
+    division, `(n - f + 1) // s`, is told apart. True when the shape is exactly that on
+    every axis, it is wrong, and on every wrong axis no misreading of the ONNX rule
+    (padding ignored, dilation ignored, ceil_mode flipped) gives the same size.
+    """
+    if case.is_global or not actual or len(actual) != len(case.input_shape):
+        return False
+    actual = tuple(int(v) for v in actual)
+    correct = output_shape(case)
+    if actual == correct or actual[:2] != correct[:2]:
+        return False
+    rank, pads = case.rank, resolve_pads(case)
+    for a in range(rank):
+        n, k, s, d = case.spatial[a], case.kernel[a], case.strides[a], case.dilations[a]
+        if actual[2 + a] != (n - k + 1) // s:
+            return False
+        if actual[2 + a] == correct[2 + a]:
+            continue
+        misreadings = {
+            output_size(n, k, s, pb, pe, dd, ceil)
+            for pb, pe in ((pads[a], pads[a + rank]), (0, 0))
+            for dd in (d, 1)
+            for ceil in (False, True)
+        }
+        if actual[2 + a] in misreadings:
+            return False
+    return True

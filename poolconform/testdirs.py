@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,14 +116,19 @@ def export_cases(cases: Iterable[PoolCase], out_dir: str | os.PathLike[str]) -> 
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
     wanted = {dir_name(c) for c in unique.values()}
+    if manifest_path.is_symlink():
+        raise PoolconformError(f"{str(manifest_path)!r} is a symlink; export does not write through links")
+    for name in sorted(wanted):  # refuse before writing anything: never write through a link
+        foreign = _foreign_content(out, name)
+        if foreign:
+            raise PoolconformError(f"{str(out / name)!r} exists but {foreign}; move it away and export again")
     for stale in sorted(_manifest_dirs(manifest_path) - wanted):
-        target = out / stale
-        if target.is_dir() and target.parent == out:
-            shutil.rmtree(target)
+        if os.path.lexists(out / stale) and _foreign_content(out, stale) is None:
+            shutil.rmtree(out / stale)
     entries = []
     for case in sorted(unique.values(), key=dir_name):
         target = out / dir_name(case)
-        if target.exists():
+        if os.path.lexists(target):
             shutil.rmtree(target)  # no leftover output_1.pb from an older version of the case
         write_case_dir(case, target)
         entries.append(manifest_entry(case))
@@ -139,11 +146,40 @@ def _manifest_text(entries: list[dict[str, object]]) -> str:
 
 
 def _manifest_dirs(path: Path) -> set[str]:
+    """Folder names a previous export listed; only names export could have generated."""
     try:
         document = json.loads(path.read_text())
-        return {str(e["dir"]) for e in document["cases"] if "/" not in str(e["dir"])}
+        return {e["dir"] for e in document["cases"] if isinstance(e["dir"], str) and _GENERATED.fullmatch(e["dir"])}
     except (OSError, ValueError, KeyError, TypeError):
         return set()
+
+
+#: What dir_name() can produce: no separator, no `..`, nothing but id characters.
+_GENERATED = re.compile(DIR_PREFIX + r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: The files write_case_dir() writes (older versions wrote more data sets and outputs).
+_OWN_FILES = re.compile(r"model\.onnx|data\.json|test_data_set_[0-9]+(/(input|output)_[0-9]+\.pb)?")
+
+
+def _foreign_content(out: Path, name: str) -> str | None:
+    """Why `out/name` is not provably a folder export wrote (None: it is, or it is absent).
+
+    Export deletes only what it can prove it wrote: a generated name, a real folder
+    directly inside `out` (not a symlink), holding nothing but export's own files.
+    """
+    target = out / name
+    if not _GENERATED.fullmatch(name):
+        return "its name is not one export generates"
+    if not os.path.lexists(target):
+        return None
+    if target.is_symlink() or not target.is_dir():
+        return "it is a symlink or not a folder"
+    for root, dirs, files in os.walk(target):
+        for entry in dirs + files:
+            path = Path(root) / entry
+            rel = path.relative_to(target).as_posix()
+            if path.is_symlink() or not _OWN_FILES.fullmatch(rel):
+                return f"it holds {rel!r}, which export did not write"
+    return None
 
 
 #: The committed corpus keeps default-matrix cases up to this spatial size (the 13- and
@@ -209,37 +245,117 @@ class LoadFailure:
 
 
 def discover(paths: Iterable[str | os.PathLike[str]]) -> list[StoredCase | LoadFailure]:
-    """Load every backend-test directory at or under `paths` (sorted; failures kept, not raised)."""
-    located: list[tuple[Path, Path]] = []  # (directory, the root it was found under)
+    """Load every backend-test directory at or under `paths` (sorted; failures kept, not raised).
+
+    Every directory gets a distinct name (see `_unique_names`): a record must never hide
+    another. One directory that cannot be read, whatever is wrong with it, becomes a
+    LoadFailure and the others are still loaded.
+    """
+    located: list[tuple[Path, Path, str]] = []  # (directory, the root it was found under, root as typed)
+    seen: set[Path] = set()
     for raw in paths:
         root = Path(raw)
-        if root.is_file() and root.name == "model.onnx":
+        if root.name == "model.onnx" and not root.is_dir():
             root = root.parent
         if not root.is_dir():
             raise ModelError(f"{str(raw)!r} is neither a backend-test directory nor a folder holding them")
         dirs = _model_dirs(root)
         if not dirs:
             raise ModelError(f"no backend-test directory (a folder with model.onnx) under {str(raw)!r}")
-        located += [(d, root) for d in dirs]
-    names = [d.resolve().name for d, _ in located]
-    # Equal folder names in different places keep their path relative to their root.
-    found = [
-        (name if names.count(name) == 1 or d == root else d.relative_to(root).as_posix(), d)
-        for name, (d, root) in zip(names, located)
-    ]
+        for d in dirs:
+            if d.resolve() not in seen:  # the same folder named twice is checked once
+                seen.add(d.resolve())
+                located.append((d, root, str(raw)))
     results: list[StoredCase | LoadFailure] = []
-    for name, directory in found:
+    for name, directory in zip(_unique_names(located), (d for d, _, _ in located)):
         try:
             results.append(load_test_dir(directory, label=name))
         except PoolconformError as exc:
             results.append(LoadFailure(name, directory, str(exc)))
+        except (Exception, RecursionError) as exc:  # a hostile file must not stop the other directories
+            results.append(LoadFailure(name, directory, f"{name}: cannot read ({type(exc).__name__}: {exc})"))
     return results
 
 
+def safe_name(name: str) -> str:
+    """A folder name as printable text: control and other unprintable characters (and the
+    backslash, so the mapping stays one-to-one) become Python escapes such as `\\x1b`.
+
+    Record ids are built from folder names and reach terminals, JUnit XML and HTML."""
+    return "".join(ch if ch.isprintable() and ch != "\\" else ascii(ch)[1:-1] for ch in name)
+
+
+def printable(text: str) -> str:
+    """`text` with unprintable characters (ESC, other controls) as Python escapes: one
+    safe line for terminals and XML, e.g. a message that quotes a hostile folder name."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _unique_names(located: list[tuple[Path, Path, str]]) -> list[str]:
+    """One distinct, printable name per directory: its own name where that is unique,
+    else its path under the root as typed (`A/test_x`, `B/test_x`), else a `#k` suffix."""
+    names = [safe_name(d.resolve().name) for d, _, _ in located]
+    clash = {n for n in names if names.count(n) > 1}
+    for i, (d, root, typed) in enumerate(located):
+        if names[i] in clash:
+            rel = d.relative_to(root).as_posix()
+            names[i] = safe_name(Path(typed).as_posix() if rel == "." else f"{Path(typed).as_posix()}/{rel}")
+    taken: dict[str, int] = {}
+    for i, n in enumerate(names):
+        taken[n] = taken.get(n, 0) + 1
+        if names.count(n) > 1 and taken[n] > 1:
+            names[i] = f"{n}#{taken[n]}"
+    return names
+
+
 def _model_dirs(root: Path) -> list[Path]:
-    if (root / "model.onnx").is_file():
+    """Folders holding an entry named model.onnx (a FIFO or a device counts too: reading it
+    is refused per folder, with the reason, instead of hiding it)."""
+    if os.path.lexists(root / "model.onnx") and not (root / "model.onnx").is_dir():
         return [root]
-    return sorted((p.parent for p in root.rglob("model.onnx") if p.is_file()), key=lambda p: p.as_posix())
+    return sorted((p.parent for p in root.rglob("model.onnx") if not p.is_dir()), key=lambda p: p.as_posix())
+
+
+#: model.onnx holds one pooling node; anything bigger than this is not one poolconform reads.
+MAX_MODEL_BYTES = 16 * 2**20
+#: Protobuf overhead allowed beyond a tensor's data (name, dims, field tags).
+TENSOR_OVERHEAD_BYTES = 2**16
+
+
+def read_regular_file(path: Path, limit: int, where: str) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; ModelError otherwise.
+
+    A FIFO, a device (a symlink to /dev/zero) or a socket is refused before it is opened
+    for reading (opening a FIFO blocks); the file is opened non-blocking and checked
+    again, and never more than `limit + 1` bytes are read.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot read it ({exc.strerror})") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelError(f"{where}: not a regular file (a FIFO, device, socket or folder); refused")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot read it ({exc.strerror})") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelError(f"{where}: not a regular file (a FIFO, device, socket or folder); refused")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(2**20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot read it ({exc.strerror})") from exc
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ModelError(f"{where}: larger than the {limit} bytes its declared contents can take; refused")
+    return b"".join(chunks)
 
 
 def load_test_dir(path: str | os.PathLike[str], label: str | None = None) -> StoredCase:
@@ -247,10 +363,7 @@ def load_test_dir(path: str | os.PathLike[str], label: str | None = None) -> Sto
     directory = Path(path)
     label = label or directory.resolve().name
     model_file = directory / "model.onnx"
-    try:
-        raw = model_file.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{label}: cannot read {str(model_file)!r}: {exc.strerror}") from exc
+    raw = read_regular_file(model_file, MAX_MODEL_BYTES, f"{label}/model.onnx")
     model = _parse_model(raw, label)
     _check_external_data(_model_tensors(model), directory, label)
     case, unexpressible = _parse_case(model, label, raw)
@@ -316,6 +429,13 @@ def _parse_case(model: onnx.ModelProto, label: str, raw: bytes) -> tuple[PoolCas
     if len(graph_inputs) != 1:
         raise ModelError(f"{label}: expected one graph input, found {[v.name for v in graph_inputs]!r}")
     shape, dtype = _declared(graph_inputs[0], label, "input")
+    for a in node.attribute:
+        want = _ATTRIBUTE_TYPES.get(a.name)
+        if want is not None and a.type != want:
+            raise ModelError(
+                f"{label}: attribute {a.name!r} is stored as {onnx.AttributeProto.AttributeType.Name(a.type)}, "
+                f"ONNX defines it as {onnx.AttributeProto.AttributeType.Name(want)}"
+            )
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if isinstance(attrs.get("auto_pad"), bytes):
         attrs["auto_pad"] = attrs["auto_pad"].decode()
@@ -325,7 +445,7 @@ def _parse_case(model: onnx.ModelProto, label: str, raw: bytes) -> tuple[PoolCas
     params: dict[str, object] = dict(
         op=node.op_type,
         input_shape=shape,
-        auto_pad=str(attrs.get("auto_pad", "NOTSET")),
+        auto_pad=str(attrs.get("auto_pad", "")) or "NOTSET",  # "" is the ONNX default written out
         ceil_mode=bool(attrs.get("ceil_mode", 0)),
         count_include_pad=bool(attrs.get("count_include_pad", 0)),
         p=int(attrs.get("p", 2)),
@@ -360,6 +480,12 @@ _KNOWN_ATTRIBUTES = frozenset(
     ("kernel_shape", "strides", "pads", "dilations", "auto_pad", "ceil_mode", "count_include_pad", "p",
      "storage_order")
 )
+#: The type ONNX gives each known attribute; a model storing another is refused by name.
+_ATTRIBUTE_TYPES = {
+    **{k: onnx.AttributeProto.INTS for k in ("kernel_shape", "strides", "pads", "dilations")},
+    **{k: onnx.AttributeProto.INT for k in ("ceil_mode", "count_include_pad", "p", "storage_order")},
+    "auto_pad": onnx.AttributeProto.STRING,
+}
 
 
 def _declared(value: onnx.ValueInfoProto, label: str, what: str) -> tuple[tuple[int, ...], str]:
@@ -376,9 +502,12 @@ def _declared(value: onnx.ValueInfoProto, label: str, what: str) -> tuple[tuple[
                 f"allowed: {', '.join(dtypes.ONNX_TYPES)}"
             ) from None
     dims = tensor_type.shape.dim
-    if not tensor_type.HasField("shape") or any(not d.HasField("dim_value") or d.dim_value < 1 for d in dims):
-        raise ModelError(f"{label}: {what} {value.name!r} needs a static positive shape, got {_dims_text(dims)}")
+    if not tensor_type.HasField("shape") or any(not d.HasField("dim_value") or d.dim_value < 0 for d in dims):
+        raise ModelError(f"{label}: {what} {value.name!r} needs a static shape, got {_dims_text(dims)}")
     shape = tuple(int(d.dim_value) for d in dims)
+    if 0 in shape[2:]:  # N = 0 or C = 0 is a valid empty tensor; an empty spatial axis has no window
+        raise ModelError(f"{label}: {what} {value.name!r} has a spatial size 0 ({list(shape)!r}); "
+                         "pooling needs every spatial axis >= 1")
     if what == "input" and int(np.prod(shape, dtype=object)) > MAX_INPUT_ELEMENTS:
         raise ModelError(
             f"{label}: input shape {shape!r} holds more than MAX_INPUT_ELEMENTS={MAX_INPUT_ELEMENTS} elements"
@@ -400,11 +529,16 @@ def _read_data_set(
             declared.append(_declared(value, label, "output"))
         except ModelError:
             declared.append(None)  # an output without a static shape: checked against nothing
-    outputs = _read_tensors(directory, "output", len(model.graph.output), declared, label)
+    # An output without a static shape is still bounded: pooling never outputs more than
+    # 2**rank elements per input element (ceil_mode and padding add at most one per axis).
+    bound = max(1, int(np.prod(case.input_shape, dtype=object))) * 2 ** max(case.rank, 0)
+    outputs = _read_tensors(directory, "output", len(model.graph.output), declared, label, bound)
     return inputs, outputs
 
 
-def _read_tensors(directory: Path, kind: str, count: int, declared: list, label: str) -> list[np.ndarray]:
+def _read_tensors(
+    directory: Path, kind: str, count: int, declared: list, label: str, bound: int = MAX_INPUT_ELEMENTS
+) -> list[np.ndarray]:
     files = sorted(directory.glob(f"{kind}_*.pb"), key=lambda p: p.name)
     names = [f"{kind}_{k}.pb" for k in range(count)]
     if sorted(p.name for p in files) != sorted(names):
@@ -413,14 +547,21 @@ def _read_tensors(directory: Path, kind: str, count: int, declared: list, label:
         )
     arrays = []
     for k, name in enumerate(names):
-        arrays.append(_read_tensor(directory / name, declared[k], f"{label}/{directory.name}/{name}"))
+        arrays.append(_read_tensor(directory / name, declared[k], f"{label}/{directory.name}/{name}", bound))
     return arrays
 
 
-def _read_tensor(path: Path, declared: tuple[tuple[int, ...], str] | None, where: str) -> np.ndarray:
+def _read_tensor(
+    path: Path, declared: tuple[tuple[int, ...], str] | None, where: str, bound: int = MAX_INPUT_ELEMENTS
+) -> np.ndarray:
+    """One TensorProto file, read no further than its declared size allows (`bound` elements
+    when the model declares no static shape for it)."""
+    elements = int(np.prod(declared[0], dtype=object)) if declared is not None else bound
+    # At most 10 bytes an element (an int64 varint; raw data takes 8) plus the header.
+    raw = read_regular_file(path, 10 * min(elements, MAX_INPUT_ELEMENTS) + TENSOR_OVERHEAD_BYTES, where)
     tensor = onnx.TensorProto()
     try:
-        tensor.ParseFromString(path.read_bytes())
+        tensor.ParseFromString(raw)
     except DecodeError as exc:
         raise ModelError(f"{where}: not a TensorProto (truncated or corrupt: {exc})") from exc
     shape = tuple(int(d) for d in tensor.dims)

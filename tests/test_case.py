@@ -72,3 +72,31 @@ def test_describe_is_plain_json():
     case = make_case("MaxPool", (2, 3, 8, 8), kernel=3, strides=2, pads=1, with_indices=True)
     d = json.loads(json.dumps(case.describe()))
     assert d["kernel"] == [3, 3] and d["pads"] == [1, 1, 1, 1] and d["with_indices"] is True
+
+
+def test_zero_batch_or_channels_is_a_valid_case_and_zero_spatial_is_not():
+    """N = 0 and C = 0 are valid empty tensors (ONNX Runtime runs N = 0): oracle, export and the
+    matrix accept them; an empty spatial axis has no window and stays refused with its reason."""
+    import numpy as np
+
+    from poolconform import oracle
+    from poolconform.inputs import make_inputs
+    from poolconform.matrix import expand
+    from poolconform.onnx_export import build_model
+
+    for shape in ((0, 3, 5, 5), (2, 0, 5, 5)):
+        for op, kw in (("MaxPool", {"with_indices": True}), ("AveragePool", {}), ("LpPool", {}), ("GlobalAveragePool", {})):
+            extra = {} if op.startswith("Global") else {"kernel": 2, "strides": 2}
+            case = make_case(op, shape, **extra, **kw)
+            outs = oracle.reference_outputs(case, make_inputs(case))
+            want = shape[:2] + ((1, 1) if op.startswith("Global") else (2, 2))
+            assert [o.shape for o in outs] == [want] * len(outs)
+            assert all(o.size == 0 for o in outs) and np.asarray(outs[0]).dtype == np.float64
+            build_model(case)
+    with pytest.raises(CaseError, match="spatial size"):
+        make_case("MaxPool", (1, 1, 0, 4), kernel=1)
+    with pytest.raises(CaseError):
+        make_case("MaxPool", (-1, 1, 4, 4), kernel=1)
+    cases = expand({"ops": ["MaxPool"], "batch": [0, 2], "channels": [0, 1], "input_size": 4}).cases
+    assert sorted(c.input_shape[:2] for c in cases) == [(0, 0), (0, 1), (2, 0), (2, 1)]
+    assert {c.id.rsplit("-", 1)[-1] for c in cases} >= {"b0c0", "b0c1", "b2c0"}

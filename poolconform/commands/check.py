@@ -8,11 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from poolconform.commands.options import add_backend_options, selected_specs
+from poolconform.commands.options import add_backend_options, expectations_of, selected_specs
 from poolconform.errors import PoolconformError
 from poolconform.pipeline import Session, execute
 from poolconform.results import make_record, write_atomic
 from poolconform.runner import Job, RunOptions
+from poolconform.expectations import Expectation
+from poolconform.oracle import reference_outputs
+from poolconform.stored_data import STORED_DATA, Judge, against_stored, judge_stored
+from poolconform.testdirs import StoredCase, printable
+from poolconform.tomlfile import shown_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also run the ONNX project's own pooling node tests from the installed onnx package")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the records as a JSON list")
     p.add_argument("--out", type=Path, metavar="DIR", help="also write results.jsonl and the reports here")
+    p.add_argument("--against", choices=("spec", "stored"), default="spec",
+                   help="what backends are judged against: the spec (the oracle, where it reads the model; "
+                        "the stored outputs are then judged once, as backend 'stored-data') or the stored outputs "
+                        "(default: spec)")
+    p.add_argument("--atol", type=non_negative_float, metavar="A",
+                   help="with --against stored: absolute tolerance (|actual - stored| <= A + R*|stored|)")
+    p.add_argument("--rtol", type=non_negative_float, metavar="R", help="with --against stored: relative tolerance")
     add_backend_options(p)
     p.set_defaults(handler=main)
 
@@ -31,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from poolconform.testdirs import LoadFailure, discover
 
+    expectations = expectations_of(args)  # a bad file stops us before any model runs
+    if args.against != "stored" and (args.atol is not None or args.rtol is not None):
+        raise PoolconformError("--atol and --rtol need --against stored (against the spec the tolerance is the spec's)")
     paths = list(args.paths)
     if args.onnx_suite:
         from poolconform.onnx_suite import onnx_suite_dirs
@@ -44,18 +59,26 @@ def main(args: argparse.Namespace) -> int:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         raise PoolconformError(f"{failures[0].message}{more}")
     specs, required = selected_specs(args)
-    names = [s.name for s in specs]
+    judge = None
+    if args.against == "stored" and (args.atol is not None or args.rtol is not None):
+        judge = against_stored(args.atol or 0.0, args.rtol or 0.0)
     jobs: list[Job] = []
     early: list[dict] = []
+    excused: list[Expectation] = []
     for item in loaded:
         if isinstance(item, LoadFailure):
-            early += [make_record(item.name, n, "error", detail=f"cannot load: {item.message}") for n in names]
+            # One record: the directory, not any backend, is what failed.
+            early.append(make_record(item.name, STORED_DATA, "error", detail=f"cannot load: {printable(item.message)}"))
             continue
-        case = item.case
-        if item.unexpressible:
-            case = case.replace(onnx_only=f"the node is outside what poolconform translates ({item.unexpressible})")
-        expected = [np.asarray(o).astype(np.float64) for o in item.outputs]
-        jobs.append(Job(case, item.inputs, expected, expected_from=item.expected_from))
+        job, data_record, reason = _job(item, args.against == "stored", judge)
+        jobs.append(job)
+        if data_record is not None:
+            early.append(data_record)
+        if reason is not None:
+            excused.append(Expectation(case=item.case.id, backend=STORED_DATA, statuses=("mismatch",), reason=reason,
+                                       file="poolconform check", index=0))
+    if excused:
+        expectations = list(expectations or []) + excused
     if not jobs and not early:
         raise PoolconformError("no test directory to check")
     session = Session(
@@ -63,13 +86,50 @@ def main(args: argparse.Namespace) -> int:
         options=RunOptions(timeout=args.timeout, jobs=args.jobs),
         out=args.out,
         require=required,
-        expectations=args.expectations,
+        expectations=expectations,
         title=f"poolconform check ({len(loaded)} models)",
         quiet=args.quiet,
-        extra={"paths": [str(p) for p in args.paths] + (["onnx-suite"] if args.onnx_suite else [])},
+        extra={"paths": [shown_path(p) for p in args.paths] + (["onnx-suite"] if args.onnx_suite else [])},
         preset_records=early,
     )
     status, records, _ = execute(jobs, session)
     if args.json:
         write_atomic(args.json, json.dumps(records, indent=2) + "\n")
     return status
+
+
+class _JudgedJob(Job):
+    """A job with its own comparison (`--against stored --atol/--rtol`)."""
+
+    __slots__ = ("judge",)
+
+
+def _job(item: StoredCase, against_stored_outputs: bool, judge: Judge | None) -> tuple[Job, dict | None, str | None]:
+    """The job for one directory, its `stored-data` record (None when nothing is judged
+    apart) and why that record is excused (None when it is not)."""
+    case = item.case
+    if item.unexpressible:
+        case = case.replace(onnx_only=f"the node is outside what poolconform translates ({item.unexpressible})")
+    stored = [np.asarray(o).astype(np.float64) for o in item.outputs]
+    if against_stored_outputs or item.unexpressible or item.expected_from != "stored":
+        job: Job = Job(case, item.inputs, stored, expected_from=item.expected_from)
+        if judge is not None:
+            job = _JudgedJob(case, item.inputs, stored, expected_from=item.expected_from)
+            job.judge = judge  # type: ignore[attr-defined]
+        return job, None, None
+    try:
+        spec = reference_outputs(case, item.inputs)
+    except PoolconformError:  # e.g. over the oracle's work limit: the stored outputs stay the truth
+        return Job(case, item.inputs, stored, expected_from="stored"), None, None
+    record, reason = judge_stored(case, spec, list(item.outputs), item.inputs)
+    return Job(case, item.inputs, spec, expected_from="oracle"), record, reason
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
