@@ -8,24 +8,38 @@ entries get removed instead of hiding future regressions.
     [[expect]]
     case = "AveragePool-*-ceil-*"
     backend = "onnx-reference"
-    status = "mismatch"            # or a list; default: every failing status
+    status = "mismatch"            # or a list; default: mismatch, shape-mismatch, error
     reason = "onnx.reference keeps windows that start in the right padding"
+
+`crash` and `timeout` are excused only by an entry that names them: a catch-all must
+never turn a hung or dying backend green. An entry whose case glob covers every record
+of a backend is a catch-all and is named in the verdict line (see catch_alls).
+The file is read and checked before any case runs (`load_expectations`).
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
 from poolconform.errors import PoolconformError
-from poolconform.tomlfile import read_toml
+from poolconform.tomlfile import read_toml, shown_path
 from poolconform.results import FAILING, STATUSES, Record
 
-KEYS = ("case", "backend", "status", "reason")
+KEYS = ("case", "backend", "status", "reason", "link")
+#: Statuses an entry excuses when it lists none: never crash or timeout, which must be named.
+DEFAULT_STATUSES = tuple(s for s in FAILING if s not in ("crash", "timeout"))
+
+#: The prefix `export` puts before a case id (see poolconform.testdirs.DIR_PREFIX).
+EXPORT_PREFIX = "test_"
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 8, 60, 60
 
 
 class ExpectationError(PoolconformError):
@@ -40,23 +54,46 @@ class Expectation:
     backend: str
     statuses: tuple[str, ...]
     reason: str
+    #: Where it is written: the file, and the entry's number in it (from 1).
+    file: str = ""
+    index: int = 0
+    #: An upstream issue about the disagreement, shown beside the finding ("" when none).
+    link: str = ""
 
     def covers(self, record: Record) -> bool:
         """Whether this entry names the record's case and backend (status aside)."""
-        return fnmatch.fnmatchcase(record["case"], self.case) and fnmatch.fnmatchcase(record["backend"], self.backend)
+        case = record["case"]
+        named = fnmatch.fnmatchcase(case, self.case) or (  # `export` writes case X as folder test_X
+            case.startswith(EXPORT_PREFIX) and fnmatch.fnmatchcase(case[len(EXPORT_PREFIX):], self.case))
+        return named and fnmatch.fnmatchcase(record["backend"], self.backend)
 
 
-def load_expectations(path: Path) -> list[Expectation]:
-    """Parse and validate an expectations file; every problem is one line naming the entry."""
-    where = str(path)
+def load_expectations(path: Path, backends: list[str] | None = None) -> list[Expectation]:
+    """Parse and validate an expectations file; every problem is one line naming the entry.
+
+    `backends` are the names a `backend` glob may match (default: every registered
+    backend, and `check`'s `stored-data`); a name or glob that matches none is refused
+    with a did-you-mean.
+    """
+    where = shown_path(path)
     data = read_toml(path, "expectations file", ExpectationError)
     unknown_tables = [k for k in data if k != "expect"]
     if unknown_tables:
-        raise ExpectationError(f"{where}: unknown top-level key {unknown_tables[0]!r}{_hint(unknown_tables[0], ('expect',))}")
+        raise ExpectationError(f"{where}: unknown top-level key {_shown(unknown_tables[0])}{_hint(unknown_tables[0], ('expect',))}")
     entries = data.get("expect", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ExpectationError(f"{where}: 'expect' must be an array of tables, written [[expect]]")
-    return [_entry(e, f"{where}: [[expect]] #{i}") for i, e in enumerate(entries, 1)]
+    if backends is None:
+        from poolconform.backends.base import registry
+        from poolconform.stored_data import STORED_DATA
+
+        backends = [*registry(), STORED_DATA]
+    return [_entry(e, where, i, tuple(backends)) for i, e in enumerate(entries, 1)]
+
+
+def _shown(value: Any) -> str:
+    """A user's value for a message: bounded, so a huge or deeply nested one stays one line."""
+    return _REPR.repr(value)
 
 
 def _hint(key: str, allowed: tuple[str, ...]) -> str:
@@ -64,24 +101,42 @@ def _hint(key: str, allowed: tuple[str, ...]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
 
 
-def _entry(raw: dict[str, Any], where: str) -> Expectation:
+def _check_glob(glob: str, key: str, where: str) -> None:
+    """fnmatch reads an unclosed `[` as a literal bracket: almost always a typo."""
+    depth_open = glob.rfind("[")
+    if depth_open >= 0 and "]" not in glob[depth_open + 1:]:
+        raise ExpectationError(f"{where}: {key!r} glob {glob!r} has an unclosed '['")
+
+
+def _entry(raw: dict[str, Any], file: str, index: int, backends: tuple[str, ...]) -> Expectation:
+    where = f"{file}: [[expect]] #{index}"
     for key in raw:
         if key not in KEYS:
-            raise ExpectationError(f"{where}: unknown key {key!r}{_hint(key, KEYS)}")
+            raise ExpectationError(f"{where}: unknown key {_shown(key)}{_hint(key, KEYS)}")
     for key in ("case", "reason"):
         if key not in raw:
             raise ExpectationError(f"{where}: missing {key!r} (every entry needs a case glob and a reason)")
-    for key in ("case", "backend", "reason"):
+    for key in ("case", "backend", "reason", "link"):
         if key in raw and (not isinstance(raw[key], str) or not raw[key].strip()):
-            raise ExpectationError(f"{where}: {key!r} must be a non-empty string, got {raw[key]!r}")
-    status = raw.get("status", list(FAILING))
+            raise ExpectationError(f"{where}: {key!r} must be a non-empty string, got {_shown(raw[key])}")
+    _check_glob(raw["case"], "case", where)
+    backend = raw.get("backend", "*")
+    _check_glob(backend, "backend", where)
+    if backends and not any(fnmatch.fnmatchcase(name, backend) for name in backends):
+        close = difflib.get_close_matches(backend, backends, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(backends)}"
+        raise ExpectationError(f"{where}: backend {backend!r} matches no known backend{hint}")
+    status = raw.get("status", list(DEFAULT_STATUSES))
     statuses = status if isinstance(status, list) else [status]
     if not statuses:
         raise ExpectationError(f"{where}: 'status' is an empty list; allowed: {', '.join(STATUSES)}")
     for s in statuses:
-        if s not in STATUSES:
-            raise ExpectationError(f"{where}: unknown status {s!r}; allowed: {', '.join(STATUSES)}")
-    return Expectation(raw["case"], raw.get("backend", "*"), tuple(statuses), raw["reason"].strip())
+        if not isinstance(s, str) or s not in STATUSES:
+            close = difflib.get_close_matches(s, STATUSES, n=1) if isinstance(s, str) else []
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ExpectationError(f"{where}: unknown status {_shown(s)}{hint}; allowed: {', '.join(STATUSES)}")
+    return Expectation(raw["case"], backend, tuple(statuses), raw["reason"].strip(), file, index,
+                       raw.get("link", "").strip())
 
 
 def apply_expectations(records: list[Record], expectations: list[Expectation]) -> list[dict[str, str]]:
@@ -98,6 +153,7 @@ def apply_expectations(records: list[Record], expectations: list[Expectation]) -
     for record in records:
         record.pop("expected", None)
         record.pop("expected_reason", None)
+        record.pop("expected_link", None)
         for i, exp in enumerate(expectations):
             if not exp.covers(record):
                 continue
@@ -108,8 +164,48 @@ def apply_expectations(records: list[Record], expectations: list[Expectation]) -
                 if "expected" not in record:
                     record["expected"] = True
                     record["expected_reason"] = exp.reason
+                    if exp.link:
+                        record["expected_link"] = exp.link
     return [
-        {"case": exp.case, "backend": exp.backend, "reason": exp.reason}
+        {"case": exp.case, "backend": exp.backend, "reason": exp.reason} | ({"link": exp.link} if exp.link else {})
         for i, exp in enumerate(expectations)
         if i in passing and i not in used
+    ]
+
+
+def catch_alls(records: list[Record], expectations: list[Expectation]) -> list[dict[str, Any]]:
+    """Entries whose case glob covers every record of some backend: they would excuse any
+    regression of that backend, so the verdict names them. An exact case id is never one.
+
+    Each item: `entry` (`#2 in expect.toml`), `case`, `backend` (the backend's name),
+    `records` (how many it covers: all of that backend's).
+    """
+    by_backend: dict[str, list[Record]] = {}
+    for record in records:
+        by_backend.setdefault(record["backend"], []).append(record)
+    found = []
+    for exp in expectations:
+        if not any(c in exp.case for c in "*?["):
+            continue
+        for name, mine in sorted(by_backend.items()):
+            if all(exp.covers(r) for r in mine):
+                found.append({"entry": f"#{exp.index} in {exp.file}", "case": exp.case, "backend": name,
+                              "records": len(mine)})
+    return found
+
+
+def catch_all_line(found: list[dict[str, Any]]) -> str:
+    """The verdict's warning: `expectation X covers all N records of backend B; ...` ("" when none)."""
+    return "; ".join(
+        f"expectation {f['entry']} (case {f['case']!r}) covers all {f['records']} records of backend {f['backend']}"
+        for f in found
+    )
+
+
+def unmatched(records: list[Record], expectations: list[Expectation]) -> list[dict[str, Any]]:
+    """Entries that name no record at all: a typo, or a case the run no longer holds."""
+    return [
+        {"entry": f"#{exp.index} in {exp.file}", "case": exp.case, "backend": exp.backend}
+        for exp in expectations
+        if not any(exp.covers(r) for r in records)
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import reprlib
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,7 +51,17 @@ _BOOLS = ("ceil_mode", "count_include_pad", "indices")
 _INTS = ("rank", "batch", "channels", "opset", "p", "storage_order")
 _STRINGS = ("ops", "auto_pad", "dtype", "generator")
 #: Keys whose values come from a fixed list: (what a value is called, the allowed values).
+#: `generator` too, read from the registry at parse time (see _choices).
 _CHOICES = {"ops": ("op", OPS), "auto_pad": ("auto_pad", AUTO_PADS), "dtype": ("dtype", DTYPES)}
+#: Integer keys with a fixed range: (lowest, highest or None, what the range means).
+#: `opset` is a set, not a range: exactly what the exporter writes (see _check_range).
+_RANGES: dict[str, tuple[int, int | None, str]] = {
+    "rank": (1, 3, "spatial axes"),
+    "storage_order": (0, 1, "0 row-major, 1 column-major Indices"),
+    "p": (1, None, "the Lp norm order"),
+    "batch": (0, None, "batch size N; 0 is a valid empty batch"),
+    "channels": (0, None, "channel count C; 0 is valid"),
+}
 
 #: A matrix whose cartesian product is larger than this is refused before expanding:
 #: a typo like `input_size = [1, ..., 1000]` times a few other lists would run for days.
@@ -78,59 +89,105 @@ class Expansion:
         return f"dropped {total} combinations: {reasons}"
 
 
+def _shown(value: Any) -> str:
+    """A user's value for a message: bounded, so a huge or deeply nested one stays one line."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 8, 60, 60
+
+
+def _did_you_mean(value: str, allowed: tuple[str, ...]) -> str:
+    """` (did you mean 'normal'?)` for the closest allowed name, case aside; "" when none is close."""
+    lowered = {a.lower(): a for a in allowed}
+    close = difflib.get_close_matches(value.lower(), lowered, n=1)
+    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
+
+
+def _generators() -> tuple[str, ...]:
+    """Every input generator name, the special-value ones and third-party registrations included."""
+    import poolconform.generators  # noqa: F401  registers the special-value generators
+    from poolconform.inputs import GENERATORS
+
+    return tuple(sorted(GENERATORS))
+
+
+def _choices(key: str) -> tuple[str, tuple[str, ...]] | None:
+    """(what a value is called, the allowed values) for keys whose values come from a fixed list."""
+    if key == "generator":
+        return "generator", _generators()
+    return _CHOICES.get(key)
+
+
+def _check_range(key: str, v: int) -> None:
+    """Refuse a number outside the key's fixed range or set: a typo, not an impossible combination."""
+    if key == "opset":
+        from poolconform.onnx_export import exportable_opsets, opsets_text
+
+        if v not in exportable_opsets():
+            raise MatrixError(f"opset must be one the exporter can write ({opsets_text()}), got {v!r}")
+        return
+    if key in _RANGES:
+        low, high, meaning = _RANGES[key]
+        if v < low or (high is not None and v > high):
+            if high is None:
+                allowed = f">= {low}"
+            else:
+                few = [str(x) for x in range(low, high + 1)]
+                allowed = f"{', '.join(few[:-1])} or {few[-1]}"
+            raise MatrixError(f"{key} must be {allowed}, got {v!r} ({meaning})")
+
+
 def _values(key: str, raw: Any) -> list[Any]:
-    """One key's list of values, each validated for type."""
+    """One key's list of values, each validated for type and, where fixed, for range or vocabulary."""
     values = raw if isinstance(raw, list) else [raw]
     if not values:
         raise MatrixError(f"matrix key {key!r} is an empty list; give at least one value")
-    out = []
+    out: list[Any] = []
     for v in values:
         if key in _PER_AXIS:
             if isinstance(v, list):
                 if not v or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-                    raise MatrixError(f"matrix key {key!r}: {v!r} must be a list of integers")
+                    raise MatrixError(f"matrix key {key!r}: {_shown(v)} must be a list of integers")
                 out.append(tuple(v))
             elif isinstance(v, int) and not isinstance(v, bool):
                 out.append(v)
             else:
-                raise MatrixError(f"matrix key {key!r}: {v!r} must be an integer or a list of integers")
+                raise MatrixError(f"matrix key {key!r}: {_shown(v)} must be an integer or a list of integers")
         elif key in _BOOLS:
             if not isinstance(v, bool):
-                raise MatrixError(f"matrix key {key!r}: {v!r} must be true or false")
+                raise MatrixError(f"matrix key {key!r}: {_shown(v)} must be true or false")
             out.append(v)
         elif key in _INTS:
             if not isinstance(v, int) or isinstance(v, bool):
-                raise MatrixError(f"matrix key {key!r}: {v!r} must be an integer")
+                raise MatrixError(f"matrix key {key!r}: {_shown(v)} must be an integer")
             out.append(v)
         else:
             if not isinstance(v, str):
-                raise MatrixError(f"matrix key {key!r}: {v!r} must be a string")
+                raise MatrixError(f"matrix key {key!r}: {_shown(v)} must be a string")
             out.append(v)
     for v in out:
         big = [x for x in (v if isinstance(v, tuple) else (v,)) if isinstance(x, int) and x > MAX_INT]
         if big:
-            raise MatrixError(f"matrix key {key!r}: {v!r} is too large (at most {MAX_INT})")
-    if key in _CHOICES:
-        what, allowed = _CHOICES[key]
+            raise MatrixError(f"matrix key {key!r}: {_shown(v)} is too large (at most {MAX_INT})")
+    choices = _choices(key)
+    if choices is not None:
+        what, allowed = choices
         for v in out:
             if v not in allowed:
-                raise MatrixError(f"unknown {what} {v!r}; allowed: {', '.join(allowed)}")
-    if key == "rank":
+                raise MatrixError(f"unknown {what} {_shown(v)}{_did_you_mean(v, allowed)}; allowed: {', '.join(allowed)}")
+    if key in _INTS:
         for v in out:
-            if v not in (1, 2, 3):
-                raise MatrixError(f"rank must be 1, 2 or 3, got {v!r}")
-    if key in ("kernel", "stride", "input_size", "dilation", "batch", "channels"):
+            _check_range(key, v)
+    if key in ("kernel", "stride", "input_size", "dilation"):
         for v in out:
             if any(x < 1 for x in (v if isinstance(v, tuple) else (v,))):
-                raise MatrixError(f"matrix key {key!r}: {v!r} must be >= 1")
+                raise MatrixError(f"matrix key {key!r}: {_shown(v)} must be >= 1")
     if key == "pads":
         for v in out:
             if any(x < 0 for x in (v if isinstance(v, tuple) else (v,))):
-                raise MatrixError(f"matrix key 'pads': {v!r} must be >= 0")
-    if key == "opset":
-        for v in out:
-            if not 1 <= v <= 30:
-                raise MatrixError(f"opset {v!r} is out of range; pooling exists from opset 1 to the installed onnx's latest")
+                raise MatrixError(f"matrix key 'pads': {_shown(v)} must be >= 0")
     return out
 
 

@@ -118,7 +118,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             from poolconform.expectations import load_expectations
 
             _session_run(config).expectations = load_expectations(Path(expectations))
-    except PoolconformError as exc:
+    except (PoolconformError, RecursionError) as exc:  # a bad matrix or expectations file, before any run
         raise pytest.UsageError(f"poolconform: {exc}") from None
 
 
@@ -130,6 +130,8 @@ class SessionRun:
         self.records: dict[tuple[str, str], dict] | None = None
         self.unavailable: dict[str, str] = {}
         self.expectations: list[Any] = []
+        #: Expectations that cover every record of a backend (named in the terminal summary).
+        self.catch_all: list[dict] = []
         self.failure: str | None = None
 
     def record(self, item: CaseItem) -> dict:
@@ -160,13 +162,25 @@ class SessionRun:
         collected: list[dict] = []
         run_jobs([oracle_job(c) for c in cases], workers, options, collected.extend, skip=skip)
         if self.expectations:
-            from poolconform.expectations import apply_expectations
+            from poolconform.expectations import apply_expectations, catch_alls
 
             apply_expectations(collected, self.expectations)
+            self.catch_all = catch_alls(collected, self.expectations)
         self.records = {(r["case"], r["backend"]): r for r in collected}
 
 
 _RUN_KEY = pytest.StashKey[SessionRun]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Name every catch-all expectation: it xfails whatever its backend does."""
+    if not config.getoption("poolconform", False) or _RUN_KEY not in config.stash:
+        return
+    found = config.stash[_RUN_KEY].catch_all
+    if found:
+        from poolconform.expectations import catch_all_line
+
+        terminalreporter.write_line(f"poolconform: warning: {catch_all_line(found)}", yellow=True)
 
 
 def _session_run(config: pytest.Config) -> SessionRun:

@@ -96,6 +96,10 @@ def onnx_rejects(case: PoolCase) -> str | None:
     if schema is None:
         first = supported_opsets(case.op)[0]
         return f"{case.op} does not exist at opset {case.opset!r}: the schema starts at opset {first!r}"
+    from poolconform.onnx_export import exportable_opsets, opsets_text
+
+    if case.opset not in exportable_opsets():
+        return f"opset {case.opset!r} is not one the exporter can write; allowed: {opsets_text()}"
     where = f"{case.op}-{schema.since_version} (opset {case.opset!r})"
     for feature in _used_features(case):
         attribute = dict(_FEATURE_ATTRIBUTES)[feature]

@@ -1,7 +1,13 @@
-"""Read a user's TOML file (matrix, expectations) with every failure as one clear line."""
+"""Read a user's TOML file (matrix, expectations) with every failure as one clear line.
+
+Python's TOML parser recurses once per nesting level, so `[[[[...]]]]` 5000 deep raises
+RecursionError rather than TOMLDecodeError; that, and any other failure of the parser,
+is the user's input being unusable, never a traceback.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +19,44 @@ except ModuleNotFoundError:  # Python 3.10
 from poolconform.errors import PoolconformError
 
 
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path as printable text: bytes that are not UTF-8 (0xff) become `\\xff`.
+
+    File names are bytes; Python keeps undecodable ones as lone surrogates, which no
+    UTF-8 report can hold. Record this form wherever a path is written into a report.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def read_toml(path: Path, what: str, error: type[PoolconformError]) -> dict[str, Any]:
     """The parsed file; `what` names it in messages ("matrix file"), `error` is raised."""
-    where = str(path)
+    where = shown_path(path)
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{what} {where!r} does not exist") from None
     except IsADirectoryError:
         raise error(f"{what} {where!r} is a directory") from None
     except UnicodeDecodeError:
         raise error(f"{what} {where!r} is not text (UTF-8)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise error(f"{what} {where!r} is not valid TOML: {exc}") from None
     except (OSError, ValueError) as exc:  # unreadable, a NUL in the name, ...
         raise error(f"{what} {where!r} cannot be read: {exc}") from None
+    try:
+        return parse(text)
+    except PoolconformError as exc:
+        raise error(f"{what} {where!r} {exc}") from None
+
+
+def parse(text: str) -> dict[str, Any]:
+    """Parse TOML text; any parser failure is a PoolconformError whose message completes "FILE ..."."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PoolconformError(f"is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise PoolconformError("is nested too deeply to parse (an array or table nested hundreds of levels)") from None
+    except Exception as exc:  # noqa: BLE001 - the parser's own failure is still the input's fault
+        raise PoolconformError(f"cannot be parsed as TOML: {type(exc).__name__}: {exc}") from None
 
 
 def loads(text: str) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,31 +58,31 @@ def test_apply_marks_and_reports_fixed(tmp_path: Path) -> None:
     entries = load_expectations(write(tmp_path, """
 [[expect]]
 case = "Avg-*-ceil"
-backend = "ref"
+backend = "onnx-reference"
 status = "mismatch"
 reason = "ceil windows"
 [[expect]]
 case = "Max-1"
-backend = "ref"
+backend = "onnx-reference"
 reason = "fixed upstream"
 [[expect]]
 case = "Max-2"
-backend = "ref"
+backend = "onnx-reference"
 status = "error"
 reason = "wrong status listed"
 """))
     records = [
-        make_record("Avg-1-ceil", "ref", "mismatch"),
-        make_record("Avg-2-ceil", "ref", "pass"),
-        make_record("Avg-1-ceil", "ort", "mismatch"),
-        make_record("Max-1", "ref", "pass"),
-        make_record("Max-2", "ref", "mismatch"),
+        make_record("Avg-1-ceil", "onnx-reference", "mismatch"),
+        make_record("Avg-2-ceil", "onnx-reference", "pass"),
+        make_record("Avg-1-ceil", "onnxruntime-cpu", "mismatch"),
+        make_record("Max-1", "onnx-reference", "pass"),
+        make_record("Max-2", "onnx-reference", "mismatch"),
     ]
     fixed = apply_expectations(records, entries)
     assert [r.get("expected", False) for r in records] == [True, False, False, False, False]
     assert records[0]["expected_reason"] == "ceil windows"
     # the glob still excuses Avg-1-ceil, so only the exact entry whose case passes is fixed
-    assert fixed == [{"case": "Max-1", "backend": "ref", "reason": "fixed upstream"}]
+    assert fixed == [{"case": "Max-1", "backend": "onnx-reference", "reason": "fixed upstream"}]
 
 
 def test_expectations_flip_a_real_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,3 +141,96 @@ def test_shipped_onnx_suite_findings_file_loads():
     root = Path(__file__).resolve().parent.parent
     entries = load_expectations(root / "expectations" / "onnx-suite-findings.toml")
     assert len(entries) >= 3 and all(e.reason and e.case.startswith("test_") for e in entries)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[expect]]\ncase = "a"\nreason = "r"\nstatus = "timout"\n', "unknown status 'timout' (did you mean 'timeout'?)"),
+    ('[[expect]]\ncase = "a"\nreason = "r"\nbackend = "onnxruntime-cpi"\n',
+     "backend 'onnxruntime-cpi' matches no known backend; did you mean 'onnxruntime-cpu'?"),
+    ('[[expect]]\ncase = "a"\nreason = "r"\nbackend = "onnxrutnime-*"\n', "backend 'onnxrutnime-*' matches no known backend"),
+    ('[[expect]]\ncase = "Max[12*"\nreason = "r"\n', "'case' glob 'Max[12*' has an unclosed '['"),
+    ('[[expect]]\ncase = "a"\nreason = "r"\nstatus = [["x"]]\n', "unknown status ['x']"),
+    ("[[expect]]\ncase = " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply to parse"),
+    ("[[expect]]\ncase = " + "[" * 450 + "]" * 450 + "\nreason = 'r'\n", "'case' must be a non-empty string"),
+])
+def test_typos_and_hostile_files_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(PoolconformError) as info:
+        load_expectations(write(tmp_path, text))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_crash_and_timeout_are_excused_only_when_named(tmp_path: Path) -> None:
+    entries = load_expectations(write(tmp_path, '[[expect]]\ncase = "*"\nreason = "catch-all"\n'))
+    assert "crash" not in entries[0].statuses and "timeout" not in entries[0].statuses
+    records = [make_record(f"c{i}", "onnxruntime-cpu", s) for i, s in enumerate(("timeout", "crash", "error", "mismatch"))]
+    apply_expectations(records, entries)
+    assert [bool(r.get("expected")) for r in records] == [False, False, True, True]
+    named = load_expectations(write(tmp_path, '[[expect]]\ncase = "*"\nstatus = ["timeout", "crash"]\nreason = "r"\n'))
+    apply_expectations(records, named)
+    assert [bool(r.get("expected")) for r in records] == [True, True, False, False]
+
+
+def test_catch_alls_name_entries_that_cover_every_record_of_a_backend(tmp_path: Path) -> None:
+    from poolconform.expectations import catch_all_line, catch_alls
+
+    entries = load_expectations(write(tmp_path, """
+[[expect]]
+case = "*"
+backend = "onnx-reference"
+reason = "everything on onnx-reference"
+[[expect]]
+case = "Max-1"
+backend = "torch-cpu"
+reason = "one exact case: never a catch-all"
+[[expect]]
+case = "Avg-*"
+reason = "covers some records of each backend"
+"""))
+    records = [make_record(c, b, "mismatch") for c in ("Max-1", "Avg-1") for b in ("onnx-reference", "torch-cpu")]
+    records.append(make_record("Max-1", "onnxruntime-cpu", "pass"))
+    found = catch_alls(records, entries)
+    assert found == [{"entry": f"#1 in {tmp_path / 'expect.toml'}", "case": "*", "backend": "onnx-reference", "records": 2}]
+    assert catch_all_line(found).endswith("(case '*') covers all 2 records of backend onnx-reference")
+    assert catch_alls(records[:1] + records[2:3], entries[1:2]) == []  # torch-cpu's only record, but an exact id
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "poolconform", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_timeouts_under_a_catch_all_exit_1_and_the_verdict_names_it(tmp_path: Path) -> None:
+    """0 passes, 4 timeouts, `case = "*"`: a gate that goes green here is worse than none."""
+    pytest.importorskip("onnxruntime", reason="the run uses onnxruntime-cpu")
+    matrix = tmp_path / "m.toml"
+    matrix.write_text('[matrix]\nops = ["MaxPool", "AveragePool"]\nkernel = [2, 3]\n')
+    star = write(tmp_path, '[[expect]]\ncase = "*"\nreason = "everything"\n')
+    common = ["run", "--matrix", str(matrix), "--backends", "onnxruntime-cpu", "--timeout", "0.000001"]
+    result = _cli(tmp_path, *common, "--out", str(tmp_path / "a"), "--expectations", str(star))
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["counts"]["timeout"] == 4 and summary["counts"]["pass"] == 0
+    assert result.returncode == 1 and summary["unexpected"] == 4
+    verdict = next(line for line in result.stdout.splitlines() if line.startswith("verdict:"))
+    assert "exit 1" in verdict and "covers all 4 records of backend onnxruntime-cpu" in verdict
+    # naming timeout explicitly excuses them (exit 0), and the verdict still says it is a catch-all
+    named = tmp_path / "named.toml"
+    named.write_text('[[expect]]\ncase = "*"\nstatus = "timeout"\nreason = "slow box"\n')
+    result = _cli(tmp_path, *common, "--out", str(tmp_path / "b"), "--expectations", str(named))
+    assert result.returncode == 0, result.stderr
+    assert "covers all 4 records of backend onnxruntime-cpu" in result.stdout
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["catch_all_expectations"][0]["records"] == 4
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_bad_expectations_file_stops_before_anything_runs(tmp_path: Path, command: str) -> None:
+    bad = write(tmp_path, '[[expect]]\ncase = "*"\nbackend = "onnxruntime-cpi"\nreason = "r"\n')
+    out = tmp_path / "out"
+    # run: the whole default matrix would take minutes; check: the path does not even exist
+    args = ["run"] if command == "run" else ["check", str(tmp_path / "no-such-dir")]
+    result = _cli(tmp_path, *args, "--backends", "onnxruntime-cpu", "--out", str(out), "--expectations", str(bad))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert lines == [f"poolconform: error: {bad}: [[expect]] #1: backend 'onnxruntime-cpi' matches no known backend; "
+                     "did you mean 'onnxruntime-cpu'?"]
+    assert not (out / "results.jsonl").exists()

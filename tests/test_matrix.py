@@ -55,7 +55,7 @@ def test_attributes_an_op_ignores_collapse():
         ({"kernel": "3"}, "must be an integer"),
         ({"ceil_mode": 1}, "must be true or false"),
         ({"dtype": "float8"}, "unknown dtype 'float8'"),
-        ({"rank": 4}, "rank must be 1, 2 or 3"),
+        ({"rank": 4}, "rank must be 1, 2 or 3, got 4"),
         ({"kernel": []}, "empty list"),
     ],
 )
@@ -89,3 +89,62 @@ def test_every_shipped_matrix_file_expands_within_the_limits():
     for path in files:
         expansion = expand(load_toml(path))
         assert 0 < len(expansion.cases) <= 3000, (path.name, len(expansion.cases))
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"generator": "nromal"}, "unknown generator 'nromal' (did you mean 'normal'?); allowed: "),
+        ({"generator": ["normal", "NaN"]}, "unknown generator 'NaN' (did you mean 'nan'?)"),
+        ({"storage_order": 2}, "storage_order must be 0 or 1, got 2"),
+        ({"p": -1, "ops": "LpPool"}, "p must be >= 1, got -1"),
+        ({"p": 0}, "p must be >= 1, got 0"),  # refused even where no op reads p: it is a typo
+        ({"ops": "MaxPol"}, "unknown op 'MaxPol' (did you mean 'MaxPool'?)"),
+        ({"auto_pad": "same_upper"}, "unknown auto_pad 'same_upper' (did you mean 'SAME_UPPER'?)"),
+        ({"opset": 2}, "opset must be one the exporter can write (1, 5-"),
+        ({"opset": [22, 99]}, "got 99"),
+        ({"opset": 0}, "got 0"),
+    ],
+)
+def test_typos_in_fixed_vocabularies_are_refused_not_dropped(table, message):
+    """A typo'd name or out-of-range number is an error, not an 'impossible combination'."""
+    with pytest.raises(MatrixError) as info:
+        expand(table)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_matrix_accepts_exactly_the_opsets_the_exporter_writes():
+    """One source of truth: every accepted opset exports a checked model, every other is refused."""
+    from poolconform.onnx_export import build_model, exportable_opsets
+
+    accepted = exportable_opsets()
+    assert 1 in accepted and 22 in accepted and not {2, 3, 4} & set(accepted)
+    for opset in range(0, max(accepted) + 3):
+        table = {"ops": "MaxPool", "opset": opset}
+        if opset in accepted:
+            cases = expand(table).cases
+            model = build_model(cases[0])  # raises if the exporter cannot write it
+            assert model.opset_import[0].version == opset
+        else:
+            with pytest.raises(MatrixError, match=f"got {opset}"):
+                expand(table)
+
+
+def test_impossible_combinations_of_valid_values_are_still_dropped_and_counted():
+    expansion = expand({"ops": "MaxPool", "dtype": ["float32", "bfloat16"], "opset": [12, 22]})
+    assert len(expansion.cases) == 3  # bfloat16 MaxPool arrives at opset 22
+    assert expansion.dropped == {"dtype not allowed by the op at this opset": 1}
+
+
+@pytest.mark.parametrize("depth", [450, 5000])
+def test_deeply_nested_arrays_are_one_line(tmp_path, depth):
+    """tomllib recurses per level (RecursionError); a shallower one parses but must not
+    become a huge message either."""
+    path = tmp_path / "deep.toml"
+    path.write_text("[matrix]\nkernel = " + "[" * depth + "]" * depth + "\n")
+    with pytest.raises(MatrixError) as info:
+        expand(load_toml(path))
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 300
+    assert ("nested too deeply" in text) if depth == 5000 else ("must be a list of integers" in text)

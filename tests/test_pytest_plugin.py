@@ -63,3 +63,31 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(*args(pytester, "no-such-backend"))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*poolconform: unknown backend 'no-such-backend'*"])
+
+
+@pytest.mark.parametrize("which", ["matrix", "expectations"])
+def test_a_deeply_nested_file_is_a_usage_error_not_an_internal_error(pytester: pytest.Pytester, which: str) -> None:
+    deep = pytester.makefile(".toml", deep=("[matrix]\nkernel = " if which == "matrix" else "[[expect]]\ncase = ")
+                             + "[" * 5000 + "]" * 5000 + "\n")
+    option = "--poolconform-matrix" if which == "matrix" else "--poolconform-expectations"
+    result = pytester.runpytest_subprocess(*args(pytester, "onnxruntime-cpu"), option, str(deep))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines([f"*poolconform: {which} file '*deep.toml' is nested too deeply to parse*"])
+
+
+def test_a_bad_expectations_file_stops_before_any_item_runs(pytester: pytest.Pytester) -> None:
+    expect = pytester.makefile(".toml", expect='[[expect]]\ncase = "*"\nstatus = "timout"\nreason = "r"\n')
+    result = pytester.runpytest_subprocess(*args(pytester, "onnxruntime-cpu"), "--poolconform-expectations", str(expect))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown status 'timout' (did you mean 'timeout'?)*"])
+    assert "passed" not in result.stdout.str()
+
+
+def test_a_catch_all_expectation_is_named_in_the_summary(pytester: pytest.Pytester) -> None:
+    expect = pytester.makefile(".toml", expect='[[expect]]\ncase = "*"\nbackend = "onnx-reference"\nreason = "r"\n')
+    result = pytester.runpytest_subprocess(*args(pytester, "onnxruntime-cpu,onnx-reference"),
+                                           "--poolconform-expectations", str(expect))
+    result.assert_outcomes(passed=3, xfailed=1)
+    result.stdout.fnmatch_lines(["*poolconform: warning: expectation #1 in *expect.toml (case '*') covers all 2 records "
+                                 "of backend onnx-reference*"])

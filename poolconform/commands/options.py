@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from poolconform.backends.base import BackendSpec, resolve_backend_names
 from poolconform.errors import PoolconformError
+
+if TYPE_CHECKING:
+    from poolconform.expectations import Expectation
 
 
 def names(value: str | None) -> list[str]:
@@ -25,6 +29,16 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="backends computing at the same time (default: CPU count)")
     parser.add_argument("--expectations", type=Path, metavar="FILE", help="TOML file of known disagreements")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def expectations_of(args: argparse.Namespace) -> list[Expectation] | None:
+    """The --expectations entries, read and checked now: a malformed file must stop the
+    command before any case runs, not after the whole matrix has run."""
+    if getattr(args, "expectations", None) is None:
+        return None
+    from poolconform.expectations import load_expectations
+
+    return load_expectations(args.expectations)
 
 
 def selected_specs(args: argparse.Namespace) -> tuple[list[BackendSpec], list[str]]:
