@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from poolconform import __version__
 from poolconform.errors import PoolconformError
 
-COMMANDS = ("run", "check", "export", "backends", "merge", "repro", "explain", "bench")
+COMMANDS = ("run", "check", "export", "backends", "merge", "repro", "explain", "bench", "diff")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +42,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PipeSafe:
+    """A text stream that survives its reader going away (`poolconform ... | head`).
+
+    The verdict decides the exit status, not what happens to stdout: after a broken
+    pipe the rest of the output goes to /dev/null (so the final flush at exit cannot
+    fail either) and the command carries on to its own exit status.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def _sink(self) -> None:
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._sink()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._sink()
+            try:
+                self._stream.flush()  # the buffer now drains into /dev/null
+            except OSError:
+                pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (s if s is None or isinstance(s, _PipeSafe) else _PipeSafe(s) for s in streams)
+    try:
+        return _main(argv)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -52,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("poolconform: interrupted; finished records are kept (continue with --resume)", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

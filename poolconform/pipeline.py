@@ -2,13 +2,18 @@
 
 Order matters for durability: records are written as batches complete, reports only
 at the end (atomically), so an interrupted session keeps every finished record and
-`--resume` picks up from there.
+`--resume` picks up from there. The first Ctrl-C stops the session within a moment:
+unfinished cases get no record, the reports of what finished are marked interrupted,
+and the exit status is 130; a second Ctrl-C exits at once.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +21,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from poolconform import outdir
 from poolconform.backends.base import BackendSpec
 from poolconform.errors import PoolconformError
 from poolconform.report.summary import summarize
 from poolconform.report.terminal import print_summary
 from poolconform.results import RESULTS_FILE, Record, ResultsWriter, read_records, record_key, write_json
 from poolconform.runner import Job, RunOptions, run_jobs, start_workers
+from poolconform.worker import kill_all_workers
+
+#: The exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_STATUS = 130
 
 
 @dataclass
@@ -33,7 +43,8 @@ class Session:
     out: Path | None
     resume: bool = False
     require: list[str] = field(default_factory=list)
-    expectations: Path | None = None
+    #: The --expectations file, or its entries already loaded (and checked) before the run.
+    expectations: Path | list | None = None
     dropped: dict[str, int] = field(default_factory=dict)
     title: str = "poolconform"
     quiet: bool = False
@@ -51,19 +62,93 @@ def _console() -> Console:
 
 
 def execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]:
-    """Run `jobs` on the session's backends; returns (exit status, records, summary)."""
-    err = Console(stderr=True, highlight=False)
-    started = time.perf_counter()
+    """Run `jobs` on the session's backends; returns (exit status, records, summary).
+
+    --out is locked for the whole session; logs that stay empty are removed at the end,
+    and a temporary log folder (no --out) is removed whatever it holds.
+    """
+    lock: outdir.OutLock | None = None
+    temporary_logs = False
     if session.out is not None:
-        session.out.mkdir(parents=True, exist_ok=True)
-        session.options.log_dir = session.out / "logs"
+        outdir.prepare(session.out)
+        lock = outdir.OutLock(session.out)
+        session.options.log_dir = session.out / outdir.LOG_DIR
     elif session.options.log_dir is None:  # frameworks' chatter never reaches the user's terminal
         session.options.log_dir = Path(tempfile.mkdtemp(prefix="poolconform-logs-"))
+        temporary_logs = True
+    try:
+        return _execute(jobs, session)
+    finally:
+        outdir.prune_logs(session.options.log_dir, remove_dir=temporary_logs)
+        if lock is not None:
+            lock.release()
+
+
+def _execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]:
+    err = Console(stderr=True, highlight=False)
+    started = time.perf_counter()
     done: set[tuple[str, str]] = set()
     results_path = session.out / RESULTS_FILE if session.out else None
-    if session.resume and results_path is not None:
-        done = {record_key(r) for r in read_records(results_path)}
+    if session.out is not None and results_path is not None:
+        done = _check_identity(jobs, session, results_path)
+    stop = session.options.stop
+    restore = _on_interrupt(stop)
+    try:
+        return _run(jobs, session, err, started, done, results_path)
+    finally:
+        restore()
+
+
+def _check_identity(jobs: list[Job], session: Session, results_path: Path) -> set[tuple[str, str]]:
+    """Store this run's identity in --out; on --resume, refuse to continue a different run."""
+    assert session.out is not None
+    identity = outdir.run_identity([j.case.id for j in jobs] + [r["case"] for r in session.preset_records],
+                                   [s.name for s in session.specs])
+    done: set[tuple[str, str]] = set()
+    if session.resume:
+        previous = read_records(results_path)
+        if previous:
+            why = outdir.identity_difference(outdir.read_identity(session.out), identity)
+            if why:
+                raise PoolconformError(f"--resume: {str(session.out)!r} holds another run: {why}; "
+                                       "choose another --out, or drop --resume to start over")
+        done = {record_key(r) for r in previous}
+    else:
+        ResultsWriter(results_path, resume=False).close()  # empty before the new identity is stored
+    try:
+        write_json(session.out / outdir.IDENTITY_FILE, identity)
+    except OSError as exc:
+        raise PoolconformError(f"cannot write {str(session.out / outdir.IDENTITY_FILE)!r}: "
+                               f"{exc.strerror or exc}") from None
+    return done
+
+
+def _on_interrupt(stop: threading.Event):
+    """First SIGINT: set `stop` and kill the workers; second: exit 130 at once. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            kill_all_workers(wait=1.0)
+            os.write(2, b"poolconform: interrupted again: stopped at once; finished records are kept "
+                        b"(continue with --resume)\n")
+            os._exit(INTERRUPTED_STATUS)
+        stop.set()
+        kill_all_workers()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def _run(jobs: list[Job], session: Session, err: Console, started: float, done: set[tuple[str, str]],
+         results_path: Path | None) -> tuple[int, list[Record], dict]:
+    stop = session.options.stop
     workers = start_workers(session.specs, session.options)
+    if stop.is_set():  # interrupted while the frameworks were loading: nothing ran
+        for w in workers.values():
+            w.close()
+        raise KeyboardInterrupt
     infos = {name: w.info for name, w in workers.items()}
     missing = [n for n in session.require if infos.get(n) is None or infos[n].unavailable]
     if missing:
@@ -82,9 +167,15 @@ def execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]
             err.print(f"[dim]skipping {name}: {info.unavailable}[/dim]")
     preset = [r for r in session.preset_records if record_key(r) not in done]
     done |= {record_key(r) for r in preset}
-    total = sum(1 for j in jobs for n in usable if (j.case.id, n) not in done)
-    writer = ResultsWriter(results_path, resume=session.resume) if results_path else None
+    total = sum(1 for j in jobs for n in usable if (j.case.id, n) not in done) + len(preset)
+    try:
+        writer = ResultsWriter(results_path, resume=session.resume) if results_path else None
+    except PoolconformError:
+        for w in workers.values():
+            w.close()
+        raise
     collected: list[Record] = []
+    written = [0]
     show = err.is_terminal and not session.quiet
     progress = Progress(TextColumn("running"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=err, transient=True, disable=not show)
@@ -95,33 +186,61 @@ def execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]
             if writer:
                 writer.write(records)
             collected.extend(records)
+            written[0] += len(records)
             progress.advance(task, len(records))
 
-        sink(preset)
         try:
+            sink(preset)
             infos = run_jobs(jobs, workers, session.options, sink, skip=done)
         finally:
+            for w in workers.values():
+                w.close()
             if writer:
                 writer.close()
+    interrupted = stop.is_set() and written[0] < total
     records = read_records(results_path) if results_path else collected
     fixed: list[dict] = []
+    catch_all: list[dict] = []
+    unused: list[dict] = []
     if session.expectations is not None:
-        from poolconform.expectations import apply_expectations, load_expectations
+        from poolconform.expectations import apply_expectations, catch_alls, load_expectations
 
-        fixed = apply_expectations(records, load_expectations(session.expectations))
+        entries = session.expectations if isinstance(session.expectations, list) else load_expectations(session.expectations)
+        fixed = apply_expectations(records, entries)
+        catch_all = catch_alls(records, entries)  # named in the verdict line
+        from poolconform.expectations import unmatched
+
+        unused = unmatched(records, entries)  # warned about in every report
     extra = dict(session.extra)
     extra["seconds"] = round(time.perf_counter() - started, 3)
     if fixed:
         extra["fixed"] = fixed
+    if catch_all:
+        extra["catch_all_expectations"] = catch_all
+    if unused:
+        extra["unmatched_expectations"] = unused
+    if interrupted:
+        extra["interrupted"] = f"stopped by Ctrl-C after {written[0]} of {total} records"
     summary = summarize(records, infos, dropped=session.dropped, extra=extra)
+    if interrupted:
+        summary["exit_status"] = INTERRUPTED_STATUS
     if session.out is not None:
-        write_reports(session.out, records, summary)
+        try:
+            write_reports(session.out, records, summary)
+        except OSError as exc:
+            raise PoolconformError(f"cannot write the reports to {str(session.out)!r}: {exc.strerror or exc}; "
+                                   f"{len(records)} records are kept in {RESULTS_FILE}") from None
     if not session.quiet:
         print_summary(summary, _console(), title=session.title)
         for entry in fixed:
             err.print(f"fixed: {entry['case']} on {entry['backend']} now passes: remove this expectation entry")
         if session.out is not None:
             err.print(f"wrote {session.out}/ ({len(records)} records, {extra['seconds']:.1f} s)")
+    if interrupted:
+        kept = (f" and kept in {session.out}/{RESULTS_FILE}; the reports say interrupted; continue with --resume"
+                if session.out is not None else "")
+        print_line(f"poolconform: interrupted: {written[0]} of {total} records finished{kept}")
+        return INTERRUPTED_STATUS, records, summary
     return summary["exit_status"], records, summary
 
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from poolconform.errors import PoolconformError
 
@@ -79,24 +79,49 @@ def numeric(value: float | str | None) -> float | None:
 
 
 class ResultsWriter:
-    """Appends records to results.jsonl, one flushed write per batch."""
+    """Appends records to results.jsonl, one fsynced write per batch.
+
+    Never through a symlink (O_NOFOLLOW). A batch that cannot be written (a full disk)
+    is cut back off, so the file keeps only whole records, and the run stops with one line.
+    """
 
     def __init__(self, path: Path, resume: bool) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if resume:
-            repair_torn_tail(path)
-        self._file: IO[str] = open(path, "a" if resume else "w", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if resume:
+                repair_torn_tail(path)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if resume else os.O_TRUNC)
+            self._fd: int | None = os.open(path, flags, 0o666)
+        except OSError as exc:
+            raise PoolconformError(f"cannot write {str(path)!r}: {_reason(exc)}") from None
 
     def write(self, records: Iterable[Record]) -> None:
-        lines = "".join(json.dumps(r, sort_keys=False) + "\n" for r in records)
-        if lines:
-            self._file.write(lines)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+        data = "".join(json.dumps(r, sort_keys=False) + "\n" for r in records).encode("utf-8")
+        if not data or self._fd is None:
+            return
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, start)  # keep whole records only
+            except OSError:
+                pass  # resume cuts a torn tail anyway
+            raise PoolconformError(f"cannot write {str(self.path)!r}: {_reason(exc)}; "
+                                   "the records before this batch are kept") from None
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def repair_torn_tail(path: Path) -> None:
@@ -131,8 +156,9 @@ def _is_record(line: bytes) -> bool:
 def read_records(path: Path) -> list[Record]:
     """Records of a results.jsonl; a torn last line is ignored, later duplicates win.
 
-    Only the last line can be torn by a kill; an unreadable line before it means the file
-    is not poolconform's (or was edited), and is refused rather than silently skipped.
+    Only the last line can be torn by a kill; an unreadable line before it, or a record
+    without a string case and backend and a known status, means the file is not
+    poolconform's (or was edited), and is refused naming the line rather than skipped.
     """
     if not path.exists():
         return []
@@ -149,10 +175,25 @@ def read_records(path: Path) -> list[Record]:
             except ValueError:
                 torn = number  # a torn line from a killed run, if nothing follows it
                 continue
-            if not isinstance(record, dict) or "case" not in record or "backend" not in record:
-                raise PoolconformError(f"{str(path)!r} line {number}: not a poolconform record")
+            problem = record_problem(record)
+            if problem:
+                raise PoolconformError(f"{str(path)!r} line {number}: {problem}")
             by_key[record_key(record)] = record
     return list(by_key.values())
+
+
+def record_problem(record: Any) -> str | None:
+    """Why a parsed line is not a usable record; None when it is one."""
+    if not isinstance(record, dict) or "case" not in record or "backend" not in record:
+        return "not a poolconform record"
+    for key in ("case", "backend"):
+        if not isinstance(record[key], str) or not record[key]:
+            return f"{key} must be a non-empty string, not {record[key]!r}"
+    if "status" not in record:
+        return "the record has no status"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r}; allowed: {', '.join(STATUSES)}"
+    return None
 
 
 def write_atomic(path: Path, text: str) -> None:

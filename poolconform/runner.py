@@ -25,7 +25,7 @@ from poolconform.case import PoolCase
 from poolconform.inputs import make_inputs
 from poolconform.oracle import reference_outputs
 from poolconform.results import Record, make_record
-from poolconform.worker import BackendInfo, BackendWorker, Outcome, Task
+from poolconform.worker import BackendInfo, BackendWorker, Outcome, Task, kill_all_workers
 
 
 class Job:
@@ -76,6 +76,8 @@ class RunOptions:
     batch_size: int = 64
     log_dir: Path | None = None
     env: dict[str, str] | None = None
+    #: Set to stop the run early (Ctrl-C, a failed write): no new batch starts, workers are killed.
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 def oracle_job(case: PoolCase) -> Job:
@@ -89,6 +91,7 @@ def _new_worker(spec: BackendSpec, options: RunOptions) -> BackendWorker:
         env=options.env,
         log_path=(options.log_dir / f"{spec.name.replace('>', '')}.log") if options.log_dir else None,
         start_timeout=max(300.0, options.timeout),
+        stop=options.stop,
     )
 
 
@@ -98,7 +101,12 @@ def start_workers(specs: list[BackendSpec], options: RunOptions) -> dict[str, Ba
     if options.log_dir:
         options.log_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
-        list(pool.map(_timed_start, workers.values()))
+        try:
+            list(pool.map(_timed_start, workers.values()))
+        except BaseException:  # Ctrl-C where no handler is installed: don't wait for imports
+            options.stop.set()
+            kill_all_workers()
+            raise
     return workers
 
 
@@ -125,27 +133,22 @@ def outcome_record(job: Job, backend: str, outcome: Outcome) -> Record:
         seconds=round(outcome.seconds, 6),
         expected_from=job.expected_from,
     )
+    common.update(getattr(job, "record_fields", None) or {})  # e.g. `scan`'s node names
     if outcome.kind != "outputs":
         return make_record(case.id, backend, outcome.kind, expected_shape=expected_shape,
                            detail=outcome.message, **common)
-    result = compare.compare_outputs(case, job.expected, outcome.outputs or [], job.inputs)
-    detail = "; ".join(part for part in (result.detail, outcome.note) if part)
-    if result.status == "shape-mismatch" and _seed_formula_shape(case, result.actual_shape):
-        detail += "; matches the seed tutorial's wrong (n - f + 1) / s"
+    judge = getattr(job, "judge", None) or compare.compare_outputs
+    result = judge(case, job.expected, outcome.outputs or [], job.inputs)
+    note = "; ".join(part for part in (outcome.note, shapes.empty_window_note(case)) if part) or outcome.note
+    detail = "; ".join(part for part in (result.detail, note) if part)
+    if result.status == "shape-mismatch" and shapes.seed_formula_explains(case, result.actual_shape):
+        detail += "; matches the seed tutorial's wrong (n - f + 1) / s, computed with integer division"
     return make_record(
         case.id, backend, result.status,
         expected_shape=result.expected_shape, actual_shape=result.actual_shape,
         max_abs_err=result.max_abs_err, max_rel_err=result.max_rel_err, max_ulp=result.max_ulp,
-        detail=detail, atol=result.atol, digest=result.digest, note=outcome.note, **common,
+        detail=detail, atol=result.atol, digest=result.digest, note=note, **common,
     )
-
-
-def _seed_formula_shape(case: PoolCase, actual: list[int] | None) -> bool:
-    """The backend's wrong output shape is exactly what the seed's `(n - f + 1) / s` gives."""
-    if case.is_global or not actual or len(actual) != len(case.input_shape):
-        return False
-    seed = [shapes.seed_output_size(n, k, s) for n, k, s in zip(case.spatial, case.kernel, case.strides)]
-    return list(actual[2:]) == seed and tuple(actual) != shapes.output_shape(case)
 
 
 class _Gate:
@@ -234,6 +237,8 @@ def run_jobs(
     busy = [len(backlogs)]
 
     def take(name: str) -> list[tuple[int, Job]] | None:
+        if options.stop.is_set():
+            return None
         with measured:
             backlog = backlogs[name]
             return backlog.chunks.pop(0) if backlog.chunks else None
@@ -270,7 +275,7 @@ def run_jobs(
         """The backlog an idle driver should help with, once estimates exist; None to stop."""
         with measured:
             busy[0] -= 1
-            while busy[0] < options.jobs:
+            while busy[0] < options.jobs and not options.stop.is_set():
                 open_ = [b for b in backlogs.values() if b.chunks]
                 if not open_:
                     return None
@@ -280,7 +285,7 @@ def run_jobs(
                     return max(candidates)[1]
                 if all(b.measured for b in open_):
                     return None  # every open backlog is known and too small to be worth a worker
-                measured.wait(1.0)
+                measured.wait(0.25)
             return None
 
     def drive(name: str) -> None:
@@ -296,8 +301,14 @@ def run_jobs(
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(backlogs))) as pool:
-            for future in [pool.submit(drive, name) for name in backlogs]:
-                future.result()
+            futures = [pool.submit(drive, name) for name in backlogs]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                options.stop.set()  # one driver failed (a write, a bug): stop the others, now
+                kill_all_workers()
+                raise
     finally:
         for worker in workers.values():
             worker.close()

@@ -5,6 +5,11 @@ finishes, so the parent knows which case was in flight when a worker dies or han
 That case gets a `crash` or `timeout` outcome, the worker is restarted, and the rest
 of the batch goes on. Workers live for the whole run, so framework imports and
 sessions are paid once per backend, not once per case.
+
+Ctrl-C reaches the whole foreground process group, workers included. Workers ignore
+SIGINT from their first instruction (it is blocked while they are spawned); the parent
+decides: it sets the run's stop event and kills its workers, and a worker killed that
+way yields no outcome at all, so an interruption is never recorded as a crash or timeout.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import signal
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,11 +118,15 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
     if parent_pid is not None:
         _exit_when_orphaned(parent_pid)
     os.environ.update(env)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while spawning; now ignored
     if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            fd = os.open(os.devnull, os.O_WRONLY)  # a log that cannot be written must not stop the backend
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     try:
         backend = spec.load()
         reason = backend.available()
@@ -189,8 +200,31 @@ def _describe_exit(code: int | None) -> str:
     return f"worker exited with status {code}"
 
 
+#: Every worker of this process, so an interrupt can kill them all at once.
+_LIVE: weakref.WeakSet[BackendWorker] = weakref.WeakSet()
+
+
+def kill_all_workers(wait: float = 0.0) -> None:
+    """SIGKILL every worker process of this process (safe from a signal handler); with
+    `wait`, also reap them for up to that many seconds (before an immediate exit)."""
+    pids = [pid for worker in list(_LIVE) if (pid := worker.kill_process()) is not None]
+    deadline = time.monotonic() + wait
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                break  # already reaped by its driver thread
+            time.sleep(0.005)
+
+
 class BackendWorker:
-    """A restartable worker process for one backend, driven from one parent thread."""
+    """A restartable worker process for one backend, driven from one parent thread.
+
+    Once `stop` is set (an interrupt, a failed write), the worker starts no process,
+    and a process that dies or falls silent ends `run` without an outcome.
+    """
 
     def __init__(
         self,
@@ -198,26 +232,52 @@ class BackendWorker:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         start_timeout: float = 300.0,
+        stop: threading.Event | None = None,
     ) -> None:
         self.spec = spec
         self.env = dict(QUIET_SINGLE_THREAD_ENV if env is None else env)
         self.log_path = str(log_path) if log_path else None
         self.start_timeout = start_timeout
         self.info = BackendInfo(spec.name, third_party=spec.third_party)
+        self.stop = stop if stop is not None else threading.Event()
         self._ctx = multiprocessing.get_context("spawn")
-        self._process = None
-        self._conn = None
+        self._process: Any = None  # multiprocessing's SpawnProcess while one runs
+        self._conn: Any = None  # the parent's end of the pipe
+        _LIVE.add(self)
+
+    def kill_process(self) -> int | None:
+        """SIGKILL the current process, if any, without waiting (any thread, or a signal handler);
+        returns its pid."""
+        process = self._process
+        if process is None:
+            return None
+        try:
+            process.kill()
+            return process.pid
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def start(self) -> BackendInfo:
         """Spawn the worker and learn whether its backend is usable here."""
+        if self.stop.is_set():
+            self.info.unavailable = "the run was stopped"
+            return self.info
         parent, child = self._ctx.Pipe()
         self._process = self._ctx.Process(
             target=_serve, args=(self.spec, child, self.env, self.log_path, os.getpid()), daemon=True,
             name=f"poolconform-{self.spec.name}",
         )
-        self._process.start()
+        # Spawned with SIGINT blocked: a Ctrl-C during the child's start-up must not kill it
+        # with a traceback on the terminal; the child ignores SIGINT before unblocking it.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         child.close()
         self._conn = parent
+        if self.stop.is_set():  # stopped while spawning: the stopper may have missed this process
+            self.kill_process()
         if not parent.poll(_poll_seconds(self.start_timeout)):
             self._kill()
             self.info.unavailable = f"worker did not start within {self.start_timeout:.0f} s"
@@ -237,13 +297,20 @@ class BackendWorker:
         """Outcomes for `tasks`, in order; crashes and hangs cost one task each."""
         pending = list(tasks)
         while pending:
+            if self.stop.is_set():
+                return
             if self._process is None or not self._process.is_alive():
                 self.info.restarts += 1
                 if self.start().unavailable:
+                    if self.stop.is_set():
+                        return
                     for task in pending:
                         yield Outcome(task.key, "crash", message=f"worker restart failed: {self.info.unavailable}")
                     return
-            self._conn.send(("batch", pending))
+            try:
+                self._conn.send(("batch", pending))
+            except OSError:
+                pass  # the worker died before reading it; the poll below sees it
             while pending:
                 task = pending[0]
                 try:
@@ -251,6 +318,9 @@ class BackendWorker:
                     outcome = self._conn.recv() if ready else None
                 except (EOFError, OSError):
                     ready, outcome = True, None
+                if outcome is None and self.stop.is_set():
+                    self._kill()
+                    return  # killed by the run's stop: the case did not finish, and it is no crash
                 if outcome is None:
                     if not ready:
                         self._kill()

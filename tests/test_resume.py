@@ -130,7 +130,7 @@ def test_sigkilled_run_resumes_to_the_same_records_each_once(matrix, uninterrupt
 
 def test_repair_cuts_a_torn_tail_and_keeps_a_whole_last_record(tmp_path):
     path = tmp_path / "results.jsonl"
-    a, b = '{"case": "a", "backend": "x"}', '{"case": "b", "backend": "x"}'
+    a, b = '{"case": "a", "backend": "x", "status": "pass"}', '{"case": "b", "backend": "x", "status": "pass"}'
     path.write_text(f"{a}\n{b[:11]}")
     repair_torn_tail(path)
     assert path.read_text() == f"{a}\n"
@@ -148,12 +148,19 @@ def test_repair_cuts_a_torn_tail_and_keeps_a_whole_last_record(tmp_path):
 
 def test_only_the_last_line_may_be_torn(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_text('{"case": "a", "backend": "x"}\n{"case": "b", "ba\n{"case": "c", "backend": "x"}\n')
+    a = '{"case": "a", "backend": "x", "status": "pass"}'
+    path.write_text(f'{a}\n{{"case": "b", "ba\n{a.replace("a", "c", 1)}\n')
     with pytest.raises(PoolconformError, match="line 2: not JSON"):
         read_records(path)
-    path.write_text('{"case": "a", "backend": "x"}\n[1, 2]\n')
+    path.write_text(f'{a}\n[1, 2]\n')
     with pytest.raises(PoolconformError, match="line 2: not a poolconform record"):
         read_records(path)
+    for line, why in [('{"case": ["a"], "backend": "x", "status": "pass"}', "case must be a non-empty string"),
+                      ('{"case": "a", "backend": "x"}', "the record has no status"),
+                      ('{"case": "a", "backend": "x", "status": "ok"}', "unknown status 'ok'")]:
+        path.write_text(f"{a}\n{line}\n{a}\n")
+        with pytest.raises(PoolconformError, match=f"line 2: {why}"):
+            read_records(path)
     path.write_text('{"case": "a", "backend": "x", "status": "error"}\n{"case": "a", "backend": "x", "status": "pass"}\n')
     assert [r["status"] for r in read_records(path)] == ["pass"]  # a later duplicate wins
 

@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 
 from poolconform import shard
-from poolconform.commands.options import add_backend_options, selected_specs
+from poolconform.commands.options import add_backend_options, expectations_of, selected_specs
 from poolconform.matrix import load_matrix
 from poolconform.pipeline import Session, execute
+from poolconform.tomlfile import shown_path
 from poolconform.runner import RunOptions, oracle_job
 
 
@@ -27,21 +28,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    expectations = expectations_of(args)  # a bad file stops us before any case runs
     expansion = load_matrix(args.matrix)
     cases = expansion.cases
-    extra: dict = {"matrix": str(args.matrix) if args.matrix else "default"}
+    extra: dict = {"matrix": shown_path(args.matrix) if args.matrix else "default"}
     if args.shard is not None:
         k, n = shard.parse_shard(args.shard)
-        cases = shard.select(cases, k, n)
+        matrix_cases, cases = cases, shard.select(cases, k, n)
         extra["shard"] = f"{k}/{n}"
     specs, required = selected_specs(args)
+    if args.shard is not None:  # what `merge` checks a set of shards by
+        extra[shard.IDENTITY_KEY] = shard.identity(matrix_cases, k, n, [s.name for s in specs])
     session = Session(
         specs=specs,
         options=RunOptions(timeout=args.timeout, jobs=args.jobs),
         out=args.out,
         resume=args.resume,
         require=required,
-        expectations=args.expectations,
+        expectations=expectations,
         dropped=dict(expansion.dropped),
         title=f"poolconform run ({len(cases)} cases)",
         quiet=args.quiet,
