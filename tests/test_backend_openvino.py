@@ -14,9 +14,12 @@ from poolconform.errors import CaseError
 from poolconform.inputs import make_inputs
 from poolconform.oracle import reference_outputs
 
-pytest.importorskip("openvino", reason="openvino is not installed")
+from poolconform.backends.openvino_backend import OpenVINOCPU, import_openvino  # noqa: E402
 
-from poolconform.backends.openvino_backend import OpenVINOCPU  # noqa: E402
+try:
+    import_openvino()  # as the worker does: telemetry declined, no forking thread in pytest's process
+except ImportError as exc:
+    pytest.skip(f"openvino is not installed ({exc})", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +171,18 @@ def test_compiled_models_are_reused(backend):
 def test_version_and_precision_note(backend):
     assert backend.version()[:4].isdigit()
     case = make_case("MaxPool", (1, 1, 4, 4), kernel=2)
-    note = backend.note(case)
+    assert backend.note(case) is None  # the precision is the backend's fact, not every record's
     if backend.default_precision() in ("f32", "float32"):
-        assert note is None
+        assert backend.device == "cpu"
     else:
-        assert "forced to f32" in note
+        assert "forced to f32" in backend.device
+
+
+def test_forced_precision_is_in_the_device_description():
+    pytest.importorskip("openvino", reason="OpenVINO backend")
+    from poolconform.backends.openvino_backend import OpenVINOCPU
+
+    lowered = OpenVINOCPU()
+    lowered._default_precision = "bf16"  # as a CPU with AMX/AVX512-BF16 reports it
+    assert lowered.device == "cpu, INFERENCE_PRECISION_HINT forced to f32 (this CPU's default is bf16)"
+    assert lowered.note(make_case("MaxPool", (1, 1, 4, 4), kernel=2)) is None

@@ -10,7 +10,7 @@ import pytest
 from junitparser import Failure, JUnitXml
 
 from poolconform.cli import main
-from poolconform.report.junit import junit_xml
+from poolconform.report.junit import FINDINGS_SUITE, junit_xml
 from poolconform.report.markdown import render_markdown
 from poolconform.report.summary import summarize
 from poolconform.results import make_record, read_records
@@ -57,6 +57,10 @@ def test_junit_has_one_testcase_per_record(run_out: tuple[Path, int, Path]) -> N
     records = read_records(out / "results.jsonl")
     xml = JUnitXml.fromfile(str(out / "junit.xml"))
     suites = {suite.name: list(suite) for suite in xml}
+    assert next(iter(xml)).name == FINDINGS_SUITE  # findings lead the file
+    findings = json.loads((out / "findings.json").read_text())
+    disagreeing = [f for f in findings if f["status"] != "unsupported"]
+    assert [c.name for c in suites.pop(FINDINGS_SUITE)] == [f["summary"] for f in disagreeing]
     assert sorted(suites) == sorted(BACKENDS)
     ids = sorted((case.classname, case.name) for cases in suites.values() for case in cases)
     assert ids == sorted((r["backend"], r["case"]) for r in records)
@@ -64,8 +68,8 @@ def test_junit_has_one_testcase_per_record(run_out: tuple[Path, int, Path]) -> N
     assert [(c.classname, c.name) for c in failures] == [
         (r["backend"], r["case"]) for r in records if r["status"] in ("mismatch", "shape-mismatch")]
     assert ("onnx-reference", "AveragePool-2d-k3-s3-p0-ceil-f32-n7") in [(c.classname, c.name) for c in failures]
-    assert xml.failures == len(failures) and xml.errors == 0 and xml.skipped == 0
-    assert xml.tests == len(records)
+    assert xml.failures == len(failures) + len(disagreeing) and xml.errors == 0 and xml.skipped == 0
+    assert xml.tests == len(records) + len(disagreeing)
 
 
 def test_junit_maps_every_status() -> None:
@@ -106,7 +110,9 @@ def test_markdown_summary(run_out: tuple[Path, int, Path]) -> None:
     for backend in BACKENDS:
         row = next(line for line in text.splitlines() if line.startswith(f"| {backend} |"))
         assert f"| {summary['by_backend'][backend]['pass']} |" in row
-    assert "`AveragePool-2d-k3-s3-p0-ceil-f32-n7` | onnx-reference | mismatch" in text
+    findings = json.loads((out / "findings.json").read_text())
+    assert text.index("### Findings") < text.index("| backend |")  # findings lead the page
+    assert f"| {findings[0]['summary']} | mismatch | 1 | `{findings[0]['minimal_case']}` |" in text
     assert "Pairwise agreement" in text
 
 
@@ -116,5 +122,47 @@ def test_markdown_lists_fixed_and_expected() -> None:
     summary = summarize(records, extra={"fixed": [{"case": "b", "backend": "x", "reason": "old bug"}]})
     text = render_markdown(records, summary)
     assert "**poolconform: OK**" in text and "1 expected disagreement" in text
-    assert "mismatch (expected)" in text and "d \\| e" in text
-    assert "| `b` | x | old bug |" in text
+    assert "mismatch (expected)" in text
+    assert "| `b` | x | old bug |  |" in text
+
+
+def test_findings_json_leads_with_the_real_disagreement(run_out: tuple[Path, int, Path]) -> None:
+    out, _, _ = run_out
+    findings = json.loads((out / "findings.json").read_text())
+    assert [(f["backend"], f["status"], f["count"]) for f in findings] == [("onnx-reference", "mismatch", 1)]
+    f = findings[0]
+    assert f["cases"] == ["AveragePool-2d-k3-s3-p0-ceil-f32-n7"] and f["expected"] is False
+    assert f["summary"].startswith("onnx-reference: values differ") and "\n" not in f["summary"]
+    assert f["shrunk"] and f["minimal_case"] == "AveragePool-1d-k3-s3-p0-ceil-f32-n4"  # shrunk by re-running
+    assert 'backend = "onnx-reference"' in f["expect"] and 'status = "mismatch"' in f["expect"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["findings"][0]["minimal_case"] == f["minimal_case"]  # one truth in every report
+    html = (out / "report.html").read_text()
+    assert html.index("<h2>Findings</h2>") < html.index("<h2>Backends</h2>") and f["minimal_case"] in html
+
+
+HOSTILE = "evil\x01\x1b[2Jname"
+
+
+def test_control_characters_are_escaped_in_every_report() -> None:
+    import io
+
+    from rich.console import Console
+
+    from poolconform.report.html import render_html
+    from poolconform.report.terminal import print_summary
+
+    records = [make_record(HOSTILE, "onnxruntime-cpu", "error", detail="boom \x1b[31m 12"),
+               make_record("ok", "onnxruntime-cpu", "pass")]
+    summary = summarize(records)
+    xml_text = junit_xml(records, findings=summary["findings"])
+    assert "\x1b" not in xml_text and "\x01" not in xml_text
+    JUnitXml.fromstring(xml_text.split("\n", 1)[1])  # valid XML
+    assert "evil\\x01\\x1b[2Jname" in xml_text
+    for text in (render_markdown(records, summary), render_html(records, summary)):
+        assert "\x1b" not in text and "\x01" not in text
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    print_summary(summary, console)
+    shown = console.file.getvalue()
+    assert "\x1b" not in shown and "evil\\x01\\x1b[2Jname" in shown
+    assert max(len(line) for line in shown.splitlines()) <= 80

@@ -2,8 +2,9 @@
 
 Precision: the CPU plugin may run float32 models in bfloat16 or float16 by default on
 CPUs that have fast units for them (INFERENCE_PRECISION_HINT). poolconform forces f32 so
-results do not depend on which CPU ran them; note() says so where this CPU's default is
-lower. One inference thread and one stream: pooling cases are tiny, and threads only
+results do not depend on which CPU ran them. Where this CPU's default is lower, the
+backend's device description says so (shown by `poolconform backends` and in every
+report's header), not every record. One inference thread and one stream: pooling cases are tiny, and threads only
 contend with the other backends' workers.
 """
 
@@ -15,6 +16,31 @@ from poolconform import dtypes
 from poolconform.backends.base import BaseBackend
 from poolconform.case import PoolCase
 from poolconform.onnx_export import model_bytes
+
+def import_openvino():
+    """`import openvino` with its telemetry declined for this process.
+
+    Importing openvino sends a usage event unless the user ran `opt_in_out --opt_out`; the send
+    runs in a thread that forks, which Python 3.12+ warns about. OpenVINO declines telemetry in
+    CI (openvino-telemetry's documented `disable_in_ci`, keyed on CI=true); the consent is read
+    once, at the first import, so CI=true is set only around it and the user's files are untouched.
+    """
+    import os
+    import sys
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    saved = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        import openvino
+    finally:
+        if saved is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = saved
+    return openvino
+
 
 #: Compile options: exact float32 arithmetic, no thread pool for tiny tensors.
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1}
@@ -32,7 +58,7 @@ class OpenVINOCPU(BaseBackend):
 
     def available(self) -> str | None:
         try:
-            import openvino as ov
+            ov = import_openvino()
         except ImportError as exc:
             return f"openvino is not installed ({exc})"
         devices = ov.Core().available_devices
@@ -41,19 +67,24 @@ class OpenVINOCPU(BaseBackend):
         return None
 
     def version(self) -> str:
-        import openvino as ov
+        ov = import_openvino()
 
         return ov.get_version().split("-")[0]
 
-    def note(self, case: PoolCase) -> str | None:
-        """Said only where it matters: float64 input, or a CPU whose default precision is lower."""
-        notes = []
-        if case.dtype == "float64":
-            notes.append("the OpenVINO CPU plugin computes float64 models in float32")
+    @property
+    def device(self) -> str:  # type: ignore[override]
+        """`cpu`, plus the forced precision where this CPU's default is lower (a fact of the
+        machine, not of any case)."""
         default = self.default_precision()
-        if default not in ("f32", "float32", ""):
-            notes.append(f"INFERENCE_PRECISION_HINT forced to f32 (this CPU's default is {default})")
-        return "; ".join(notes) or None
+        if default in ("f32", "float32", ""):
+            return "cpu"
+        return f"cpu, INFERENCE_PRECISION_HINT forced to f32 (this CPU's default is {default})"
+
+    def note(self, case: PoolCase) -> str | None:
+        """Said only where it matters: float64 input."""
+        if case.dtype == "float64":
+            return "the OpenVINO CPU plugin computes float64 models in float32"
+        return None
 
     def default_precision(self) -> str:
         """The CPU plugin's default inference precision on this machine (e.g. 'f32', 'bf16')."""
@@ -67,7 +98,7 @@ class OpenVINOCPU(BaseBackend):
 
     def _get_core(self):
         if self._core is None:
-            import openvino as ov
+            ov = import_openvino()
 
             self._core = ov.Core()
         return self._core
@@ -97,7 +128,7 @@ class OpenVINOCPU(BaseBackend):
 def _feedable(x: np.ndarray) -> np.ndarray:
     """numpy bfloat16 (ml_dtypes) is not a type OpenVINO's numpy bridge knows: hand over its bits."""
     if x.dtype == dtypes.numpy_dtype("bfloat16"):
-        import openvino as ov
+        ov = import_openvino()
 
         return ov.Tensor(np.ascontiguousarray(x).view(np.uint16), x.shape, ov.Type.bf16)
     return x

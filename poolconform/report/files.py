@@ -1,27 +1,58 @@
-"""The reports under --out besides summary.json: report.html, junit.xml, summary.md.
+"""The reports under --out besides summary.json: findings.json, report.html, junit.xml, summary.md.
 
-Each is written atomically (readers see the old file or the new one), and summary.md
+Findings lead every report. Before writing, each finding's minimal case is shrunk by
+re-running its backend (a bounded number of seconds, POOLCONFORM_SHRINK_SECONDS, 0 to
+skip); summary.json is then rewritten so it carries the same minimal cases.
+Each file is written atomically (readers see the old file or the new one), and summary.md
 is appended to $GITHUB_STEP_SUMMARY when GitHub Actions provides one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+from poolconform.errors import PoolconformError
+from poolconform.findings import refresh
+from poolconform.findings.shrink import BUDGET_SECONDS, shrink_findings
 from poolconform.report.html import render_html
 from poolconform.report.junit import junit_xml
 from poolconform.report.markdown import render_markdown
-from poolconform.results import Record, write_atomic
+from poolconform.results import Record, write_atomic, write_json
 
-REPORT_FILES = ("report.html", "junit.xml", "summary.md")
+REPORT_FILES = ("findings.json", "report.html", "junit.xml", "summary.md")
+FINDINGS_FILE = "findings.json"
+
+
+def shrink_budget() -> float:
+    """Seconds shrinking may take: POOLCONFORM_SHRINK_SECONDS, or the default."""
+    text = os.environ.get("POOLCONFORM_SHRINK_SECONDS", "")
+    if not text:
+        return BUDGET_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        raise PoolconformError(f"POOLCONFORM_SHRINK_SECONDS={text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise PoolconformError(f"POOLCONFORM_SHRINK_SECONDS={text!r} must be >= 0")
+    return value
 
 
 def write_all(out: Path, records: list[Record], summary: dict) -> None:
-    """Write every file report for one run (summary.json is the pipeline's)."""
+    """Write every file report for one run (summary.json is the pipeline's; rewritten here
+    once the minimal cases are known)."""
+    findings = summary.get("findings") or []
+    budget = shrink_budget()
+    if findings and budget > 0 and not summary.get("interrupted") and not summary.get("partial"):
+        shrink_findings(findings, records, log_dir=out / "logs", budget=budget)
+        for finding in findings:
+            refresh(finding, records)
+        write_json(out / "summary.json", summary)
+    write_atomic(out / FINDINGS_FILE, json.dumps(findings + (summary.get("unsupported") or []), indent=2) + "\n")
     markdown = render_markdown(records, summary)
     write_atomic(out / "summary.md", markdown)
-    write_atomic(out / "junit.xml", junit_xml(records))
+    write_atomic(out / "junit.xml", junit_xml(records, findings=findings))
     write_atomic(out / "report.html", render_html(records, summary))
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:

@@ -13,6 +13,7 @@ import math
 from collections import Counter, defaultdict
 from typing import Any
 
+from poolconform.report.text import printable
 from poolconform.results import FAILING, STATUSES, Record, numeric
 
 #: Cell colour of a heatmap, from the worst status present in the cell.
@@ -218,7 +219,8 @@ def render_html(records: list[Record], summary: dict[str, Any]) -> str:
 
     disagreements = sorted((r for r in records if r["status"] in FAILING), key=disagreement_order)
     env = jinja2.Environment(loader=jinja2.PackageLoader("poolconform", "report/templates"),
-                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                             finalize=lambda v: printable(v) if isinstance(v, str) else v)
     env.filters["ulp"] = lambda v: "" if v is None else f"{float(v):.3g}"
     return env.get_template("report.html.j2").render(
         summary=summary,
@@ -227,6 +229,7 @@ def render_html(records: list[Record], summary: dict[str, Any]) -> str:
         ulp_image=ulp_figure(records),
         agreement=agreement_rows(summary),
         disagreements=disagreements,
+        finding_records=_finding_records(summary, records),
         colors=STATUS_COLORS,
         statuses=STATUSES,
         backend_names=sorted(set(backends) | set(summary.get("backends") or {})),
@@ -234,3 +237,10 @@ def render_html(records: list[Record], summary: dict[str, Any]) -> str:
         expected_count=sum(1 for r in records if r.get("expected")),
         open_limit=200,
     )
+
+
+def _finding_records(summary: dict[str, Any], records: list[Record], limit: int = 50) -> list[list[Record]]:
+    """Per finding (same order), its first `limit` records, for the rows that open under it."""
+    by_key = {(r["case"], r["backend"]): r for r in records}
+    return [[by_key[(c, f["backend"])] for c in f["cases"][:limit] if (c, f["backend"]) in by_key]
+            for f in summary.get("findings") or []]

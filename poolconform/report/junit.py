@@ -8,19 +8,20 @@ green exactly when `poolconform run` exits 0.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
+from poolconform.report.text import printable
 from poolconform.results import Record
 
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+#: The suite that leads the file: one testcase per finding.
+FINDINGS_SUITE = "poolconform findings"
 
 
 def _clean(text: object) -> str:
-    """Framework messages may hold bytes XML 1.0 cannot carry."""
-    return _NOT_XML.sub("?", str(text or ""))
+    """Names and framework messages may hold characters XML 1.0 cannot carry: escape them visibly."""
+    return printable(text or "")
 
 
 def _message(record: Record) -> str:
@@ -38,7 +39,7 @@ def _message(record: Record) -> str:
 
 def testcase(record: Record) -> TestCase:
     """The JUnit view of one record."""
-    case = TestCase(record["case"], record["backend"], float(record.get("seconds") or 0.0))
+    case = TestCase(_clean(record["case"]), _clean(record["backend"]), float(record.get("seconds") or 0.0))
     status = record["status"]
     if status == "pass":
         return case
@@ -57,14 +58,33 @@ def testcase(record: Record) -> TestCase:
     return case
 
 
-def junit_xml(records: list[Record], name: str = "poolconform") -> str:
-    """The whole junit.xml document as text, suites and cases in a stable order."""
+def finding_case(finding: dict) -> TestCase:
+    """The JUnit view of one finding: a failure unless expectations cover every record of it."""
+    case = TestCase(_clean(finding["summary"]), FINDINGS_SUITE)
+    text = _clean(f"{finding['count']} record(s); minimal case {finding['minimal_case']}: "
+                  f"{finding.get('minimal_detail', '')}; reproduce: {finding.get('reproduce', '')}")
+    if finding.get("expected"):
+        result = Skipped(_clean(f"expected: {finding.get('expected_reason', '')} {finding.get('link', '')}".strip()))
+    else:
+        result = Failure(_clean(finding["summary"]), finding["status"])
+    result.text = text
+    case.result = [result]
+    return case
+
+
+def junit_xml(records: list[Record], name: str = "poolconform", findings: list[dict] | None = None) -> str:
+    """The whole junit.xml document as text: the findings suite first (when there are
+    findings), then one suite per backend; suites and cases in a stable order."""
     by_backend: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         by_backend[record["backend"]].append(record)
     xml = JUnitXml(name)
+    if findings:
+        suite = TestSuite(FINDINGS_SUITE)
+        suite.add_testcases([finding_case(f) for f in findings])
+        xml.add_testsuite(suite)
     for backend in sorted(by_backend):
-        suite = TestSuite(backend)
+        suite = TestSuite(_clean(backend))
         # add_testcases recounts once; add_testcase would recount per case (quadratic)
         suite.add_testcases([testcase(r) for r in sorted(by_backend[backend], key=lambda r: r["case"])])
         xml.add_testsuite(suite)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from poolconform.report.text import printable
 from poolconform.results import FAILING, STATUSES, Record, numeric
 
-#: Disagreements listed in full; the rest are counted.
-TOP = 10
 
 
 def _cell(value: object) -> str:
     """A table cell: one line, pipes escaped, long text cut."""
-    text = " ".join(str("" if value is None else value).split()).replace("|", "\\|")
+    text = " ".join(printable(value).split()).replace("|", "\\|")
     return text if len(text) <= 140 else text[:139] + "…"
 
 
@@ -21,6 +20,29 @@ def _table(header: list[str], rows: list[list[object]], right_from: int = 1) -> 
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return lines
+
+
+def _code(value: object) -> str:
+    """An id as inline code (a backtick in it would end the code span: made a quote)."""
+    return "`" + _cell(value).replace("`", "'") + "`"
+
+
+def _findings(summary: dict[str, Any]) -> list[str]:
+    """The findings table that leads the page: every finding, its count and minimal case."""
+    findings = summary.get("findings") or []
+    if not findings:
+        return []
+    total = sum(f["count"] for f in findings)
+    lines = [f"### Findings ({len(findings)} behaviour(s) behind {total} disagreeing record(s))", ""]
+    rows = []
+    for f in findings:
+        status = f["status"] + (" (expected)" if f.get("expected") else "")
+        summary_text = f["summary"] + (f" ({f['link']})" if f.get("link") else "")
+        rows.append([summary_text, status, f["count"], _code(f["minimal_case"])])
+    lines += _table(["finding", "status", "records", "minimal case"], rows, right_from=2)
+    for entry in summary.get("unmatched_expectations") or []:
+        lines.append(f"\n- warning: expectation {_cell(entry['entry'])} ({_code(entry['case'])}) matched no record")
+    return lines + [""]
 
 
 def disagreement_order(record: Record) -> tuple:
@@ -35,6 +57,10 @@ def verdict(summary: dict[str, Any]) -> str:
     failing = sum(summary["counts"].get(s, 0) for s in FAILING)
     expected = failing - summary["unexpected"]
     scope = f"{summary['cases']} cases, {summary['records']} records"
+    if summary.get("partial"):  # `merge --allow-partial`: never read as a whole run
+        return f"**poolconform: PARTIAL**: {_cell('; '.join(summary['partial']['missing']))} ({scope})"
+    if summary.get("interrupted"):  # Ctrl-C: what finished, not a verdict on the run
+        return f"**poolconform: INTERRUPTED**: {_cell(summary['interrupted'])} ({scope})"
     if summary["unexpected"]:
         return f"**poolconform: FAIL**: {summary['unexpected']} unexpected disagreement(s) ({scope})"
     note = f", {expected} expected disagreement(s)" if expected else ""
@@ -44,6 +70,7 @@ def verdict(summary: dict[str, Any]) -> str:
 def render_markdown(records: list[Record], summary: dict[str, Any]) -> str:
     """The whole summary.md text."""
     lines = [f"## poolconform {summary['tool']['version']}", "", verdict(summary), ""]
+    lines += _findings(summary)
     expected_by_backend: dict[str, int] = {}
     for r in records:
         if r.get("expected"):
@@ -57,15 +84,6 @@ def render_markdown(records: list[Record], summary: dict[str, Any]) -> str:
     if missing:
         lines.append("")
         lines += [f"- not run: `{n}`: {_cell(why)}" for n, why in missing.items()]
-    disagreements = sorted((r for r in records if r["status"] in FAILING), key=disagreement_order)
-    if disagreements:
-        lines += ["", f"### Top disagreements ({min(TOP, len(disagreements))} of {len(disagreements)})", ""]
-        rows = []
-        for r in disagreements[:TOP]:
-            ulp = r.get("max_ulp")
-            rows.append([f"`{r['case']}`", r["backend"], r["status"] + (" (expected)" if r.get("expected") else ""),
-                         "" if ulp is None else f"{float(ulp):.3g}", r.get("detail") or ""])
-        lines += _table(["case", "backend", "status", "max ULP", "detail"], rows, right_from=99)
     agreement = summary.get("agreement") or {}
     names = list(agreement)
     if len(names) >= 2:
@@ -81,8 +99,8 @@ def render_markdown(records: list[Record], summary: dict[str, Any]) -> str:
     fixed = summary.get("fixed") or []
     if fixed:
         lines += ["", "### Fixed expectations (remove these entries)", ""]
-        lines += _table(["case", "backend", "reason"], [[f"`{f['case']}`", f["backend"], f["reason"]] for f in fixed],
-                        right_from=99)
+        lines += _table(["case", "backend", "reason", "link"],
+                        [[_code(f["case"]), f["backend"], f["reason"], f.get("link", "")] for f in fixed], right_from=99)
     if summary.get("dropped"):
         total = sum(summary["dropped"].values())
         reasons = ", ".join(f"{n} {why}" for why, n in summary["dropped"].items())

@@ -1,5 +1,8 @@
 """summary.json: counts, backends, pairwise agreement, findings and the worst disagreements.
 
+Findings (poolconform/findings/) group the disagreements by behaviour; `unsupported`
+groups what backends cannot express by reason template.
+
 Every other report (terminal, HTML, Markdown) reads this one structure, so they cannot
 disagree with each other.
 """
@@ -11,30 +14,12 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from poolconform import __version__
+from poolconform.findings import build_findings, unsupported_groups
 from poolconform.results import FAILING, STATUSES, Record, numeric
 from poolconform.worker import BackendInfo
 
 #: Statuses where the backend produced outputs (so two backends can be compared).
 RAN = ("pass", "mismatch", "shape-mismatch")
-
-
-def finding_of(record: Record) -> str:
-    """A short category for a disagreement, so many records read as one finding."""
-    status, detail = record["status"], record.get("detail") or ""
-    if status == "mismatch":
-        for key in ("NaN dropped", "NaN produced", "for an empty window"):
-            if key in detail:
-                return "empty window" if key == "for an empty window" else key
-        ulp = numeric(record.get("max_ulp"))
-        if ulp is not None and ulp <= 64:
-            return f"values differ by <= 64 ULP"
-        return "values differ"
-    if status == "shape-mismatch":
-        return "output shape differs"
-    if status in ("error", "crash", "timeout", "unsupported"):
-        head = detail.split(";")[0]
-        return head[:100]
-    return status
 
 
 def agreement(records: list[Record]) -> dict[str, dict[str, dict[str, int]]]:
@@ -79,14 +64,6 @@ def summarize(
     disagreements.sort(key=lambda r: (bool(r.get("expected")),
                                       -(numeric(r.get("max_ulp")) or float("inf") if r["status"] == "mismatch" else 0),
                                       r["status"], r["backend"], r["case"]))
-    findings: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for r in records:
-        if r["status"] == "pass":
-            continue
-        key = (r["backend"], r["status"], finding_of(r))
-        entry = findings.setdefault(key, {"backend": key[0], "status": key[1], "finding": key[2], "count": 0,
-                                          "example": r["case"], "detail": r.get("detail", "")})
-        entry["count"] += 1
     summary: dict[str, Any] = {
         "tool": {"name": "poolconform", "version": __version__},
         "cases": len({r["case"] for r in records}),
@@ -99,7 +76,8 @@ def summarize(
         },
         "dropped": dict(dropped or {}),
         "agreement": agreement(records),
-        "findings": sorted(findings.values(), key=lambda f: (f["status"] == "unsupported", -f["count"], f["backend"])),
+        "findings": build_findings(records),
+        "unsupported": unsupported_groups(records),
         "worst": [
             {k: r.get(k) for k in ("case", "backend", "status", "max_abs_err", "max_ulp", "detail")}
             | {"expected": bool(r.get("expected"))}

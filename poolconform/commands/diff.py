@@ -1,0 +1,126 @@
+"""`poolconform diff RUN_A RUN_B`: what changed between two output folders (e.g. a framework upgrade).
+
+For each (case, backend) in both runs: `regressed` (a pass, an expected disagreement or
+an unsupported case became an unexpected disagreement), `fixed` (the reverse), `changed`
+(another status otherwise, or the same status with another output digest: numeric drift).
+Cases and backends present in only one run are listed; both sides' versions are printed;
+the regressions are grouped as findings. Exit 1 when anything regressed, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from poolconform.errors import PoolconformError
+from poolconform.findings import triage
+from poolconform.report.text import printable
+from poolconform.results import FAILING, RESULTS_FILE, Record, read_records, write_atomic
+
+#: Entries printed per list; --json holds them all.
+SHOWN = 20
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diff", help="compare two runs' output folders: regressed, fixed, changed",
+                       description="Compare the records of two --out folders per (case, backend). "
+                                   "Exit 1 when anything regressed, 0 otherwise, 2 on unusable input.")
+    p.add_argument("run_a", type=Path, metavar="RUN_A", help="the earlier run's --out folder")
+    p.add_argument("run_b", type=Path, metavar="RUN_B", help="the later run's --out folder")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the whole comparison as JSON")
+    p.add_argument("--expectations", type=Path, metavar="FILE",
+                   help="known disagreements, applied to both runs (an expected disagreement is not a regression)")
+    p.set_defaults(handler=main)
+
+
+def load_run(folder: Path) -> tuple[list[Record], dict[str, str]]:
+    """A run's records and backend versions; one clear line when the folder is not a run."""
+    path = folder / RESULTS_FILE
+    if not folder.is_dir():
+        raise PoolconformError(f"{str(folder)!r} is not a folder (expected a poolconform --out folder)")
+    if not path.is_file():
+        raise PoolconformError(f"{str(folder)!r} holds no {RESULTS_FILE}: not a poolconform --out folder")
+    records = read_records(path)
+    for number, r in enumerate(records, 1):
+        if not isinstance(r.get("case"), str) or not isinstance(r.get("backend"), str) or not isinstance(
+                r.get("status"), str):
+            raise PoolconformError(f"{str(path)!r}: record {number} has no string case, backend and status")
+    versions: dict[str, str] = {}
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        for name, info in (summary.get("backends") or {}).items():
+            if isinstance(info, dict) and isinstance(info.get("version"), str):
+                versions[str(name)] = info["version"]
+    except (OSError, ValueError, AttributeError):
+        pass  # versions are shown when known; the records are what is compared
+    return records, versions
+
+
+def _bad(record: Record) -> bool:
+    return record["status"] in FAILING and not record.get("expected")
+
+
+def compare_runs(a: list[Record], b: list[Record]) -> dict[str, Any]:
+    """The comparison as plain data (what --json writes)."""
+    before = {(r["case"], r["backend"]): r for r in a}
+    after = {(r["case"], r["backend"]): r for r in b}
+    out: dict[str, Any] = {"regressed": [], "fixed": [], "changed": []}
+    for key in sorted(before.keys() & after.keys()):
+        ra, rb = before[key], after[key]
+        entry = {"case": key[0], "backend": key[1], "before": ra["status"], "after": rb["status"],
+                 "detail": rb.get("detail") or ""}
+        if not _bad(ra) and _bad(rb):
+            out["regressed"].append(entry)
+        elif _bad(ra) and not _bad(rb):
+            out["fixed"].append(entry)
+        elif ra["status"] != rb["status"] or ra.get("digest") != rb.get("digest"):
+            out["changed"].append(entry)
+    cases_a, cases_b = {r["case"] for r in a}, {r["case"] for r in b}
+    backends_a, backends_b = {r["backend"] for r in a}, {r["backend"] for r in b}
+    out["only_in_a"] = {"cases": sorted(cases_a - cases_b), "backends": sorted(backends_a - backends_b)}
+    out["only_in_b"] = {"cases": sorted(cases_b - cases_a), "backends": sorted(backends_b - backends_a)}
+    regressed = {(e["case"], e["backend"]) for e in out["regressed"]}
+    subset = [r for r in b if (r["case"], r["backend"]) in regressed or r["status"] == "pass"]
+    out["regressed_findings"] = [{k: f[k] for k in ("backend", "status", "count", "summary", "cases", "minimal_case")}
+                                 for f in triage(subset)]
+    return out
+
+
+def _print_list(title: str, entries: list[dict[str, Any]]) -> None:
+    print(f"{title}: {len(entries)}")
+    for e in entries[:SHOWN]:
+        print(f"  {printable(e['case'])} on {printable(e['backend'])}: {e['before']} -> {e['after']}")
+    if len(entries) > SHOWN:
+        print(f"  ... and {len(entries) - SHOWN} more (--json FILE lists all)")
+
+
+def main(args: argparse.Namespace) -> int:
+    a, versions_a = load_run(args.run_a)
+    b, versions_b = load_run(args.run_b)
+    if args.expectations is not None:
+        from poolconform.expectations import apply_expectations, load_expectations
+
+        entries = load_expectations(args.expectations)
+        apply_expectations(a, entries)
+        apply_expectations(b, entries)
+    result = compare_runs(a, b)
+    result["versions"] = {"a": versions_a, "b": versions_b}
+    print(f"poolconform diff {printable(args.run_a)} -> {printable(args.run_b)}")
+    for name in sorted(versions_a.keys() | versions_b.keys()):
+        va, vb = versions_a.get(name, "-"), versions_b.get(name, "-")
+        print(f"  {printable(name)}: {printable(va)}" + (f" -> {printable(vb)}" if va != vb else " (same)"))
+    _print_list("regressed", result["regressed"])
+    for f in result["regressed_findings"]:
+        print(f"  finding: {printable(f['summary'])} ({f['count']}); minimal case {printable(f['minimal_case'])}")
+    _print_list("fixed", result["fixed"])
+    _print_list("changed", result["changed"])
+    for side in ("a", "b"):
+        only = result[f"only_in_{side}"]
+        if only["cases"] or only["backends"]:
+            print(f"only in {side.upper()}: {len(only['cases'])} case(s), backends: "
+                  f"{', '.join(map(printable, only['backends'])) or 'none'}")
+    if args.json:
+        write_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    return 1 if result["regressed"] else 0

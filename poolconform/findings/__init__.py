@@ -1,0 +1,75 @@
+"""Findings: the few behaviours behind many disagreeing records, each with a minimal case.
+
+`build_findings` triages records (poolconform/findings/triage.py) and adds to each
+finding a ready-to-paste `[[expect]]` entry; `shrink_findings` (shrink.py) replaces each
+`minimal_case` by a smaller case its backend still gets wrong. findings.json holds them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from typing import Any
+
+from poolconform.findings.triage import triage, unsupported_groups
+from poolconform.results import Record
+
+#: Exact ids listed in a snippet when no glob names the members alone.
+MAX_EXACT = 6
+
+__all__ = ["build_findings", "expect_snippet", "triage", "unsupported_groups"]
+
+
+def _common_glob(ids: list[str]) -> str:
+    """`A-*t1-*t2-*` from the dash-separated tokens every id holds, in the first id's order."""
+    shared = [t for t in ids[0].split("-") if all(t in i.split("-") for i in ids)]
+    if not shared:
+        return "*"
+    glob = shared[0] if all(i.split("-")[0] == shared[0] for i in ids) else "*" + shared[0]
+    for token in shared[1:]:
+        glob += "-*" + token
+    return glob if all(i.split("-")[-1] == shared[-1] for i in ids) else glob + "-*"
+
+
+def expect_snippet(finding: dict[str, Any], backend_cases: list[str]) -> str:
+    """A TOML `[[expect]]` entry (or a few) covering exactly this finding's cases on its backend."""
+    members = finding["cases"]
+    glob = _common_glob(members)
+    named = [c for c in backend_cases if fnmatch.fnmatchcase(c, glob)]
+    others = len(set(named) - set(members))
+    if others == 0:
+        globs = [glob]
+    elif len(members) <= MAX_EXACT:
+        globs = list(members)
+    else:
+        globs = [glob]
+    lines = []
+    for g in globs:
+        lines += ["[[expect]]", f"case = {json.dumps(g)}", f"backend = {json.dumps(finding['backend'])}",
+                  f"status = {json.dumps(finding['status'])}", f"reason = {json.dumps(finding['summary'])}"]
+        if finding.get("link"):
+            lines.append(f"link = {json.dumps(finding['link'])}")
+        else:
+            lines.append('# link = "https://github.com/OWNER/REPO/issues/N"')
+        if len(globs) == 1 and others:
+            lines.append(f"# this glob also names {others} case(s) outside the finding: narrow it if they must stay gated")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def build_findings(records: list[Record]) -> list[dict[str, Any]]:
+    """Every disagreement finding (worst first), each with its `expect` snippet."""
+    findings = triage(records)
+    by_backend: dict[str, list[str]] = {}
+    for r in records:
+        by_backend.setdefault(r["backend"], []).append(r["case"])
+    for f in findings:
+        f["reproduce"] = f"poolconform explain {f['minimal_case']} --backends {f['backend']}"
+        f["expect"] = expect_snippet(f, by_backend[f["backend"]])
+    return findings
+
+
+def refresh(finding: dict[str, Any], records: list[Record]) -> None:
+    """Recompute the fields that follow `minimal_case` after shrinking."""
+    finding["reproduce"] = f"poolconform explain {finding['minimal_case']} --backends {finding['backend']}"
+    finding["expect"] = expect_snippet(finding, [r["case"] for r in records if r["backend"] == finding["backend"]])

@@ -1,0 +1,223 @@
+"""Triage: many disagreeing records become a few findings, one per behaviour of one backend.
+
+Records of one backend with one status and one signature (a normalised error message, a
+kind of mismatch, the direction a shape is off) are the positives; that backend's passing
+records are the negatives. A small rule induction (sequential covering, each rule the
+conjunction of at most four attribute tests that covers the most positives and no
+negative) splits the positives into findings and says what each one's cases share.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import defaultdict
+from typing import Any
+
+from poolconform.findings.features import DERIVED, Test, case_tests, phrase
+from poolconform.results import FAILING, Record, numeric
+
+#: Longest conjunction tried, and how many tests the longest ones combine (the rest are rare).
+MAX_TESTS = 4
+WIDE_SEARCH = {3: 40, 4: 22}
+
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_NUMBER_LIST = re.compile(r"[(\[]\s*[-+]?\d+(?:\s*,\s*[-+]?\d+)*\s*,?\s*[)\]]")
+_NUMBER = re.compile(r"(?<![A-Za-z_#])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def normalise_message(text: str) -> str:
+    """A framework message with its numbers and shapes replaced by #, so errors group."""
+    text = _HEX.sub("#", text or "")
+    text = _NUMBER_LIST.sub("(#)", text)
+    text = _NUMBER.sub("#", text)
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def mismatch_kind(detail: str) -> str:
+    """Which wrong answer a mismatch is (NaN handling, dtype, empty window, or values)."""
+    head = detail.split(":", 1)[0]
+    if head.startswith("NaN "):
+        return head
+    lowered = detail.lower()
+    if "dtype" in lowered:
+        return "wrong output dtype"
+    if "for an empty window" in lowered:
+        return "value for an empty window"
+    if "16-bit" in lowered or "accumulat" in lowered:
+        return "16-bit accumulation"
+    if "output(s), expected" in lowered:
+        return "wrong number of outputs"
+    return "values differ"
+
+
+def _shape_delta(record: Record) -> list[int] | None:
+    want, got = record.get("expected_shape"), record.get("actual_shape")
+    if not want or not got or len(want) != len(got):
+        return None
+    return [int(g) - int(w) for w, g in zip(want, got)]
+
+
+def signature(record: Record) -> str:
+    """What separates behaviours of one backend and status before any attribute is looked at."""
+    status = record["status"]
+    if status == "mismatch":
+        return mismatch_kind(record.get("detail") or "")
+    if status == "shape-mismatch":
+        delta = _shape_delta(record)
+        if delta is None:
+            return "output rank differs"
+        if all(d >= 0 for d in delta):
+            return "output shape too large"
+        if all(d <= 0 for d in delta):
+            return "output shape too small"
+        return "output shape differs"
+    return normalise_message(record.get("detail") or status)
+
+
+def _what(status: str, sig: str, members: list[Record]) -> str:
+    """The first half of a summary: what the backend does wrong."""
+    if status == "shape-mismatch":
+        deltas = sorted({abs(d) for r in members for d in (_shape_delta(r) or []) if d})
+        if deltas and sig != "output rank differs":
+            by = str(deltas[0]) if len(deltas) == 1 else f"{deltas[0]}-{deltas[-1]}"
+            return sig.replace("too large", "larger").replace("too small", "smaller") + f" by {by}"
+        return sig
+    if status == "mismatch":
+        ulps = [u for u in (numeric(r.get("max_ulp")) for r in members) if u is not None and math.isfinite(u)]
+        if sig == "values differ" and ulps:
+            return f"values differ (up to {max(ulps):.3g} ULP)"
+        return sig
+    return f"{status}: {sig}"
+
+
+def smallest_first(record: Record) -> tuple:
+    """Order members so the cheapest case to read comes first."""
+    params = record.get("params") or {}
+    size = math.prod(int(v) for v in params.get("input_shape") or [10**9])
+    window = math.prod(int(v) for v in params.get("kernel") or [1])
+    return (size, window, len(record["case"]), record["case"])
+
+
+def _mask(items: list[set[Test]], test: Test) -> int:
+    bits = 0
+    for i, tests in enumerate(items):
+        if test in tests:
+            bits |= 1 << i
+    return bits
+
+
+def induce_rule(positives: list[set[Test]], negatives: list[set[Test]], remaining: int) -> tuple[list[Test], int] | None:
+    """The conjunction covering the most `remaining` positives and no negative (None if none).
+
+    Ties go to fewer tests, then to derived facts (they explain), then to a stable order.
+    """
+    if not negatives:
+        return [], remaining
+    seen: set[Test] = set()
+    for i, tests in enumerate(positives):
+        if remaining >> i & 1:
+            seen |= tests
+    pos = {t: _mask(positives, t) & remaining for t in seen}
+    neg = {t: _mask(negatives, t) for t in seen}
+    tests = sorted(seen, key=lambda t: (-pos[t].bit_count(), str(t)))
+    all_neg = (1 << len(negatives)) - 1
+    best: tuple | None = None
+    for size in range(1, MAX_TESTS + 1):
+        pool = tests[:WIDE_SEARCH[size]] if size in WIDE_SEARCH else tests
+        for combo in itertools.combinations(pool, size):
+            if len({name for name, _ in combo}) < size:
+                continue
+            covered, negs = remaining, all_neg
+            for t in combo:
+                covered &= pos[t]
+                negs &= neg[t]
+                if not covered:
+                    break
+            if not covered or negs:
+                continue
+            key = (-covered.bit_count(), size, -sum(n in DERIVED for n, _ in combo), sorted(map(str, combo)))
+            if best is None or key < best[0]:
+                best = (key, list(combo), covered)
+        if best is not None and best[0][0] == -remaining.bit_count():
+            break  # nothing longer can cover more
+    return None if best is None else (best[1], best[2])
+
+
+def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, members: list[Record]) -> dict[str, Any]:
+    members = sorted(members, key=smallest_first)
+    if rule is None:
+        pattern = [f"{len(members)} case(s) that share no pattern apart from passing ones"]
+        where = "in " + pattern[0]
+    else:
+        pattern = [phrase(t) for t in sorted(rule, key=lambda t: (t[0] not in ("op",), t[0] in DERIVED, str(t)))]
+        where = "when " + ", ".join(pattern) if pattern else "in every case it ran"
+    expected = [r for r in members if r.get("expected")]
+    finding: dict[str, Any] = {
+        "backend": backend,
+        "status": status,
+        "count": len(members),
+        "summary": f"{backend}: {_what(status, sig, members)} {where}",
+        "signature": sig,
+        "pattern": pattern,
+        "rule": [[name, value] for name, value in (rule or [])],
+        "cases": [r["case"] for r in members],
+        "minimal_case": members[0]["case"],
+        "minimal_detail": members[0].get("detail") or "",
+        "shrunk": False,
+        "expected": bool(members) and len(expected) == len(members),
+        "unexpected": len(members) - len(expected),
+    }
+    reasons = sorted({r.get("expected_reason") for r in expected if r.get("expected_reason")})
+    links = sorted({r.get("expected_link") for r in expected if r.get("expected_link")})
+    if reasons:
+        finding["expected_reason"] = reasons[0]
+    if links:
+        finding["link"] = links[0]
+    return finding
+
+
+def triage(records: list[Record]) -> list[dict[str, Any]]:
+    """Findings for every disagreeing record (expected ones too, marked), worst first."""
+    passing: dict[str, list[set[Test]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        if r["status"] == "pass":
+            passing[r["backend"]].append(case_tests(r.get("params")))
+        elif r["status"] in FAILING:
+            groups[(r["backend"], r["status"], signature(r))].append(r)
+    findings = []
+    for (backend, status, sig), members in groups.items():
+        tests = [case_tests(r.get("params")) for r in members]
+        remaining = (1 << len(members)) - 1
+        while remaining:
+            found = induce_rule(tests, passing[backend], remaining)
+            if found is None:
+                left = [m for i, m in enumerate(members) if remaining >> i & 1]
+                findings.append(_finding(backend, status, sig, None, left))
+                break
+            rule, covered = found
+            findings.append(_finding(backend, status, sig, rule,
+                                     [m for i, m in enumerate(members) if covered >> i & 1]))
+            remaining &= ~covered
+    findings.sort(key=lambda f: (f["expected"], -f["unexpected"], -f["count"], f["backend"], f["summary"]))
+    return findings
+
+
+def unsupported_groups(records: list[Record]) -> list[dict[str, Any]]:
+    """Unsupported records grouped by backend and reason template, most records first."""
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        if r["status"] == "unsupported":
+            groups[(r["backend"], normalise_message(r.get("detail") or "unsupported"))].append(r)
+    out = []
+    for (backend, template), members in groups.items():
+        members.sort(key=smallest_first)
+        out.append({"backend": backend, "status": "unsupported", "count": len(members), "reason": template,
+                    "summary": f"{backend}: unsupported: {template}", "cases": [r["case"] for r in members],
+                    "minimal_case": members[0]["case"], "minimal_detail": members[0].get("detail") or "",
+                    "expected": False})
+    out.sort(key=lambda g: (-g["count"], g["backend"], g["reason"]))
+    return out

@@ -1,0 +1,77 @@
+"""`poolconform diff`: regressed / fixed / changed per (case, backend), versions, exit statuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from poolconform.case import make_case
+from poolconform.cli import main
+from poolconform.results import make_record
+
+CASES = [make_case("MaxPool", (1, 1, n, n), kernel=2, strides=2, ceil_mode=True) for n in (4, 5, 7)]
+
+
+def _run(folder: Path, statuses: dict[str, str], digests: dict[str, str] | None = None, version: str = "1.0",
+         backend: str = "onnxruntime-cpu") -> Path:
+    folder.mkdir()
+    lines = []
+    for case in CASES:
+        status = statuses.get(case.id, "pass")
+        lines.append(json.dumps(make_record(case.id, backend, status, detail=f"{status} detail",
+                                            digest=(digests or {}).get(case.id, "d0"), params=case.describe())))
+    (folder / "results.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "summary.json").write_text(json.dumps({"backends": {backend: {"version": version}}}))
+    return folder
+
+
+def test_a_regression_a_fix_and_numeric_drift_are_told_apart(tmp_path, capsys):
+    a = _run(tmp_path / "a", {CASES[1].id: "mismatch"}, version="1.20")
+    b = _run(tmp_path / "b", {CASES[0].id: "shape-mismatch"}, digests={CASES[2].id: "d1"}, version="1.21")
+    status = main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")])
+    assert status == 1
+    data = json.loads((tmp_path / "d.json").read_text())
+    entry = {"case": CASES[0].id, "backend": "onnxruntime-cpu", "before": "pass", "after": "shape-mismatch"}
+    assert [{k: e[k] for k in entry} for e in data["regressed"]] == [entry]
+    assert [(e["case"], e["before"], e["after"]) for e in data["fixed"]] == [(CASES[1].id, "mismatch", "pass")]
+    assert [(e["case"], e["before"], e["after"]) for e in data["changed"]] == [(CASES[2].id, "pass", "pass")]
+    assert data["versions"] == {"a": {"onnxruntime-cpu": "1.20"}, "b": {"onnxruntime-cpu": "1.21"}}
+    assert [f["cases"] for f in data["regressed_findings"]] == [[CASES[0].id]]
+    out = capsys.readouterr().out
+    assert "onnxruntime-cpu: 1.20 -> 1.21" in out and "regressed: 1" in out and "fixed: 1" in out
+
+
+def test_no_regression_exits_0_and_one_sided_entries_are_listed(tmp_path):
+    a = _run(tmp_path / "a", {CASES[0].id: "mismatch"})
+    b = _run(tmp_path / "b", {}, backend="onnx-reference")
+    assert main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")]) == 0
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["only_in_a"]["backends"] == ["onnxruntime-cpu"] and data["only_in_b"]["backends"] == ["onnx-reference"]
+    assert data["regressed"] == data["fixed"] == data["changed"] == []
+
+
+def test_an_expected_disagreement_is_not_a_regression(tmp_path):
+    a = _run(tmp_path / "a", {})
+    b = _run(tmp_path / "b", {CASES[0].id: "mismatch"})
+    known = tmp_path / "known.toml"
+    known.write_text(f'[[expect]]\ncase = "{CASES[0].id}"\nstatus = "mismatch"\nreason = "known"\n')
+    assert main(["diff", str(a), str(b)]) == 1
+    assert main(["diff", str(a), str(b), "--expectations", str(known)]) == 0
+
+
+@pytest.mark.parametrize("what", ["missing", "file", "empty-folder", "bad-record"])
+def test_unusable_input_is_one_line_and_exit_2(tmp_path, capsys, what):
+    a = _run(tmp_path / "a", {})
+    b = tmp_path / "b"
+    if what == "file":
+        b.write_text("x")
+    elif what == "empty-folder":
+        b.mkdir()
+    elif what == "bad-record":
+        b.mkdir()
+        (b / "results.jsonl").write_text('{"case": 1, "backend": "x", "status": "pass"}\n')
+    assert main(["diff", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("poolconform: error:") and "Traceback" not in err
