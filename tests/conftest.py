@@ -46,6 +46,19 @@ def sweep_against_oracle(backend, cases) -> tuple[int, list]:
     return supported, failures
 
 
+def make_model(graph, opset: int):
+    """A hand-built test model with the IR version poolconform's exporter writes for `opset`.
+
+    onnx's own default is the newest IR it knows, which older runtimes (ORT 1.23 with onnx 1.19+)
+    refuse to load; the exporter's rule keeps every hand-built model readable wherever it installs.
+    """
+    from onnx import helper
+
+    from poolconform.onnx_export import ir_version_for
+
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version_for(opset))
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600):
     """`python -m poolconform ARGS` in a subprocess: exit status, stdout and stderr as a user sees them."""
     full_env = dict(os.environ)
