@@ -1,134 +1,376 @@
-"""The truth: the ONNX pooling spec computed in float64 with vectorised NumPy.
+"""The truth: the ONNX pooling spec computed with vectorised NumPy, at memory speed.
 
-Windowed reductions are separable, so each spatial axis is gathered into
-(out, kernel) positions and reduced in turn; positions outside the input are masked
-by what they are (explicit padding, or ceil-mode overhang past the padding). The
-Indices output is not separable and is computed over the full window.
+Windowed reductions are separable: each spatial axis is reduced in turn by combining the
+kernel's k strided views of the previous result (k - 1 elementwise maxima or additions of
+the output's size; no (out x kernel) gather). Positions outside the input (explicit
+padding, ceil-mode overhang) are never read: each kernel offset j covers one contiguous
+range of outputs, the interior where every offset is real is one vectorised chain, and the
+few border outputs are combined from their real offsets only. The work runs over chunks of
+(N x C) planes, so intermediates stay in cache and memory stays input plus output.
 
-Sums (average, Lp) accumulate in extended precision (np.longdouble) so that the exact
-mean of float64 values near the type's maximum does not overflow to inf in the oracle.
+- Max is computed exactly in the input's own values (16-bit floats and integers in float32,
+  which holds them exactly); Indices by a separable first-maximum search carried from the
+  last axis to the first (row-major first maximum = lexicographic), never gathering windows.
+- Sums (average, Lp) accumulate in float64, exact for almost all windows of 16- and 32-bit
+  inputs; float64 inputs accumulate in np.longdouble so the mean of values near the type's
+  maximum does not overflow to inf in the oracle.
 
 Semantics chosen where the spec is silent (reported as findings, not hidden):
 NaN propagates through max and average (IEEE: any NaN in the window gives NaN); a
-window with no input element gives -inf for max and NaN for average.
+window with no input element gives -inf for max and NaN for average. Indices pick the
+first maximum in row-major window order, a NaN counting as the maximum; a window whose
+elements are all -inf (or none) points at its first position, clipped into the input.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 
 from poolconform import dtypes, shapes
 from poolconform.case import PoolCase
 
-
-def _axis_positions(n: int, out: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int):
-    """Window positions (out, kernel) on one axis and their masks: real input, inside pads."""
-    pos = np.arange(out)[:, None] * stride - pad_begin + np.arange(kernel)[None, :] * dilation
-    real = (pos >= 0) & (pos < n)
-    padded = (pos >= -pad_begin) & (pos < n + pad_end)
-    return np.clip(pos, 0, n - 1), real, padded
+#: Elements of input per chunk of planes: big enough that NumPy's per-call cost vanishes,
+#: small enough that a chunk's float64 intermediates stay in cache.
+CHUNK_ELEMENTS = 1 << 17
 
 
-def _geometry(case: PoolCase):
+class _Axis(NamedTuple):
+    """One spatial axis of a windowed case: input size, output size, kernel, stride,
+    dilation and explicit pads."""
+
+    n: int
+    out: int
+    k: int
+    s: int
+    d: int
+    pb: int
+    pe: int
+
+    def first(self, j: int) -> int:
+        """Input position that offset j of output 0 reads."""
+        return j * self.d - self.pb
+
+    def valid(self, j: int) -> tuple[int, int]:
+        """The outputs [lo, hi) whose offset j reads a real input element."""
+        off = self.first(j)
+        lo = min(self.out, (-off + self.s - 1) // self.s) if off < 0 else 0
+        hi = min(self.out, max(0, (self.n - 1 - off) // self.s + 1))
+        return lo, max(lo, hi)
+
+    def interior(self) -> tuple[int, int]:
+        """The outputs [lo, hi) whose every offset is real (lo == hi when none)."""
+        ranges = [self.valid(j) for j in range(self.k)]
+        lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
+        return (lo, hi) if lo < hi else (0, 0)
+
+    def borders(self) -> list[int]:
+        lo, hi = self.interior()
+        return [*range(0, lo), *range(hi, self.out)]
+
+    def block(self, r0: int, r1: int) -> tuple[_Axis, int, int]:
+        """Outputs [r0, r1) as a problem of their own: the axis over input rows [start, stop)."""
+        start = max(0, r0 * self.s - self.pb)
+        stop = min(self.n, max(start, (r1 - 1) * self.s - self.pb + (self.k - 1) * self.d + 1))
+        return self._replace(n=stop - start, out=r1 - r0, pb=self.pb - r0 * self.s + start), start, stop
+
+    def positions(self) -> np.ndarray:
+        """Input position of each (output, offset), shape (out, k), unclipped."""
+        return np.arange(self.out)[:, None] * self.s + self.first(0) + np.arange(self.k)[None, :] * self.d
+
+    def counts(self, include_pad: bool) -> np.ndarray:
+        """Per output: offsets on real input (or, with include_pad, inside input + pads)."""
+        pos = self.positions()
+        low, high = (-self.pb, self.n + self.pe) if include_pad else (0, self.n)
+        return ((pos >= low) & (pos < high)).sum(axis=1)
+
+
+def _axes(case: PoolCase) -> list[_Axis]:
     pads = shapes.resolve_pads(case)
     out = shapes.spatial_output_shape(case)
-    rank = case.rank
+    r = case.rank
     return [
-        _axis_positions(
-            case.spatial[a], out[a], case.kernel[a], case.strides[a], case.dilations[a], pads[a], pads[a + rank]
-        )
-        for a in range(rank)
+        _Axis(case.spatial[a], out[a], case.kernel[a], case.strides[a], case.dilations[a], pads[a], pads[a + r])
+        for a in range(r)
     ]
 
 
-def _gather(x: np.ndarray, axis: int, index: np.ndarray) -> np.ndarray:
-    """x with `axis` replaced by (out, kernel) from `index`; kernel is the last axis."""
-    g = np.take(x, index, axis=axis)  # (..., out, kernel, ...)
-    return np.moveaxis(g, axis + 1, -1)
+def _at(a: np.ndarray, axis: int, index: int | slice) -> np.ndarray:
+    return a[(slice(None),) * axis + (index,)]
 
 
-def _mask(mask: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-    """Broadcast an (out, kernel) mask against a gathered array of `ndim` dims."""
-    shape = [1] * ndim
-    shape[axis] = mask.shape[0]
-    shape[-1] = mask.shape[1]
-    return mask.reshape(shape)
+def _span(g: _Axis, j: int, lo: int, hi: int) -> slice:
+    """Input slice that offset j reads for outputs [lo, hi)."""
+    start = lo * g.s + g.first(j)
+    return slice(start, start + (hi - lo - 1) * g.s + 1, g.s)
 
 
-def _windowed(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
-    geometry = _geometry(case)
-    y = x if kind == "max" else x.astype(np.longdouble)
-    count = np.ones((1,) * x.ndim)
-    for a, (index, real, padded) in enumerate(geometry):
-        axis = 2 + a
-        g = _gather(y, axis, index)
-        m = _mask(real, g.ndim, axis)
-        if kind == "max":
-            y = np.where(m, g, -np.inf).max(axis=-1)
+def _reduce_axis(
+    a: np.ndarray, axis: int, g: _Axis, combine: Callable[..., np.ndarray], dtype: np.dtype, empty: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Combine the k offsets of `axis` (max or add, computed in `dtype`) into `out` (a new
+    array of `dtype` when None); `empty` where none is real."""
+    if out is None:
+        shape = list(a.shape)
+        shape[axis] = g.out
+        out = np.empty(shape, dtype)
+    lo, hi = g.interior()
+    if lo < hi:
+        dst = _at(out, axis, slice(lo, hi))
+        views = [_at(a, axis, _span(g, j, lo, hi)) for j in range(g.k)]
+        if g.k == 1:
+            dst[...] = views[0]
         else:
-            y = np.where(m, g, 0.0).sum(axis=-1)
-            counted = padded if case.count_include_pad else real
-            shape = [1] * x.ndim
-            shape[axis] = counted.shape[0]
-            count = count * counted.sum(axis=1).reshape(shape)
-    if kind == "avg":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (y / count).astype(np.float64)
-    return y
+            combine(views[0], views[1], out=dst, dtype=dtype)
+            for v in views[2:]:
+                combine(dst, v, out=dst, dtype=dtype)
+    ranges = [g.valid(j) for j in range(g.k)]
+    for o in g.borders():
+        real = [j for j, (first, last) in enumerate(ranges) if first <= o < last]
+        dst = _at(out, axis, o)
+        if not real:
+            dst[...] = empty
+            continue
+        dst[...] = _at(a, axis, o * g.s + g.first(real[0]))
+        for j in real[1:]:
+            combine(dst, _at(a, axis, o * g.s + g.first(j)), out=dst, dtype=dtype)
+    return out
 
 
-def _lp(values: np.ndarray, p: int) -> np.ndarray:
-    return np.abs(values.astype(np.longdouble)) ** p
+def _blocks(planes: int, spatial: tuple[int, ...], first: _Axis | None) -> Iterator[tuple[slice, int, int]]:
+    """(planes, output rows r0..r1 of the first spatial axis) per block of about CHUNK_ELEMENTS
+    input elements; a plane larger than that is cut along its first axis."""
+    plane = math.prod(spatial)
+    if first is None or plane <= CHUNK_ELEMENTS:
+        step = max(1, CHUNK_ELEMENTS // max(1, plane))
+        rows = first.out if first is not None else 1
+        for start in range(0, planes, step):
+            yield slice(start, min(planes, start + step)), 0, rows
+        return
+    rows = max(1, CHUNK_ELEMENTS // (first.s * math.prod(spatial[1:])))
+    for p in range(planes):
+        for r0 in range(0, first.out, rows):
+            yield slice(p, p + 1), r0, min(first.out, r0 + rows)
 
 
-def _root(values: np.ndarray, p: int) -> np.ndarray:
-    return (values ** (np.longdouble(1) / p)).astype(np.float64)
+def _max_type(x: np.ndarray) -> np.dtype:
+    """Where max is computed: float32 and float64 as they are; 16-bit floats and 8-bit
+    integers in float32, which holds each of their values exactly (and -inf)."""
+    return x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
 
-def _window_grids(case: PoolCase):
-    """Per-axis input positions over (outs..., kernel...), and the masks of real input and of
-    input-or-padding positions, all broadcast to that full grid; plus the output sizes."""
-    geometry = _geometry(case)
-    rank = case.rank
-    outs = [g[0].shape[0] for g in geometry]
-    ks = [g[0].shape[1] for g in geometry]
-    grids, reals, paddeds = [], [], []
-    for a, (index, real, padded) in enumerate(geometry):
-        shape = [1] * (2 * rank)
-        shape[a], shape[rank + a] = outs[a], ks[a]
-        grids.append(index.reshape(shape))
-        reals.append(real.reshape(shape))
-        paddeds.append(padded.reshape(shape))
-    full = tuple(np.broadcast_shapes(*[g.shape for g in grids]))
-    grids = [np.broadcast_to(g, full) for g in grids]
-    real = np.logical_and.reduce([np.broadcast_to(r, full) for r in reals])
-    padded = np.logical_and.reduce([np.broadcast_to(p, full) for p in paddeds])
-    return grids, real, padded, outs
+def _sum_type(x: np.ndarray) -> np.dtype:
+    """float64 for every input but float64, whose sums need longdouble's range."""
+    return np.dtype(np.longdouble) if x.dtype == np.float64 else np.dtype(np.float64)
+
+
+def _per_chunk(
+    x: np.ndarray, axes: list[_Axis] | None, out_shape: tuple[int, ...], out_dtype: type,
+    work: Callable[[np.ndarray, list[_Axis], np.ndarray, int, int], None],
+) -> np.ndarray:
+    """Run `work(block of input, its axes, its part of the output, r0, r1)` over blocks of
+    (N x C) planes (and of rows of the first spatial axis); work writes the output part."""
+    planes = x.reshape((-1,) + x.shape[2:])
+    out = np.empty((planes.shape[0],) + out_shape, out_dtype)
+    first = axes[0] if axes else None
+    for sl, r0, r1 in _blocks(planes.shape[0], x.shape[2:], first):
+        if first is None:
+            work(planes[sl], [], out[sl], sl.start, sl.stop)
+            continue
+        sub, start, stop = first.block(r0, r1) if (r0, r1) != (0, first.out) else (first, 0, first.n)
+        work(planes[sl, start:stop], [sub, *axes[1:]], out[sl, r0:r1], sl.start, r0)
+    return out.reshape(x.shape[:2] + out_shape)
+
+
+def _window_max(case: PoolCase, x: np.ndarray) -> np.ndarray:
+    axes = _axes(case)
+    t = _max_type(x)
+
+    def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, *_: int) -> None:
+        y = chunk.astype(t, copy=False)
+        for a, g in enumerate(block):
+            y = _reduce_axis(y, 1 + a, g, _maximum, t, -np.inf, dst if a == len(block) - 1 else None)
+
+    return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work)
+
+
+def _maximum(a: np.ndarray, b: np.ndarray, out: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.maximum(a, b, out=out)
+
+
+def _add(a: np.ndarray, b: np.ndarray, out: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.add(a, b, out=out, dtype=dtype)
+
+
+def _terms(x: np.ndarray, p: int | None, t: np.dtype) -> np.ndarray:
+    """The summands in the sum type: x itself, or |x|**p (a square of a float32 is exact)."""
+    y = x.astype(t)
+    if p is None:
+        return y
+    if p == 2:
+        return np.square(y, out=y)
+    np.abs(y, out=y)
+    return y if p == 1 else np.power(y, p, out=y)
+
+
+def _root(s: np.ndarray, p: int) -> np.ndarray:
+    """s ** (1 / p) in float64; the rare p > 2 (and every longdouble sum) via longdouble."""
+    if p == 1:
+        return s.astype(np.float64, copy=False)
+    if p == 2 and s.dtype == np.float64:
+        return np.sqrt(s, out=s)
+    return (s.astype(np.longdouble) ** (np.longdouble(1) / p)).astype(np.float64)
+
+
+def _window_sum(case: PoolCase, x: np.ndarray, p: int | None, divide: bool) -> np.ndarray:
+    """Window sums of x (p None), or of |x|**p then the p-th root; averaged when `divide`."""
+    axes = _axes(case)
+    t = _sum_type(x)
+    divisor = None
+    if divide:
+        divisor = np.ones((1,) * len(axes))
+        for a, g in enumerate(axes):
+            shape = [1] * len(axes)
+            shape[a] = g.out
+            divisor = divisor * g.counts(case.count_include_pad).reshape(shape)
+        divisor = divisor[None].astype(t)
+
+    def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, _: int, r0: int) -> None:
+        y = _terms(chunk, p, t)
+        for a, g in enumerate(block):
+            last = a == len(block) - 1 and t == np.float64
+            y = _reduce_axis(y, 1 + a, g, _add, t, 0.0, dst if last else None)
+        if divisor is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                y /= divisor[:, r0 : r0 + dst.shape[1]]
+        dst[...] = _root(y, p) if p is not None else y
+
+    return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work)
+
+
+def _global(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
+    """The global ops, plane chunk by plane chunk: max in the input's values, sums as above."""
+    rank = x.ndim - 2
+    t = _sum_type(x)
+    size = math.prod(x.shape[2:])
+
+    def work(chunk: np.ndarray, _: list[_Axis], dst: np.ndarray, *__: int) -> None:
+        flat = chunk.reshape(chunk.shape[0], -1)
+        if kind == "max":
+            y = flat.astype(_max_type(x), copy=False).max(axis=1)
+        elif kind == "avg":
+            y = (flat.sum(axis=1, dtype=t) / t.type(size)).astype(np.float64)
+        else:
+            y = _root(_terms(flat, case.p, t).sum(axis=1), case.p)
+        dst[...] = y.reshape((-1,) + (1,) * rank)
+
+    return _per_chunk(x, None, (1,) * rank, np.float64, work)
 
 
 def _max_indices(case: PoolCase, x: np.ndarray) -> np.ndarray:
-    """ONNX MaxPool Indices: flat over (N, C, spatial), row-major or column-major per plane."""
-    rank = case.rank
-    grids, real, _, outs = _window_grids(case)
-    window = x[(slice(None), slice(None), *grids)]  # (N, C, outs..., ks...)
-    window = np.where(real, window, -np.inf).reshape(x.shape[:2] + tuple(outs) + (int(np.prod(real.shape[rank:])),))  # N or C may be 0
-    # First maximum in row-major window order; a NaN counts as the maximum (argmax does so).
-    choice = np.argmax(window, axis=-1)
-    flat_grids = [g.reshape(tuple(outs) + (-1,)) for g in grids]
+    """ONNX MaxPool Indices: flat over (N, C, spatial), row-major or column-major per plane.
+
+    Row-major first maximum is lexicographic in (j_0, ..., j_r): reduce the last axis
+    first, each stage keeping the first offset that is strictly greater (a NaN beats any
+    number, and the first NaN stays), and carry the chosen element's flat index along.
+    """
+    axes = _axes(case)
     spatial = x.shape[2:]
+    rank = len(spatial)
+    t = _max_type(x)
     if case.storage_order == 0:
-        plane_strides = [int(np.prod(spatial[a + 1 :])) for a in range(rank)]
+        plane_strides = [math.prod(spatial[a + 1 :]) for a in range(rank)]
     else:
-        plane_strides = [int(np.prod(spatial[:a])) for a in range(rank)]
-    offset = np.zeros(choice.shape, dtype=np.int64)
-    for a in range(rank):
-        picked = np.take_along_axis(np.broadcast_to(flat_grids[a], choice.shape + (flat_grids[a].shape[-1],)),
-                                    choice[..., None], axis=-1)[..., 0]
-        offset += picked.astype(np.int64) * plane_strides[a]
-    plane = int(np.prod(spatial))
-    n, c = x.shape[:2]
-    base = (np.arange(n)[:, None] * c + np.arange(c)[None, :]) * plane
-    return offset + base.reshape((n, c) + (1,) * rank)
+        plane_strides = [math.prod(spatial[:a]) for a in range(rank)]
+    plane = math.prod(spatial)
+    # Index each axis adds for (output, offset), clipped into the input as the spec's grid is.
+    terms = [np.clip(g.positions(), 0, g.n - 1) * plane_strides[a] for a, g in enumerate(axes)]
+
+    def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, p0: int, r0: int) -> None:
+        values = chunk.astype(t, copy=False)
+        nan_aware = t.kind == "f" and bool(np.isnan(values).any())
+        carried = None
+        rows = [terms[0][r0 : r0 + dst.shape[1]], *terms[1:]]  # absolute positions of this block's outputs
+        for a in reversed(range(rank)):
+            values, carried = _argmax_axis(values, carried, a, block, rows, nan_aware)
+        base = (np.arange(p0, p0 + dst.shape[0], dtype=np.int64) * plane).reshape((-1,) + (1,) * rank)
+        np.add(carried, base, out=dst)
+
+    return _per_chunk(x, axes, tuple(g.out for g in axes), np.int64, work)
+
+
+def _argmax_axis(
+    values: np.ndarray, carried: np.ndarray | None, a: int, axes: list[_Axis], terms: list[np.ndarray], nan_aware: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One stage of the Indices search on spatial axis `a` (array axis 1 + a)."""
+    g, axis = axes[a], 1 + a
+    shape = list(values.shape)
+    shape[axis] = g.out
+    best = np.empty(shape, values.dtype)
+    index = np.empty(shape, np.int64)
+    bshape = [1] * len(shape)
+    bshape[axis] = -1
+
+    def term(j: int, lo: int, hi: int) -> np.ndarray:
+        return terms[a][lo:hi, j].reshape(bshape)
+
+    def candidate(j: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        span = _span(g, j, lo, hi)
+        idx = term(j, lo, hi) if carried is None else _at(carried, axis, span) + term(j, lo, hi)
+        return _at(values, axis, span), idx
+
+    def update(dst_v: np.ndarray, dst_i: np.ndarray, v: np.ndarray, idx: np.ndarray) -> None:
+        if nan_aware:
+            take = ~(v <= dst_v) & (dst_v == dst_v)  # greater, or a NaN over a number
+        else:
+            take = v > dst_v
+        np.maximum(dst_v, v, out=dst_v)  # NaN wins either way: the value is right
+        # dst_i += take * (idx - dst_i): a blend, several times faster than a masked copy
+        step = np.subtract(idx, dst_i)
+        step *= take
+        dst_i += step
+
+    lo, hi = g.interior()
+    if lo < hi:
+        dst_v, dst_i = _at(best, axis, slice(lo, hi)), _at(index, axis, slice(lo, hi))
+        v, idx = candidate(0, lo, hi)
+        dst_v[...], dst_i[...] = v, idx
+        for j in range(1, g.k):
+            update(dst_v, dst_i, *candidate(j, lo, hi))
+    ranges = [g.valid(j) for j in range(g.k)]
+    later = _first_offset_index(carried, axis, axes, a, terms)
+    for o in g.borders():
+        dst_v, dst_i = _at(best, axis, slice(o, o + 1)), _at(index, axis, slice(o, o + 1))
+        for j in range(g.k):
+            real = ranges[j][0] <= o < ranges[j][1]
+            if j and not real:
+                continue  # -inf never beats what is held
+            if real:
+                v, idx = candidate(j, o, o + 1)
+            else:  # offset 0 outside the input: -inf at its clipped position, later axes at their offset 0
+                v, idx = np.float64(-np.inf), later + term(0, o, o + 1)
+            if j == 0:
+                dst_v[...], dst_i[...] = v, idx
+            else:
+                update(dst_v, dst_i, v, idx)
+    return best, index
+
+
+def _first_offset_index(carried: np.ndarray | None, axis: int, axes: list[_Axis], a: int, terms: list[np.ndarray]):
+    """Index contribution of the axes after `a` when each takes its offset 0 (shape of the
+    carried array with `axis` of size 1): where an all-(-inf) window points."""
+    if carried is None:
+        return np.int64(0)
+    total = np.zeros((1,) * carried.ndim, np.int64)
+    for b in range(a + 1, len(axes)):
+        shape = [1] * carried.ndim
+        shape[1 + b] = -1
+        total = total + terms[b][:, 0].reshape(shape)
+    return total
 
 
 def window_counts(case: PoolCase) -> np.ndarray:
@@ -138,70 +380,83 @@ def window_counts(case: PoolCase) -> np.ndarray:
     if case.is_global:
         return np.full(lead + (1,) * case.rank, int(np.prod(case.spatial)), dtype=np.int64)
     count = np.ones(lead + (1,) * case.rank, dtype=np.int64)
-    for a, (_, real, _) in enumerate(_geometry(case)):
+    for a, g in enumerate(_axes(case)):
         shape = [1] * (2 + case.rank)
-        shape[2 + a] = real.shape[0]
-        count = count * real.sum(axis=1).reshape(shape)
+        shape[2 + a] = g.out
+        count = count * g.counts(False).reshape(shape)
     return count
 
 
 def window_abs_means(case: PoolCase, x: np.ndarray) -> np.ndarray:
     """sum |x_i| over each window, over the op's divisor (float64): the scale of the rounding
     error an average can carry. Only for AveragePool and GlobalAveragePool."""
-    a = np.abs(np.asarray(x).astype(np.float64))
+    a = np.abs(_as_array(x))
     if case.op == "GlobalAveragePool":
-        return a.astype(np.longdouble).mean(axis=tuple(range(2, a.ndim)), keepdims=True).astype(np.float64)
+        return _global(case, a, "avg")
     if case.op == "AveragePool":
-        return _windowed(case, a, "avg")
+        return _window_sum(case, a, None, divide=True)
     raise ValueError(f"window_abs_means is for averages, not {case.op!r}")
 
 
 def accumulated_outputs(case: PoolCase, x: np.ndarray, dtype: str) -> np.ndarray:
     """The averaging op computed with every operation rounded to `dtype`, each window summed in
-    row-major order: what a backend that accumulates in that type returns (float64 array)."""
+    row-major order: what a backend that accumulates in that type returns (float64 array).
+
+    Sequential in-type sums are not separable: every kernel offset, in row-major order, adds
+    its strided view of the zero-padded terms (memory: input plus padding plus output)."""
     t = dtypes.numpy_dtype(dtype)
     x = np.asarray(x).astype(np.float64)
-    rank = case.rank
-    if case.is_global:
-        window = x.reshape(x.shape[:2] + (1,) * rank + (int(np.prod(x.shape[2:])),))  # N or C may be 0
-        real = np.ones((1,) * rank + window.shape[-1:], dtype=bool)
-        divisor = np.full((1,) * rank, window.shape[-1])
-    else:
-        grids, real, padded, outs = _window_grids(case)
-        window = x[(slice(None), slice(None), *grids)].reshape(x.shape[:2] + tuple(outs) + (int(np.prod(real.shape[rank:])),))
-        real = real.reshape(tuple(outs) + (-1,))
-        counted = padded.reshape(real.shape) if case.count_include_pad else real
-        divisor = counted.sum(axis=-1)
     lp = case.op in ("LpPool", "GlobalLpPool")
-    terms = (np.abs(window).astype(t) ** case.p).astype(t) if lp else window.astype(t)
     with np.errstate(all="ignore"):
-        total = np.zeros(window.shape[:-1], dtype=t)
-        for k in range(window.shape[-1]):
-            total = (total + np.where(real[..., k], terms[..., k], 0).astype(t)).astype(t)
+        terms = (np.abs(x).astype(t) ** case.p).astype(t) if lp else x.astype(t)
+        if case.is_global:
+            flat = terms.reshape(x.shape[:2] + (-1,))
+            total = np.add.accumulate(flat, axis=-1, dtype=t)[..., -1].reshape(x.shape[:2] + (1,) * case.rank)
+            divisor = t.type(flat.shape[-1])
+        else:
+            axes = _axes(case)
+            right = [max(0, (g.out - 1) * g.s + g.first(g.k - 1) - (g.n - 1)) for g in axes]
+            padded = np.pad(terms, [(0, 0), (0, 0)] + [(g.pb, r) for g, r in zip(axes, right)])
+            total = np.zeros(x.shape[:2] + tuple(g.out for g in axes), dtype=t)
+            for offset in np.ndindex(*(g.k for g in axes)):
+                view = padded[(slice(None), slice(None)) + tuple(
+                    slice(j * g.d, j * g.d + (g.out - 1) * g.s + 1, g.s) for j, g in zip(offset, axes))]
+                total = (total + view).astype(t)
+            divisor = np.ones((1, 1) + (1,) * len(axes))
+            for a, g in enumerate(axes):
+                shape = [1] * (2 + len(axes))
+                shape[2 + a] = g.out
+                divisor = divisor * g.counts(case.count_include_pad).reshape(shape)
+            divisor = divisor.astype(t)
         if lp:
             result = (total ** (t.type(1) / t.type(case.p))).astype(t)
         else:
-            result = (total / divisor.astype(t)).astype(t)
+            result = (total / divisor).astype(t)
     return result.astype(np.float64)
+
+
+def _as_array(x: np.ndarray) -> np.ndarray:
+    """The input as a NumPy array in its own type (float64 for anything else numeric)."""
+    a = np.asarray(x)
+    return a if a.dtype in dtypes.NUMPY_DTYPES.values() else a.astype(np.float64)
 
 
 def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """The expected outputs of `case` in float64 (Indices as int64)."""
-    x = np.asarray(inputs[0]).astype(np.float64)
-    spatial_axes = tuple(range(2, x.ndim))
+    x = _as_array(inputs[0])
     if case.op == "GlobalMaxPool":
-        return [x.max(axis=spatial_axes, keepdims=True)]
+        return [_global(case, x, "max")]
     if case.op == "GlobalAveragePool":
-        return [x.astype(np.longdouble).mean(axis=spatial_axes, keepdims=True).astype(np.float64)]
+        return [_global(case, x, "avg")]
     if case.op == "GlobalLpPool":
-        return [_root(_lp(x, case.p).sum(axis=spatial_axes, keepdims=True), case.p)]
+        return [_global(case, x, "lp")]
     if case.op == "MaxPool":
-        values = _windowed(case, x, "max")
+        values = _window_max(case, x)
         if case.with_indices:
             return [values, _max_indices(case, x)]
         return [values]
     if case.op == "AveragePool":
-        return [_windowed(case, x, "avg")]
+        return [_window_sum(case, x, None, divide=True)]
     if case.op == "LpPool":
-        return [_root(_windowed(case, _lp(x, case.p), "sum"), case.p)]
+        return [_window_sum(case, x, case.p, divide=False)]
     raise ValueError(f"oracle has no rule for op {case.op!r}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SEED_PRINTED
 
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.compare import compare_outputs
 from poolconform.errors import CaseError
 from poolconform.inputs import SEED_INPUT, make_inputs
@@ -72,3 +72,89 @@ def test_empty_window_and_nan_semantics_are_explicit():
     case = make_case("MaxPool", (1, 1, 4), kernel=2, strides=2)
     (y,) = reference_outputs(case, [np.array([[[1.0, np.nan, 3.0, 4.0]]])])
     assert np.isnan(y[0, 0, 0]) and y[0, 0, 1] == 4.0  # NaN propagates, like IEEE max
+
+
+def _random_case(rng: "random.Random"):
+    """One case drawn from the matrix space: rank 1-3, dilation, pads, ceil_mode, auto_pad,
+    count_include_pad, Indices and storage order, every dtype and generator."""
+    op = rng.choice(["MaxPool", "AveragePool", "LpPool", "GlobalMaxPool", "GlobalAveragePool", "GlobalLpPool"])
+    rank = rng.randint(1, 3)
+    shape = (rng.randint(1, 2), rng.randint(1, 3)) + tuple(rng.randint(1, 9 if rank < 3 else 6) for _ in range(rank))
+    kw: dict = {"dtype": rng.choice(["float32", "float64", "float16", "bfloat16", "int8", "uint8"]),
+                "generator": rng.choice(["normal", "ties", "equal", "negative", "large", "nan", "inf", "knownmean"])}
+    if not op.startswith("Global"):
+        kw.update(kernel=[rng.randint(1, 4) for _ in range(rank)], strides=[rng.randint(1, 3) for _ in range(rank)],
+                  dilations=[rng.randint(1, 3) for _ in range(rank)] if rng.random() < 0.4 else 1)
+        kw["auto_pad"] = rng.choice(["NOTSET"] * 4 + ["VALID", "SAME_UPPER", "SAME_LOWER"])
+        if kw["auto_pad"] == "NOTSET":
+            kw.update(pads=[rng.randint(0, 3) for _ in range(2 * rank)], ceil_mode=rng.random() < 0.4)
+        if op == "AveragePool":
+            kw["count_include_pad"] = rng.random() < 0.5
+        if op == "MaxPool" and rng.random() < 0.5:
+            kw.update(with_indices=True, storage_order=rng.randint(0, 1))
+    kw["opset"] = 18 if "Lp" in op else rng.choice([19, 22])
+    if "Lp" in op:
+        kw["p"] = rng.choice([1, 2, 3])
+    return make_case(op, shape, **kw)
+
+
+def _same(before: np.ndarray, after: np.ndarray, exact: bool) -> bool:
+    if before.shape != after.shape or before.dtype != after.dtype:
+        return False
+    same = (before == after) | (np.isnan(before) & np.isnan(after))
+    if exact:
+        return bool(same.all())
+    with np.errstate(all="ignore"):
+        close = np.abs(before - after) <= 1e-15 * np.abs(before)
+    return bool((same | close).all())
+
+
+@pytest.mark.parametrize("chunk", [None, 20], ids=["whole-planes", "row-blocks"])
+def test_fast_oracle_equals_the_gathering_oracle_over_a_random_sweep(monkeypatch, chunk):
+    """Max and Indices bit for bit, sums within 1e-15 relative; the tolerance passes
+    (window_abs_means, window_counts, accumulated_outputs) likewise. With `chunk` 20 every
+    plane is cut into row blocks, so block seams and Indices' plane offsets are exercised."""
+    import random
+
+    import oracle_before
+
+    from poolconform import oracle
+
+    if chunk:
+        monkeypatch.setattr(oracle, "CHUNK_ELEMENTS", chunk)
+    rng = random.Random(18 + (chunk or 0))
+    checked, inexact = 0, 0
+    while checked < 300:
+        try:
+            case = _random_case(rng)
+            x = make_inputs(case)
+        except CaseError:
+            continue
+        checked += 1
+        with np.errstate(all="ignore"):
+            pairs = list(zip(oracle_before.reference_outputs(case, x), reference_outputs(case, x)))
+            exact = [case.op.endswith("MaxPool")] * len(pairs)
+            if case.op in ("AveragePool", "GlobalAveragePool"):
+                pairs.append((oracle_before.window_abs_means(case, x[0]), oracle.window_abs_means(case, x[0])))
+                exact.append(False)
+            if not case.op.endswith("MaxPool") and case.dtype != "float64":
+                pairs.append((oracle_before.accumulated_outputs(case, x[0], case.dtype),
+                              oracle.accumulated_outputs(case, x[0], case.dtype)))
+                exact.append(True)
+            pairs.append((oracle_before.window_counts(case), oracle.window_counts(case)))
+            exact.append(True)
+        for (before, after), bit_exact in zip(pairs, exact):
+            assert _same(before, after, bit_exact), (case.id, before.ravel()[:6], after.ravel()[:6])
+            inexact += int((before != after).sum() - (np.isnan(before) & np.isnan(after)).sum())
+    assert inexact < checked  # sums differ from longdouble ones only in a rare last bit
+
+
+def test_a_wrong_oracle_fails_the_equivalence_check():
+    """The check above can fail: one flipped Indices element or a sum off by 4e-15 is caught."""
+    case = make_case("MaxPool", (1, 2, 6, 6), kernel=3, strides=2, pads=1, with_indices=True)
+    _, indices = reference_outputs(case, make_inputs(case))
+    wrong = indices.copy()
+    wrong.flat[3] += 1
+    assert _same(indices, indices.copy(), True) and not _same(indices, wrong, True)
+    value = np.array([0.3])
+    assert not _same(value, value * (1 + 4e-15), False) and _same(value, np.nextafter(value, 1), False)

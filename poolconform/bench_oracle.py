@@ -1,0 +1,120 @@
+"""`poolconform bench --oracle`: the float64 oracle's own speed against a NumPy copy.
+
+The oracle should run at memory speed: on a 1x64x512x512 float32 input every op's oracle
+is timed next to a plain copy of that input (`x.copy()`, a fresh array, as the oracle's
+output is), in the same process and interleaved repeat by repeat, so that load from other
+processes moves both. Reported per op: median and IQR of each, and the ratio of medians
+(target: at most 4). NumPy's elementwise loops and reductions are single-threaded; the
+thread count shown is the process's, for the record.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from poolconform.case import PoolCase
+from poolconform.oracle import reference_outputs
+
+SHAPE = (1, 64, 512, 512)
+#: The ratio of medians (op / copy) the oracle must stay under.
+TARGET_RATIO = 4.0
+
+
+def _windowed(op: str, shape: tuple[int, ...], kernel: int, stride: int, pad: int, **rest: object) -> PoolCase:
+    rank = len(shape) - 2
+    return PoolCase(op, shape, kernel=(kernel,) * rank, strides=(stride,) * rank, pads=(pad,) * (2 * rank),
+                    dilations=(1,) * rank, **rest)  # type: ignore[arg-type]
+
+
+def oracle_cases(shape: tuple[int, ...] = SHAPE) -> dict[str, PoolCase]:
+    """The ops of issue 18, by label. Built as PoolCase directly: the case budget is a limit
+    on matrices, not on this fixed measurement."""
+    return {
+        "MaxPool k3 s2 p1": _windowed("MaxPool", shape, 3, 2, 1),
+        "MaxPool k3 s2 p1 + Indices": _windowed("MaxPool", shape, 3, 2, 1, with_indices=True),
+        "AveragePool k3 s1 p1": _windowed("AveragePool", shape, 3, 1, 1),
+        "AveragePool k3 s1 p1 count_include_pad": _windowed("AveragePool", shape, 3, 1, 1, count_include_pad=True),
+        "LpPool p2 k3 s2 p1": _windowed("LpPool", shape, 3, 2, 1, p=2, opset=18),
+        "GlobalMaxPool": PoolCase("GlobalMaxPool", shape),
+        "GlobalAveragePool": PoolCase("GlobalAveragePool", shape),
+        "GlobalLpPool p2": PoolCase("GlobalLpPool", shape, p=2, opset=18),
+    }
+
+
+@dataclass
+class OracleRow:
+    op: str
+    median_ms: float
+    iqr_ms: float
+    copy_median_ms: float
+    copy_iqr_ms: float
+    ratio: float
+    meets_target: bool
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """Median and interquartile range (0 for fewer than two values)."""
+    if len(values) < 2:
+        return values[0], 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return statistics.median(values), q3 - q1
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_oracle(repeat: int = 7, warmup: int = 2, shape: tuple[int, ...] = SHAPE) -> list[OracleRow]:
+    """Time every op's oracle and a copy of its input, alternating, after `warmup` runs of each."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    rows = []
+    for label, case in oracle_cases(shape).items():
+        run = lambda case=case: reference_outputs(case, [x])  # noqa: E731
+        copy = x.copy
+        for _ in range(warmup):
+            run()
+            copy()
+        ops, copies = [], []
+        for _ in range(repeat):
+            copies.append(_timed(copy))
+            ops.append(_timed(run))
+        (op_med, op_iqr), (cp_med, cp_iqr) = _quartiles(ops), _quartiles(copies)
+        ratio = op_med / cp_med if cp_med > 0 else float("inf")
+        rows.append(OracleRow(label, op_med * 1e3, op_iqr * 1e3, cp_med * 1e3, cp_iqr * 1e3, ratio,
+                              ratio <= TARGET_RATIO))
+    return rows
+
+
+def environment() -> dict[str, object]:
+    """What the figures depend on: cores, the process's threads, thread-count variables."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "python_threads": threading.active_count(),
+        "numpy": np.__version__,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "note": "NumPy elementwise ops and reductions run on one thread",
+    }
+
+
+def as_dicts(rows: list[OracleRow]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+def print_rows(rows: list[OracleRow], repeat: int, warmup: int, shape: tuple[int, ...] = SHAPE) -> None:
+    """A plain table: one line per op, the copy measured around it, the ratio and the verdict."""
+    env = environment()
+    print(f"poolconform bench --oracle: {'x'.join(map(str, shape))} float32, median (IQR) of {repeat} runs "
+          f"after {warmup} warm-up; {env['cpu_count']} cores, NumPy on 1 thread; target op/copy <= {TARGET_RATIO:g}")
+    print(f"{'op':40s} {'oracle ms':>16s} {'copy ms':>16s} {'ratio':>6s}")
+    for r in rows:
+        print(f"{r.op:40s} {r.median_ms:8.1f} ({r.iqr_ms:5.1f}) {r.copy_median_ms:8.1f} ({r.copy_iqr_ms:5.1f}) "
+              f"{r.ratio:6.2f} {'ok' if r.meets_target else 'OVER'}")

@@ -1,0 +1,19 @@
+"""`poolconform bench --oracle`: the oracle's speed table (poolconform/bench_oracle.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from poolconform import bench_oracle
+
+
+def main(args: argparse.Namespace) -> int:
+    warmup = 2
+    rows = bench_oracle.bench_oracle(repeat=args.repeat, warmup=warmup)
+    bench_oracle.print_rows(rows, args.repeat, warmup)
+    if args.json:
+        args.json.write_text(json.dumps({"shape": list(bench_oracle.SHAPE), "repeat": args.repeat, "warmup": warmup,
+                                         "environment": bench_oracle.environment(),
+                                         "rows": bench_oracle.as_dicts(rows)}, indent=2) + "\n", encoding="utf-8")
+    return 0
