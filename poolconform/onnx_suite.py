@@ -23,6 +23,7 @@ import onnx
 from onnx import numpy_helper
 
 from poolconform.case import OPS
+from poolconform.errors import PoolconformError
 
 #: Written last into a generated suite folder: its presence means the folder is complete.
 COMPLETE_MARKER = "poolconform-onnx-suite.txt"
@@ -125,31 +126,55 @@ def write_testcase(case: object, directory: Path) -> Path:
 
 
 def generate_suite(dest: Path) -> list[Path]:
-    """Generate every pooling node test into dest (atomically: a partial folder is never used)."""
+    """Generate every pooling node test into dest (atomically: a partial folder is never used).
+
+    A folder that cannot be written (a read-only HOME in a CI container) is one line
+    naming it and the variable that moves it, not a traceback.
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    except OSError as exc:
+        raise _unwritable(dest, exc) from None
     try:
         cases = collect_pooling_testcases()
         names = sorted(write_testcase(case, staging).name for case in cases)
         (staging / COMPLETE_MARKER).write_text(f"onnx {onnx.__version__}\n" + "\n".join(names) + "\n")
-        if dest.exists():
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.exists():
             shutil.rmtree(dest)
         os.replace(staging, dest)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _unwritable(dest, exc) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return [dest / name for name in names]
 
 
+def _unwritable(dest: Path, exc: OSError) -> PoolconformError:
+    reason = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(dest) else ""
+    return PoolconformError(
+        f"cannot write the ONNX pooling suite to {str(dest)!r}: {reason}{where}; "
+        "set POOLCONFORM_CACHE_DIR (or XDG_CACHE_HOME) to a writable folder"
+    )
+
+
 def _complete_suite(dest: Path) -> list[Path] | None:
     marker = dest / COMPLETE_MARKER
-    if not marker.is_file():
-        return None
-    lines = marker.read_text().splitlines()
+    try:
+        lines = marker.read_text().splitlines() if marker.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        return None  # unreadable: generate it again
     if not lines or lines[0] != f"onnx {onnx.__version__}":
         return None
-    dirs = [dest / name for name in lines[1:] if name]
+    if any(not name or "/" in name or name in (".", "..") for name in lines[1:]):
+        return None  # not a marker this module wrote: generate it again
+    dirs = [dest / name for name in lines[1:]]
     return dirs if all((d / "model.onnx").is_file() for d in dirs) else None
 
 

@@ -1,11 +1,23 @@
-"""Stable 1/N slices of a case list: `--shard K/N` keeps the cases whose id hashes to K."""
+"""Stable 1/N slices of a case list (`--shard K/N`), and the identity `merge` checks them by.
+
+A shard keeps the cases whose id hashes to K, so every job agrees without talking to the
+others. Each shard records who it is (`identity`): the digest of the whole matrix, K, N,
+the digest of its own cases, the backends chosen and the poolconform version. `merge`
+(poolconform/commands/merge.py) refuses a set of shards unless those prove it holds
+every K of one run, with every case on every backend that ran.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
+from poolconform import __version__
 from poolconform.case import PoolCase
 from poolconform.errors import PoolconformError
+
+#: The summary.json key that holds a shard's identity.
+IDENTITY_KEY = "sharding"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -27,3 +39,23 @@ def shard_of(case_id: str, n: int) -> int:
 
 def select(cases: list[PoolCase], k: int, n: int) -> list[PoolCase]:
     return [c for c in cases if shard_of(c.id, n) == k]
+
+
+def ids_digest(ids: Iterable[str]) -> str:
+    """Digest of a set of case ids (order and repeats ignored): ids describe their cases fully."""
+    return hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()[:16]
+
+
+def identity(matrix: list[PoolCase], k: int, n: int, backends: Iterable[str]) -> dict[str, object]:
+    """What shard K/N of `matrix` is, for its summary.json under IDENTITY_KEY."""
+    mine = select(matrix, k, n)
+    return {
+        "k": k,
+        "n": n,
+        "matrix_digest": ids_digest(c.id for c in matrix),
+        "matrix_cases": len({c.id for c in matrix}),
+        "cases": len(mine),
+        "cases_digest": ids_digest(c.id for c in mine),
+        "backends": sorted(set(backends)),
+        "version": __version__,
+    }

@@ -23,7 +23,8 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from poolconform import dtypes, oracle, shapes
-from poolconform.case import AUTO_PADS, OPS, PoolCase, validate_case
+from poolconform.case import AUTO_PADS, OPS, PoolCase
+from poolconform.validation import validate_case
 from poolconform.errors import CaseError, ModelError, PoolconformError
 from poolconform.inputs import make_inputs
 from poolconform.onnx_export import build_model, output_names
@@ -429,11 +430,22 @@ def _parse_case(model: onnx.ModelProto, label: str, raw: bytes) -> tuple[PoolCas
     if len(graph_inputs) != 1:
         raise ModelError(f"{label}: expected one graph input, found {[v.name for v in graph_inputs]!r}")
     shape, dtype = _declared(graph_inputs[0], label, "input")
+    return case_from_node(node, shape, dtype, int(opset), label=label, model_bytes=raw)
+
+
+def case_from_node(
+    node: onnx.NodeProto, shape: tuple[int, ...], dtype: str, opset: int,
+    label: str | None = None, model_bytes: bytes | None = None,
+) -> tuple[PoolCase, str | None]:
+    """One pooling node (of any graph) as a PoolCase with its exact attributes, input shape,
+    dtype and opset, and why it is not a valid one (None if it is). `check` reads its single
+    node with this, `scan` every pooling node of a model; ModelError for a mistyped attribute."""
     for a in node.attribute:
         want = _ATTRIBUTE_TYPES.get(a.name)
         if want is not None and a.type != want:
             raise ModelError(
-                f"{label}: attribute {a.name!r} is stored as {onnx.AttributeProto.AttributeType.Name(a.type)}, "
+                (f"{label}: " if label else "")
+                + f"attribute {a.name!r} is stored as {onnx.AttributeProto.AttributeType.Name(a.type)}, "
                 f"ONNX defines it as {onnx.AttributeProto.AttributeType.Name(want)}"
             )
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -454,7 +466,7 @@ def _parse_case(model: onnx.ModelProto, label: str, raw: bytes) -> tuple[PoolCas
         dtype=dtype,
         opset=int(opset),
         label=label,
-        model_bytes=raw,
+        model_bytes=model_bytes,
     )
     if node.op_type not in ("GlobalMaxPool", "GlobalAveragePool", "GlobalLpPool"):
         kernel = tuple(int(v) for v in attrs.get("kernel_shape", ()))

@@ -85,3 +85,14 @@ def test_unknown_op_is_a_usage_error(capsys):
 def test_copy_bandwidth_is_a_rate():
     rate = bench.copy_bandwidth(megabytes=8, repeat=3)
     assert np.isfinite(rate) and rate > 1e8  # any machine copies more than 100 MB/s
+
+
+def test_bench_shape_over_the_case_budget_is_refused_before_allocating():
+    """4096x1024x1024 would be 16 GiB of float32 input and 32 GiB in the oracle: one line, exit 2."""
+    from conftest import run_cli
+
+    proc = run_cli("bench", "--shape", "4096x1024x1024", "--backends", "onnxruntime-cpu")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "limit" in proc.stderr and "4096" in proc.stderr
+    proc = run_cli("bench", "--shape", "4096x1024x1024", "--op", "GlobalAveragePool", "--backends", "onnxruntime-cpu")
+    assert proc.returncode == 2 and "limit" in proc.stderr, proc.stderr

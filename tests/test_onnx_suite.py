@@ -101,3 +101,29 @@ def test_onnxruntime_passes_the_onnx_pooling_suite(suite: list[Path]) -> None:
     for name, why in sorted(failures.items()):
         print(f"  {name}: {why}")
     assert passed >= len(results) - 2, failures
+
+
+def test_unwritable_cache_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    """HOME under a file (unwritable for root too): `check --onnx-suite` exits 2 in one line."""
+    from conftest import run_cli
+
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    env = {"HOME": str(home), "XDG_CACHE_HOME": "", "POOLCONFORM_CACHE_DIR": ""}
+    proc = run_cli("check", "--onnx-suite", "--backends", "onnxruntime-cpu", env=env)
+    if proc.returncode != 2 and installed_data_dir_has_suite():
+        pytest.skip("this onnx ships its pooling test data: nothing is written")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "POOLCONFORM_CACHE_DIR" in proc.stderr and str(home) in proc.stderr
+
+
+def installed_data_dir_has_suite() -> bool:
+    from poolconform.onnx_suite import installed_data_dirs
+
+    return bool(installed_data_dirs())
+
+
+def test_a_hostile_marker_is_not_trusted(tmp_path: Path) -> None:
+    (tmp_path / COMPLETE_MARKER).write_text(f"onnx {onnx.__version__}\n..\n")
+    assert _complete_suite(tmp_path) is None
