@@ -1,8 +1,8 @@
 """Special-value input generators: each one built to expose one way pooling goes wrong.
 
 Every generator is `fn(rng, shape, dtype) -> float64 array` whose values are exactly
-representable in `dtype` (the caller casts without rounding). They are registered with
-poolconform.inputs at import; a case picks one with its `generator` field.
+representable in `dtype` (the caller casts without rounding). They are listed in the
+GENERATORS table at the end; a case picks one with its `generator` field.
 
 - ties:      small integers 0..2, so many windows hold several equal maxima (which index Indices returns).
 - equal:     one constant everywhere (tie-breaking of Indices; averages that must be exact).
@@ -16,12 +16,22 @@ poolconform.inputs at import; a case picks one with its `generator` field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ml_dtypes
 import numpy as np
 
 from poolconform import dtypes
 from poolconform.errors import CaseError
-from poolconform.inputs import register_generator
+
+Generator = Callable[[np.random.Generator, tuple[int, ...], str], np.ndarray]
+
+#: The seed tutorial's 4x4 feature map (ONNX layout 1x1x4x4): the `seed` generator's only input.
+SEED_INPUT = np.array(
+    [[2, 2, 7, 3], [9, 4, 6, 1], [8, 5, 2, 4], [3, 1, 2, 6]],
+    dtype=np.float64,
+).reshape(1, 1, 4, 4)
+SEED_SHAPE: tuple[int, ...] = SEED_INPUT.shape
 
 #: Flat-index rules of the nan and inf generators (documented, asserted by the tests).
 NAN_PERIOD, NAN_OFFSET = 7, 3
@@ -46,6 +56,31 @@ def _finite_max(dtype: str) -> float:
     if dtypes.is_float(dtype):
         return float(ml_dtypes.finfo(dtypes.numpy_dtype(dtype)).max)
     return float(np.iinfo(dtypes.numpy_dtype(dtype)).max)
+
+
+def normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """Standard normal values (integers: uniform over the dtype's whole range)."""
+    if dtype == "uint8":
+        return rng.integers(0, 256, size=shape).astype(np.float64)
+    if dtype == "int8":
+        return rng.integers(-128, 128, size=shape).astype(np.float64)
+    return rng.standard_normal(shape)
+
+
+def seed_rejects(shape: tuple[int, ...]) -> str | None:
+    """Why the seed tutorial's map cannot fill an input of this shape (the one place of the rule)."""
+    if tuple(shape) == SEED_SHAPE:
+        return None
+    fits = "x".join(str(v) for v in SEED_SHAPE)
+    return f"generator 'seed' is the tutorial's {fits} map; input_shape {tuple(shape)!r} does not fit"
+
+
+def seed(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """The seed tutorial's 4x4 map, whatever the rng."""
+    reason = seed_rejects(shape)
+    if reason:
+        raise CaseError(reason)
+    return SEED_INPUT.copy()
 
 
 def _normal_values(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -128,14 +163,13 @@ def knownmean(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> n
     return 1.0 + j * 2.0**-step_bits
 
 
-def generator_rejects(name: str, dtype: str) -> str | None:
-    """Why generator `name` cannot make inputs of `dtype` (e.g. nan for int8), or None when it can."""
-    from poolconform.inputs import GENERATORS
-
+def generator_rejects(name: str, dtype: str, shape: tuple[int, ...] | None = None) -> str | None:
+    """Why generator `name` cannot make inputs of `dtype` (e.g. nan for int8), or of `shape`
+    when one is given (seed's 4x4 map), or None when it can."""
     if name not in GENERATORS:
         return f"unknown generator {name!r}; allowed: {', '.join(sorted(GENERATORS))}"
     if name == "seed":
-        return None  # shape-bound, not dtype-bound: make_inputs explains a misfit
+        return seed_rejects(shape) if shape is not None else None  # shape-bound, not dtype-bound
     try:
         GENERATORS[name](np.random.default_rng(0), (1, 1, 1), dtype)
     except CaseError as exc:
@@ -153,5 +187,5 @@ SPECIAL_GENERATORS = {
     "knownmean": knownmean,
 }
 
-for _name, _fn in SPECIAL_GENERATORS.items():
-    register_generator(_name, _fn)
+#: Every generator by name: a plain table, no registration at import.
+GENERATORS: dict[str, Generator] = {"normal": normal, "seed": seed, **SPECIAL_GENERATORS}

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 
-from poolconform.case import AUTO_PADS, DTYPES, OPS, PoolCase, make_case
+from poolconform.case import AUTO_PADS, DTYPES, OPS, PoolCase
+from poolconform.generators import SEED_SHAPE
+from poolconform.validation import make_case
 from poolconform.tomlfile import loads, read_toml
 from poolconform.errors import CaseError, MatrixError
 
@@ -106,9 +108,8 @@ def _did_you_mean(value: str, allowed: tuple[str, ...]) -> str:
 
 
 def _generators() -> tuple[str, ...]:
-    """Every input generator name, the special-value ones and third-party registrations included."""
-    import poolconform.generators  # noqa: F401  registers the special-value generators
-    from poolconform.inputs import GENERATORS
+    """Every input generator name (poolconform.generators' table)."""
+    from poolconform.generators import GENERATORS
 
     return tuple(sorted(GENERATORS))
 
@@ -311,7 +312,7 @@ def default_table() -> dict[str, Any]:
 
 #: The seed tutorial's four worked examples, on its own 4x4 input.
 def golden_cases() -> list[PoolCase]:
-    shape = (1, 1, 4, 4)
+    shape = SEED_SHAPE
     return [
         make_case("MaxPool", shape, kernel=2, strides=2, generator="seed"),
         make_case("AveragePool", shape, kernel=2, strides=2, generator="seed"),

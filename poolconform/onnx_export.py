@@ -16,6 +16,7 @@ from poolconform import dtypes, shapes
 from poolconform.case import PoolCase
 from poolconform.errors import CaseError
 
+
 def ir_version_for(opset: int) -> int:
     """The lowest IR version that can hold the opset, so models load on older runtimes too."""
     return helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
@@ -47,26 +48,9 @@ def opsets_text() -> str:
 
 
 def node_attributes(case: PoolCase) -> dict[str, object]:
-    """The ONNX attributes of the case's node, only those its op and opset define."""
-    if case.is_global:
-        return {"p": case.p} if case.op == "GlobalLpPool" else {}
-    attrs: dict[str, object] = {"kernel_shape": list(case.kernel)}
-    if case.auto_pad != "NOTSET":
-        attrs["auto_pad"] = case.auto_pad
-    else:
-        attrs["pads"] = list(case.pads)
-    attrs["strides"] = list(case.strides)
-    if case.ceil_mode:
-        attrs["ceil_mode"] = 1
-    if any(d != 1 for d in case.dilations):
-        attrs["dilations"] = list(case.dilations)
-    if case.op == "AveragePool" and (case.count_include_pad or case.opset >= 7):
-        attrs["count_include_pad"] = int(case.count_include_pad)  # the attribute exists from opset 7
-    if case.op == "LpPool":
-        attrs["p"] = case.p
-    if case.op == "MaxPool" and case.storage_order:
-        attrs["storage_order"] = case.storage_order
-    return attrs
+    """The ONNX attributes of the case's node, only those its op and opset define
+    (the table in poolconform/attributes.py says which)."""
+    return case.onnx_attributes()
 
 
 def output_names(case: PoolCase) -> list[str]:

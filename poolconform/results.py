@@ -38,7 +38,7 @@ def make_record(
     detail: str = "",
     **extra: Any,
 ) -> Record:
-    """A record with the fields DESIGN.md promises, in a fixed order, plus extras."""
+    """A record with the fields README.md ("What a run gives you") promises, in a fixed order, plus extras."""
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}; allowed: {', '.join(STATUSES)}")
     record: Record = {

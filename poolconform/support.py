@@ -10,26 +10,13 @@ prints the resulting table (docs/conformance-space.md embeds it).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 from onnx import AttributeProto, TensorProto, defs
 
 from poolconform import dtypes
-from poolconform.case import DTYPE_TAGS, DTYPES, OPS, POOLING_OPSETS
-
-if TYPE_CHECKING:
-    from poolconform.case import PoolCase
-
-#: Case features -> the schema attribute that must exist to express them.
-_FEATURE_ATTRIBUTES = (
-    ("ceil_mode", "ceil_mode"),
-    ("dilations", "dilations"),
-    ("storage_order", "storage_order"),
-    ("count_include_pad", "count_include_pad"),
-    ("auto_pad", "auto_pad"),
-    ("pads", "pads"),
-    ("p", "p"),
-)
+from poolconform.attributes import ATTRIBUTES, BY_NAME
+from poolconform.case import DTYPE_TAGS, DTYPES, OPS, POOLING_OPSETS, PoolCase
+from poolconform.onnx_export import exportable_opsets, opsets_text
 
 
 def onnx_type_string(dtype: str) -> str:
@@ -38,7 +25,6 @@ def onnx_type_string(dtype: str) -> str:
 
 
 @functools.cache
-@functools.lru_cache(maxsize=None)
 def _schema(op: str, opset: int) -> defs.OpSchema | None:
     try:
         return defs.get_schema(op, opset, "")
@@ -64,25 +50,9 @@ def _onnx_version() -> str:
 
 
 def _used_features(case: PoolCase) -> list[str]:
-    """The features of the case that need a dedicated schema attribute."""
-    used: list[str] = []
-    if case.op in ("LpPool", "GlobalLpPool"):
-        used.append("p")
-    if case.is_global:
-        return used
-    if case.ceil_mode:
-        used.append("ceil_mode")
-    if any(d != 1 for d in case.dilations):
-        used.append("dilations")
-    if case.op == "MaxPool" and case.storage_order:
-        used.append("storage_order")
-    if case.op == "AveragePool" and case.count_include_pad:
-        used.append("count_include_pad")
-    if case.auto_pad != "NOTSET":
-        used.append("auto_pad")
-    if any(case.pads):
-        used.append("pads")
-    return used
+    """The case fields whose attribute the exported node carries (poolconform.attributes decides which)."""
+    written = case.onnx_attributes()
+    return [row.name for row in ATTRIBUTES if row.onnx in written]
 
 
 def onnx_rejects(case: PoolCase) -> str | None:
@@ -96,13 +66,12 @@ def onnx_rejects(case: PoolCase) -> str | None:
     if schema is None:
         first = supported_opsets(case.op)[0]
         return f"{case.op} does not exist at opset {case.opset!r}: the schema starts at opset {first!r}"
-    from poolconform.onnx_export import exportable_opsets, opsets_text
-
     if case.opset not in exportable_opsets():
         return f"opset {case.opset!r} is not one the exporter can write; allowed: {opsets_text()}"
     where = f"{case.op}-{schema.since_version} (opset {case.opset!r})"
     for feature in _used_features(case):
-        attribute = dict(_FEATURE_ATTRIBUTES)[feature]
+        attribute = BY_NAME[feature].onnx
+        assert attribute is not None
         if attribute not in schema.attributes:
             return f"{where} has no {attribute!r} attribute (needed for {feature}={getattr(case, feature)!r})"
         if feature == "p" and schema.attributes[attribute].type != AttributeProto.INT:
@@ -121,7 +90,7 @@ def allowed_dtypes(op: str, opset: int) -> list[str]:
     return list(_allowed_dtypes(op, opset))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _allowed_dtypes(op: str, opset: int) -> tuple[str, ...]:
     schema = _schema(op, opset)
     if schema is None:

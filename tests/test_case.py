@@ -1,6 +1,6 @@
 import pytest
 
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.errors import CaseError
 
 

@@ -41,12 +41,13 @@ def test_explain_prints_input_expected_outputs_and_diffs(matrix: Path, capsys: p
     assert values.shape == (9,) and abs(values[8]) > 1.0
 
 
-def test_unknown_case_suggests(matrix: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["explain", CASE.replace("n7", "n8"), "--matrix", str(matrix), "--backends", "onnxruntime-cpu"])
+def test_invalid_id_names_the_token_and_suggests(matrix: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["explain", CASE.replace("ceil", "cel"), "--matrix", str(matrix), "--backends", "onnxruntime-cpu"])
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1
     assert f"did you mean '{CASE}'" in err
+    assert "token 'cel'" in err
 
 
 def test_big_arrays_say_they_are_truncated() -> None:

@@ -54,5 +54,24 @@ def test_torch_repro_converts_indices_like_the_backend(tmp_path):
 def test_repro_refuses_what_it_cannot_reproduce():
     proc = run_cli("repro", "MaxPool-2d-k2-s2-p1-f32-n7-b2c3", "--backend", "keras-jax")
     assert proc.returncode == 2 and "Keras pooling has no explicit pads" in proc.stderr
-    proc = run_cli("repro", "MaxPool-2d-k2-s2-p1-f32-n77-b2c3", "--backend", "onnxruntime-cpu")
-    assert proc.returncode == 2 and "did you mean" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("repro", "MaxPool-2d-k2-s2-p1-f32-n7-b2c3x", "--backend", "onnxruntime-cpu")
+    assert proc.returncode == 2 and "token 'b2c3x'" in proc.stderr and "did you mean" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_repro_takes_an_id_that_no_matrix_holds(tmp_path):
+    """Any valid id is a whole case: the script runs it and agrees on onnxruntime."""
+    script = tmp_path / "r.py"
+    proc = run_cli("repro", "LpPool-1d-k3-s2-p1-L3-f32-n9-b2c1", "--backend", "onnxruntime-cpu", "-o", str(script))
+    assert proc.returncode == 0, proc.stderr
+    out = _run_script(script)
+    assert out.returncode == 0 and "=> Y: agrees" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("where", ["afile/repro.py", "afile/deeper/repro.py", "."])
+def test_repro_output_that_cannot_be_a_file_is_one_line(tmp_path, where):
+    (tmp_path / "afile").write_text("keep")
+    proc = run_cli("repro", DISAGREEING, "--backend", "onnxruntime-cpu", "-o", str(tmp_path / where))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "-o" in proc.stderr
+    assert (tmp_path / "afile").read_text() == "keep"

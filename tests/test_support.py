@@ -8,7 +8,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from poolconform.case import DTYPES, OPS, POOLING_OPSETS, PoolCase, make_case
+from poolconform.case import DTYPES, OPS, POOLING_OPSETS, PoolCase
+from poolconform.validation import make_case
 from poolconform.errors import CaseError
 from poolconform.onnx_export import build_model, ir_version_for
 from poolconform.support import (

@@ -7,17 +7,16 @@ difference from the expected one, so a disagreement can be read, not just counte
 from __future__ import annotations
 
 import argparse
-import difflib
 from pathlib import Path
 
 import numpy as np
 
 from poolconform.case import PoolCase
-from poolconform.commands.options import positive_float, selected_specs
-from poolconform.errors import PoolconformError
-from poolconform.matrix import load_matrix
+from poolconform.commands.options import case_from_id, positive_float, selected_specs
 from poolconform.results import FAILING
-from poolconform.runner import RunOptions, oracle_job, outcome_record, start_workers
+from poolconform.job import oracle_job
+from poolconform.runner import RunOptions, start_workers
+from poolconform.verdict import outcome_record
 from poolconform.worker import Task
 
 #: Arrays with more elements than this print with numpy's "..." unless --full.
@@ -26,25 +25,17 @@ TRUNCATE_OVER = 400
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="run one case on each backend and print input, expected, outputs and diffs",
-                       description="Find CASE (an id as in results.jsonl) in the matrix, run it on the backends "
-                                   "and print the input, the expected output, each backend's output and its "
-                                   "difference from the expected one. Exit 1 when a backend disagrees.")
-    p.add_argument("case", metavar="CASE", help="case id, e.g. AveragePool-2d-k3-s3-p0-ceil-f32-n7")
-    p.add_argument("--matrix", type=Path, metavar="FILE.toml", help="matrix to find the case in (default: embedded)")
+                       description="Run CASE (an id as in results.jsonl; any valid id, in a matrix or not: the id "
+                                   "describes the whole case) on the backends and print the input, the expected "
+                                   "output, each backend's output and its difference from the expected one. "
+                                   "Exit 1 when a backend disagrees.")
+    p.add_argument("case", metavar="CASE", help="case id, e.g. AveragePool-2d-k3-s2-p1-ceil-f32-n7")
+    p.add_argument("--matrix", type=Path, metavar="FILE.toml",
+                   help="matrix whose ids to suggest when CASE is not a valid id (default: embedded)")
     p.add_argument("--full", action="store_true", help=f"print arrays over {TRUNCATE_OVER} elements in full")
     p.add_argument("--backends", metavar="A,B", help="backends to run (default: every available one)")
     p.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS", help="limit per backend (default 60)")
     p.set_defaults(handler=main, require="")
-
-
-def find_case(case_id: str, cases: list[PoolCase]) -> PoolCase:
-    """The case with this id, or an error that suggests the closest ids."""
-    by_id = {c.id: c for c in cases}
-    if case_id in by_id:
-        return by_id[case_id]
-    close = difflib.get_close_matches(case_id, list(by_id), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise PoolconformError(f"no case {case_id!r} in the matrix ({len(by_id)} cases){hint}")
 
 
 def format_array(name: str, array: np.ndarray, full: bool) -> str:
@@ -98,7 +89,7 @@ def explain(case: PoolCase, args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def main(args: argparse.Namespace) -> int:
-    case = find_case(args.case, load_matrix(args.matrix).cases)
+    case = case_from_id(args.case, args.matrix)
     text, disagree = explain(case, args)
     print(text)
     return 1 if disagree else 0

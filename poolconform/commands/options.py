@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from poolconform.backends.base import BackendSpec, resolve_backend_names
-from poolconform.errors import PoolconformError
+from poolconform.errors import CaseError, PoolconformError
 
 if TYPE_CHECKING:
+    from poolconform.case import PoolCase
     from poolconform.expectations import Expectation
+
+#: Characters that make a --cases pattern a glob rather than one id.
+GLOB_CHARS = frozenset("*?[")
 
 
 def names(value: str | None) -> list[str]:
@@ -28,7 +32,7 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                         help="backends computing at the same time (default: CPU count)")
     parser.add_argument("--expectations", type=Path, metavar="FILE", help="TOML file of known disagreements")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--quiet", action="store_true", help="print only the verdict line (and errors)")
 
 
 def expectations_of(args: argparse.Namespace) -> list[Expectation] | None:
@@ -80,3 +84,50 @@ def existing_path(text: str) -> Path:
     if not path.exists():
         raise PoolconformError(f"{text!r} does not exist")
     return path
+
+
+def case_from_id(case_id: str, matrix: Path | None = None) -> PoolCase:
+    """The case an id describes, whether or not a matrix holds it (every valid id is a whole case).
+
+    When the id is not valid, the error says which token is wrong and suggests the closest
+    ids of the matrix (`matrix`, or the embedded default)."""
+    import difflib
+
+    from poolconform.case_ids import parse_case_id
+    from poolconform.matrix import load_matrix
+
+    try:
+        return parse_case_id(case_id)
+    except CaseError as exc:
+        ids = [c.id for c in load_matrix(matrix).cases]
+        close = difflib.get_close_matches(case_id, ids, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise PoolconformError(f"{exc}{hint}") from None
+
+
+def select_cases(cases: list[PoolCase], patterns: list[str]) -> list[PoolCase]:
+    """The cases whose id matches one of the --cases patterns (globs over the whole id, as
+    `fnmatch` reads them), in matrix order; an exact id that no matrix case has is parsed and
+    added. A pattern that selects nothing is an error: an empty selection must not pass a gate."""
+    from fnmatch import fnmatchcase
+
+    from poolconform.case_ids import parse_case_id
+
+    chosen: dict[str, PoolCase] = {}
+    by_id = {c.id: c for c in cases}
+    for pattern in patterns:
+        if not GLOB_CHARS & set(pattern):
+            try:
+                case = by_id.get(pattern) or parse_case_id(pattern)
+            except CaseError as exc:
+                raise PoolconformError(f"--cases {pattern!r} is neither a case of the matrix nor a valid id "
+                                       f"({exc}); use * or ? for a glob") from None
+            chosen.setdefault(case.id, case)
+            continue
+        matched = [c for c in cases if fnmatchcase(c.id, pattern)]
+        if not matched:
+            raise PoolconformError(f"--cases {pattern!r} matches none of the matrix's {len(cases)} cases")
+        for case in matched:
+            chosen.setdefault(case.id, case)
+    order = {c.id: i for i, c in enumerate(cases)}
+    return sorted(chosen.values(), key=lambda c: order.get(c.id, len(order)))

@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 
 from poolconform import shard
-from poolconform.commands.options import add_backend_options, expectations_of, selected_specs
+from poolconform.commands.options import add_backend_options, expectations_of, select_cases, selected_specs
 from poolconform.matrix import load_matrix
 from poolconform.pipeline import Session, execute
 from poolconform.tomlfile import shown_path
-from poolconform.runner import RunOptions, oracle_job
+from poolconform.job import oracle_job
+from poolconform.runner import RunOptions
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("poolconform-report"), metavar="DIR",
                    help="report folder (default: poolconform-report/)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out")
+    p.add_argument("--cases", action="append", default=[], metavar="GLOB",
+                   help="run only the cases whose id matches GLOB (repeatable; * and ? as in a shell); "
+                        "an exact id that no matrix holds is run too")
     p.add_argument("--shard", metavar="K/N", help="run only the K-th of N stable slices of the matrix")
     add_backend_options(p)
     p.set_defaults(handler=main)
@@ -32,6 +36,9 @@ def main(args: argparse.Namespace) -> int:
     expansion = load_matrix(args.matrix)
     cases = expansion.cases
     extra: dict = {"matrix": shown_path(args.matrix) if args.matrix else "default"}
+    if args.cases:
+        cases = select_cases(cases, args.cases)
+        extra["cases"] = list(args.cases)
     if args.shard is not None:
         k, n = shard.parse_shard(args.shard)
         matrix_cases, cases = cases, shard.select(cases, k, n)
@@ -47,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
         require=required,
         expectations=expectations,
         dropped=dict(expansion.dropped),
-        title=f"poolconform run ({len(cases)} cases)",
+        title="poolconform run",  # the summary adds the counts
         quiet=args.quiet,
         extra=extra,
     )
