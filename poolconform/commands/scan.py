@@ -1,0 +1,133 @@
+"""`poolconform scan MODEL.onnx`: the pooling layers of a user's own model, on every backend."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from poolconform.commands.options import add_backend_options, expectations_of, selected_specs
+from poolconform.pipeline import Session, execute
+from poolconform.report.text import printable
+from poolconform.results import FAILING, Record, make_record, write_atomic
+from poolconform.job import Job
+from poolconform.runner import RunOptions
+from poolconform.scan import PoolGroup, ScannedModel, parse_input_shapes, scan_model
+
+#: The pseudo-backend of a node poolconform cannot turn into a case (its record says why).
+SCAN_BACKEND = "scan"
+#: Written next to the backend-test folders of --export: which model nodes each folder stands for.
+EXPORT_NODES_FILE = "scan.json"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scan", help="judge the pooling layers of your own ONNX model on every backend",
+                       description="Read MODEL.onnx without its weights, turn every pooling node into a case with "
+                                   "its exact attributes, input shape, dtype and opset, and run those cases like "
+                                   "`run`. Reports name the model's nodes.")
+    p.add_argument("model", type=Path, metavar="MODEL.onnx")
+    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
+                   help="sizes of a model input with symbolic dimensions (repeatable)")
+    p.add_argument("--out", type=Path, default=Path("poolconform-report"), metavar="DIR",
+                   help="report folder (default: poolconform-report/)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted scan in the same --out")
+    p.add_argument("--export", type=Path, metavar="DIR",
+                   help="also write the model's pooling cases as backend-test directories with the oracle's "
+                        "outputs (`poolconform check DIR` runs them later)")
+    add_backend_options(p)
+    p.set_defaults(handler=main)
+
+
+class ScanJob(Job):
+    """A case of the model: every record it gives names the model's nodes."""
+
+    __slots__ = ("record_fields",)
+
+
+def main(args: argparse.Namespace) -> int:
+    expectations = expectations_of(args)  # a bad file stops us before the model is read
+    shapes = parse_input_shapes(args.input_shape)
+    scanned = scan_model(args.model, shapes)
+    specs, required = selected_specs(args)
+    groups = scanned.groups()
+    if not args.quiet:
+        for note in scanned.notes:
+            print(f"poolconform scan: {note}", file=sys.stderr)
+    if args.export is not None:
+        _export(scanned, groups, args.export, args.quiet)
+    jobs: list[Job] = []
+    early: list[Record] = []
+    for group in groups:
+        fields = {"nodes": list(group.nodes), "config": group.config}
+        if group.problem is None and group.case is not None:
+            job = ScanJob(group.case)
+            job.record_fields = fields  # type: ignore[attr-defined]
+            jobs.append(job)
+        else:
+            early.append(make_record(group.case_id, SCAN_BACKEND, "unsupported", op=group.op,
+                                     detail=f"not checked: {group.problem}", **fields))
+    session = Session(
+        specs=specs,
+        options=RunOptions(timeout=args.timeout, jobs=args.jobs),
+        out=args.out,
+        resume=args.resume,
+        require=required,
+        expectations=expectations,
+        title=f"poolconform scan {printable(args.model.name)} ({len(scanned.nodes)} pooling node(s), {len(groups)} case(s))",
+        quiet=args.quiet,
+        extra={"scan": scanned.describe()},
+        preset_records=early,
+    )
+    status, records, _ = execute(jobs, session)
+    if not args.quiet:
+        print("\n".join(node_lines(scanned, groups, records)))
+    return status
+
+
+def _export(scanned: ScannedModel, groups: list[PoolGroup], out: Path, quiet: bool) -> None:
+    from poolconform.testdirs import dir_name, export_cases
+
+    runnable = [g for g in groups if g.problem is None and g.case is not None]
+    manifest = export_cases([g.case for g in runnable if g.case is not None], out)
+    nodes = {"model": scanned.describe()["model"], "opset": scanned.opset,
+             "dirs": {dir_name(g.case): list(g.nodes) for g in runnable if g.case is not None},
+             "not_exported": {n: g.problem for g in groups if g.problem for n in g.nodes}}
+    write_atomic(out / EXPORT_NODES_FILE, json.dumps(nodes, indent=2, sort_keys=True) + "\n")
+    if not quiet:
+        print(f"wrote {len(runnable)} backend-test directories, {manifest} and {out / EXPORT_NODES_FILE}")
+
+
+def _names(group: PoolGroup) -> str:
+    shown = ", ".join(f"`{n}`" for n in group.nodes[:6])
+    return shown + (f" and {len(group.nodes) - 6} more" if len(group.nodes) > 6 else "")
+
+
+def node_lines(scanned: ScannedModel, groups: list[PoolGroup], records: list[Record]) -> list[str]:
+    """One verdict per configuration, naming its nodes: `node \\`pool1\\` (MaxPool k3 s2 p1 ceil)
+    disagrees on openvino-cpu: ...`; agreement and what was not run are said too."""
+    by_case: dict[str, list[Record]] = {}
+    for r in records:
+        by_case.setdefault(r["case"], []).append(r)
+    lines = [f"pooling nodes of {printable(scanned.path)} (opset {scanned.opset}): {len(scanned.nodes)} node(s), "
+             f"{len(groups)} configuration(s)"]
+    for group in groups:
+        label = f"node{'s' if len(group.nodes) > 1 else ''} {_names(group)} ({group.config})"
+        mine = sorted(by_case.get(group.case_id, []), key=lambda r: r["backend"])
+        if group.problem is not None:
+            lines.append(f"  {label}: not checked: {printable(group.problem)}")
+            continue
+        failing = [r for r in mine if r["status"] in FAILING]
+        for r in failing:
+            known = " (expected)" if r.get("expected") else ""
+            lines.append(f"  {label} disagrees on {r['backend']}{known}: {r['status']}: {printable(r.get('detail'))[:160]}")
+        passed = [r["backend"] for r in mine if r["status"] == "pass"]
+        unsupported = [r["backend"] for r in mine if r["status"] == "unsupported"]
+        if not failing:
+            lines.append(f"  {label}: agrees with the spec on {len(passed)} backend(s)"
+                         + (f"; unsupported on {', '.join(unsupported)}" if unsupported else ""))
+        elif unsupported:
+            lines.append(f"  {label}: unsupported on {', '.join(unsupported)}")
+        if not mine:
+            lines.append(f"  {label}: no record (interrupted?)")
+    return lines
