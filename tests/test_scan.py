@@ -293,6 +293,18 @@ def test_unexpressible_nodes_become_records_with_reasons(tmp_path):
         assert f"node `{name}`" in proc.stdout and "not checked" in proc.stdout
 
 
+def test_a_scan_that_verified_nothing_is_not_green(tmp_path):
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], name="odd_attr", kernel_shape=[2, 2], foo=3)]
+    path = tmp_path / "odd.onnx"
+    onnx.save(_graph_model(nodes), str(path))
+    out = tmp_path / "r"
+    proc = run_cli("scan", str(path), "--backends", "onnxruntime-cpu", "--out", str(out))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "nothing was verified" in proc.stderr and "Traceback" not in proc.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["unsupported"]  # the reason is still on record
+
+
 # ----------------------------------------------------------------- bad input: one line, exit 2
 
 

@@ -82,6 +82,12 @@ def main(args: argparse.Namespace) -> int:
     status, records, _ = execute(jobs, session)
     if not args.quiet:
         print("\n".join(node_lines(scanned, groups, records)))
+    if status == 0 and not any(r["status"] not in ("unsupported",) and r["backend"] != SCAN_BACKEND
+                               for r in records):
+        # Nothing was computed anywhere: a green here would vouch for layers nobody ran.
+        print(f"poolconform scan: none of the {len(scanned.nodes)} pooling node(s) was run on any backend; "
+              "nothing was verified (see the reasons above)", file=sys.stderr)
+        return 2
     return status
 
 
