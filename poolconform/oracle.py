@@ -9,8 +9,8 @@ few border outputs are combined from their real offsets only. The work runs over
 (N x C) planes, so intermediates stay in cache and memory stays input plus output.
 
 - Max is computed exactly in the input's own values (16-bit floats and integers in float32,
-  which holds them exactly); Indices by a separable first-maximum search carried from the
-  last axis to the first (row-major first maximum = lexicographic), never gathering windows.
+  which holds them exactly); Indices by scoring each window offset where it equals the
+  maximum (the first maximum scores highest), never gathering windows.
 - Sums (average, Lp) accumulate in float64, exact for almost all windows of 16- and 32-bit
   inputs; float64 inputs accumulate in np.longdouble so the mean of values near the type's
   maximum does not overflow to inf in the oracle.
@@ -24,6 +24,7 @@ elements are all -inf (or none) points at its first position, clipped into the i
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -108,29 +109,68 @@ def _span(g: _Axis, j: int, lo: int, hi: int) -> slice:
     return slice(start, start + (hi - lo - 1) * g.s + 1, g.s)
 
 
+@functools.lru_cache(maxsize=1024)
+def _plan(g: _Axis) -> tuple[int, int, tuple[tuple[int, tuple[int, ...]], ...]]:
+    """Interior [lo, hi) of an axis and, per border output, its real offsets (computed once
+    per axis geometry, not once per block)."""
+    ranges = [g.valid(j) for j in range(g.k)]
+    lo, hi = g.interior()
+    borders = tuple((o, tuple(j for j, (first, last) in enumerate(ranges) if first <= o < last)) for o in g.borders())
+    return lo, hi, borders
+
+
+class _Scratch:
+    """A call's reusable buffers: a block's intermediates are written into arrays allocated once
+    per call (and kept in cache), not once per block."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        dtype, size = np.dtype(dtype), math.prod(shape)
+        buf = self._buffers.get((name, dtype))
+        if buf is None or buf.size < size:
+            buf = self._buffers[(name, dtype)] = np.empty(max(1, size), dtype)
+        return buf[:size].reshape(shape)
+
+
+def _interior(a: np.ndarray, out: np.ndarray, axis: int, g: _Axis, lo: int, hi: int) -> tuple[np.ndarray, list]:
+    """The destination and the k source views of outputs [lo, hi) on `axis`.
+
+    When the layout allows (row length = outputs x stride, and the axis is the last one or
+    has stride 1), they are flat 1-D views over the whole block: NumPy runs a 1-D loop
+    several times faster than the same work as a 2-D one. Flat views also compute (in-bounds)
+    garbage at the border outputs lying between, which the border pass then rewrites.
+    """
+    n, inner = a.shape[axis], math.prod(a.shape[axis + 1 :])
+    if a.flags.c_contiguous and out.flags.c_contiguous and n == g.out * g.s and (inner == 1 or g.s == 1):
+        outer = math.prod(a.shape[:axis])
+        begin, end = lo * inner, ((outer - 1) * g.out + hi) * inner
+        af, of = a.reshape(-1), out.reshape(-1)
+        views = []
+        for j in range(g.k):
+            start = begin * g.s + (j * g.d - g.pb) * inner
+            views.append(af[start : start + (end - begin - 1) * g.s + 1 : g.s])
+        return of[begin:end], views
+    return _at(out, axis, slice(lo, hi)), [_at(a, axis, _span(g, j, lo, hi)) for j in range(g.k)]
+
+
 def _reduce_axis(
     a: np.ndarray, axis: int, g: _Axis, combine: Callable[..., np.ndarray], dtype: np.dtype, empty: float,
-    out: np.ndarray | None = None,
+    out: np.ndarray,
 ) -> np.ndarray:
-    """Combine the k offsets of `axis` (max or add, computed in `dtype`) into `out` (a new
-    array of `dtype` when None); `empty` where none is real."""
-    if out is None:
-        shape = list(a.shape)
-        shape[axis] = g.out
-        out = np.empty(shape, dtype)
-    lo, hi = g.interior()
+    """Combine the k offsets of `axis` (max or add, computed in `dtype`) into `out`; `empty`
+    where none is real. The interior first, then the border outputs from their real offsets."""
+    lo, hi, borders = _plan(g)
     if lo < hi:
-        dst = _at(out, axis, slice(lo, hi))
-        views = [_at(a, axis, _span(g, j, lo, hi)) for j in range(g.k)]
+        dst, views = _interior(a, out, axis, g, lo, hi)
         if g.k == 1:
             dst[...] = views[0]
         else:
             combine(views[0], views[1], out=dst, dtype=dtype)
             for v in views[2:]:
                 combine(dst, v, out=dst, dtype=dtype)
-    ranges = [g.valid(j) for j in range(g.k)]
-    for o in g.borders():
-        real = [j for j, (first, last) in enumerate(ranges) if first <= o < last]
+    for o, real in borders:
         dst = _at(out, axis, o)
         if not real:
             dst[...] = empty
@@ -139,6 +179,30 @@ def _reduce_axis(
         for j in real[1:]:
             combine(dst, _at(a, axis, o * g.s + g.first(j)), out=dst, dtype=dtype)
     return out
+
+
+def _reduce_all(
+    y: np.ndarray, block: list[_Axis], combine: Callable[..., np.ndarray], t: np.dtype, empty: float,
+    dst: np.ndarray, scratch: _Scratch,
+) -> np.ndarray:
+    """Reduce every spatial axis of a block (first to last) in type t; the last axis writes
+    straight into `dst` when that is of type t, else into a buffer that is returned."""
+    for a, g in enumerate(block):
+        shape = list(y.shape)
+        shape[1 + a] = g.out
+        last = a == len(block) - 1
+        target = dst if last and dst.dtype == t else scratch.get(f"axis{a}", tuple(shape), t)
+        y = _reduce_axis(y, 1 + a, g, combine, t, empty, target)
+    return y
+
+
+def _cast(chunk: np.ndarray, t: np.dtype, scratch: _Scratch) -> np.ndarray:
+    """The block in type t: itself, or a copy in a reused buffer."""
+    if chunk.dtype == t:
+        return chunk
+    y = scratch.get("input", chunk.shape, t)
+    np.copyto(y, chunk, casting="unsafe")
+    return y
 
 
 def _blocks(planes: int, spatial: tuple[int, ...], first: _Axis | None) -> Iterator[tuple[slice, int, int]]:
@@ -189,11 +253,12 @@ def _per_chunk(
 def _window_max(case: PoolCase, x: np.ndarray) -> np.ndarray:
     axes = _axes(case)
     t = _max_type(x)
+    scratch = _Scratch()
 
     def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, *_: int) -> None:
-        y = chunk.astype(t, copy=False)
-        for a, g in enumerate(block):
-            y = _reduce_axis(y, 1 + a, g, _maximum, t, -np.inf, dst if a == len(block) - 1 else None)
+        y = _reduce_all(_cast(chunk, t, scratch), block, _maximum, t, -np.inf, dst, scratch)
+        if y is not dst:
+            np.copyto(dst, y)
 
     return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work)
 
@@ -217,6 +282,16 @@ def _terms(x: np.ndarray, p: int | None, t: np.dtype) -> np.ndarray:
     return y if p == 1 else np.power(y, p, out=y)
 
 
+def _powers(y: np.ndarray, p: int | None) -> None:
+    """The summands in place: y itself, or |y|**p (as _terms computes them)."""
+    if p == 2:
+        np.square(y, out=y)
+    elif p is not None:
+        np.abs(y, out=y)
+        if p != 1:
+            np.power(y, p, out=y)
+
+
 def _root(s: np.ndarray, p: int) -> np.ndarray:
     """s ** (1 / p) in float64; the rare p > 2 (and every longdouble sum) via longdouble."""
     if p == 1:
@@ -230,6 +305,7 @@ def _window_sum(case: PoolCase, x: np.ndarray, p: int | None, divide: bool) -> n
     """Window sums of x (p None), or of |x|**p then the p-th root; averaged when `divide`."""
     axes = _axes(case)
     t = _sum_type(x)
+    scratch = _Scratch()
     divisor = None
     if divide:
         divisor = np.ones((1,) * len(axes))
@@ -240,14 +316,17 @@ def _window_sum(case: PoolCase, x: np.ndarray, p: int | None, divide: bool) -> n
         divisor = divisor[None].astype(t)
 
     def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, _: int, r0: int) -> None:
-        y = _terms(chunk, p, t)
-        for a, g in enumerate(block):
-            last = a == len(block) - 1 and t == np.float64
-            y = _reduce_axis(y, 1 + a, g, _add, t, 0.0, dst if last else None)
+        y = scratch.get("input", chunk.shape, t)
+        np.copyto(y, chunk, casting="unsafe")
+        _powers(y, p)
+        y = _reduce_all(y, block, _add, t, 0.0, dst, scratch)
         if divisor is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
-                y /= divisor[:, r0 : r0 + dst.shape[1]]
-        dst[...] = _root(y, p) if p is not None else y
+                np.divide(y, divisor[:, r0 : r0 + dst.shape[1]], out=y)
+        if p is not None:
+            y = _root(y, p)
+        if y is not dst:
+            dst[...] = y
 
     return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work)
 
@@ -271,12 +350,16 @@ def _global(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
     return _per_chunk(x, None, (1,) * rank, np.float64, work)
 
 
-def _max_indices(case: PoolCase, x: np.ndarray) -> np.ndarray:
-    """ONNX MaxPool Indices: flat over (N, C, spatial), row-major or column-major per plane.
+def _max_with_indices(case: PoolCase, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MaxPool's values and ONNX Indices (flat over (N, C, spatial), row-major or column-major
+    per plane), in one pass over blocks, never materialising a window.
 
-    Row-major first maximum is lexicographic in (j_0, ..., j_r): reduce the last axis
-    first, each stage keeping the first offset that is strictly greater (a NaN beats any
-    number, and the first NaN stays), and carry the chosen element's flat index along.
+    Indices point at the first maximum in row-major window order (a NaN counting as the
+    maximum, padding as -inf at its position clipped into the input). Per block: the maxima M
+    first (as for the values), then every window offset in reverse row-major order marks the
+    outputs where its element equals M (or is NaN), so the last mark is the first maximum.
+    An output's index is then a per-position base plus a per-offset delta. Outputs whose
+    maximum is -inf (no element above padding) are recomputed from their positions.
     """
     axes = _axes(case)
     spatial = x.shape[2:]
@@ -287,90 +370,80 @@ def _max_indices(case: PoolCase, x: np.ndarray) -> np.ndarray:
     else:
         plane_strides = [math.prod(spatial[:a]) for a in range(rank)]
     plane = math.prod(spatial)
-    # Index each axis adds for (output, offset), clipped into the input as the spec's grid is.
-    terms = [np.clip(g.positions(), 0, g.n - 1) * plane_strides[a] for a, g in enumerate(axes)]
+    kernel = tuple(g.k for g in axes)
+    offsets = list(np.ndindex(*kernel))
+    choice_type = np.uint8 if len(offsets) <= 255 else np.uint32  # holds K - offset
+    delta = np.array([sum(j * g.d * st for j, g, st in zip(js, axes, plane_strides)) for js in offsets], np.int64)
+    # Index of each output's offset-0 position (unclipped), as one array per plane.
+    base = np.zeros(tuple(g.out for g in axes), np.int64)
+    for a, g in enumerate(axes):
+        shape = [1] * rank
+        shape[a] = g.out
+        base += ((np.arange(g.out) * g.s - g.pb) * plane_strides[a]).reshape(shape)
+    values = np.empty((math.prod(x.shape[:2]),) + base.shape, np.float64)
+    scratch = _Scratch()
 
     def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, p0: int, r0: int) -> None:
-        values = chunk.astype(t, copy=False)
-        nan_aware = t.kind == "f" and bool(np.isnan(values).any())
-        carried = None
-        rows = [terms[0][r0 : r0 + dst.shape[1]], *terms[1:]]  # absolute positions of this block's outputs
-        for a in reversed(range(rank)):
-            values, carried = _argmax_axis(values, carried, a, block, rows, nan_aware)
-        base = (np.arange(p0, p0 + dst.shape[0], dtype=np.int64) * plane).reshape((-1,) + (1,) * rank)
-        np.add(carried, base, out=dst)
+        y = _cast(chunk, t, scratch)
+        best = _reduce_all(y, block, _maximum, t, -np.inf, scratch.get("best", dst.shape, t), scratch)
+        np.copyto(values[p0 : p0 + dst.shape[0], r0 : r0 + dst.shape[1]], best)
+        nan_aware = t.kind == "f" and bool(np.isnan(best).any())
+        # score[o] = K - (first matching offset): the largest over offsets of match * (K - c),
+        # branch-free (a masked copy mispredicts on every scattered match).
+        score = scratch.get("score", dst.shape, choice_type)
+        score[...] = 0
+        mask = scratch.get("mask", dst.shape, np.bool_)
+        term = scratch.get("term", dst.shape, choice_type)
+        for c in range(len(offsets)):
+            box = [g.valid(j) for g, j in zip(block, offsets[c])]
+            if any(lo >= hi for lo, hi in box):
+                continue
+            sel = (slice(None),) + tuple(slice(lo, hi) for lo, hi in box)
+            v = y[(slice(None),) + tuple(_span(g, j, lo, hi) for g, j, (lo, hi) in zip(block, offsets[c], box))]
+            m = np.equal(v, best[sel], out=mask[sel])
+            if nan_aware:
+                m |= np.isnan(v)
+            np.multiply(m.view(np.uint8), choice_type(len(offsets) - c), out=term[sel], dtype=choice_type)
+            np.maximum(score[sel], term[sel], out=score[sel])
+        np.subtract(choice_type(len(offsets)), score, out=score)  # the offset; K where none matched (-inf, fixed below)
+        np.take(delta, score, out=dst, mode="clip")
+        dst += base[r0 : r0 + dst.shape[1]]
+        dst += (np.arange(p0, p0 + dst.shape[0], dtype=np.int64) * plane).reshape((-1,) + (1,) * rank)
+        if t.kind == "f" or any(g.borders() for g in block):
+            _fix_negative_infinity(y, block, best, dst, p0, r0, axes, plane_strides, plane, offsets)
 
-    return _per_chunk(x, axes, tuple(g.out for g in axes), np.int64, work)
-
-
-def _argmax_axis(
-    values: np.ndarray, carried: np.ndarray | None, a: int, axes: list[_Axis], terms: list[np.ndarray], nan_aware: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """One stage of the Indices search on spatial axis `a` (array axis 1 + a)."""
-    g, axis = axes[a], 1 + a
-    shape = list(values.shape)
-    shape[axis] = g.out
-    best = np.empty(shape, values.dtype)
-    index = np.empty(shape, np.int64)
-    bshape = [1] * len(shape)
-    bshape[axis] = -1
-
-    def term(j: int, lo: int, hi: int) -> np.ndarray:
-        return terms[a][lo:hi, j].reshape(bshape)
-
-    def candidate(j: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        span = _span(g, j, lo, hi)
-        idx = term(j, lo, hi) if carried is None else _at(carried, axis, span) + term(j, lo, hi)
-        return _at(values, axis, span), idx
-
-    def update(dst_v: np.ndarray, dst_i: np.ndarray, v: np.ndarray, idx: np.ndarray) -> None:
-        if nan_aware:
-            take = ~(v <= dst_v) & (dst_v == dst_v)  # greater, or a NaN over a number
-        else:
-            take = v > dst_v
-        np.maximum(dst_v, v, out=dst_v)  # NaN wins either way: the value is right
-        # dst_i += take * (idx - dst_i): a blend, several times faster than a masked copy
-        step = np.subtract(idx, dst_i)
-        step *= take
-        dst_i += step
-
-    lo, hi = g.interior()
-    if lo < hi:
-        dst_v, dst_i = _at(best, axis, slice(lo, hi)), _at(index, axis, slice(lo, hi))
-        v, idx = candidate(0, lo, hi)
-        dst_v[...], dst_i[...] = v, idx
-        for j in range(1, g.k):
-            update(dst_v, dst_i, *candidate(j, lo, hi))
-    ranges = [g.valid(j) for j in range(g.k)]
-    later = _first_offset_index(carried, axis, axes, a, terms)
-    for o in g.borders():
-        dst_v, dst_i = _at(best, axis, slice(o, o + 1)), _at(index, axis, slice(o, o + 1))
-        for j in range(g.k):
-            real = ranges[j][0] <= o < ranges[j][1]
-            if j and not real:
-                continue  # -inf never beats what is held
-            if real:
-                v, idx = candidate(j, o, o + 1)
-            else:  # offset 0 outside the input: -inf at its clipped position, later axes at their offset 0
-                v, idx = np.float64(-np.inf), later + term(0, o, o + 1)
-            if j == 0:
-                dst_v[...], dst_i[...] = v, idx
-            else:
-                update(dst_v, dst_i, v, idx)
-    return best, index
+    indices = _per_chunk(x, axes, base.shape, np.int64, work)
+    return values.reshape(indices.shape), indices
 
 
-def _first_offset_index(carried: np.ndarray | None, axis: int, axes: list[_Axis], a: int, terms: list[np.ndarray]):
-    """Index contribution of the axes after `a` when each takes its offset 0 (shape of the
-    carried array with `axis` of size 1): where an all-(-inf) window points."""
-    if carried is None:
-        return np.int64(0)
-    total = np.zeros((1,) * carried.ndim, np.int64)
-    for b in range(a + 1, len(axes)):
-        shape = [1] * carried.ndim
-        shape[1 + b] = -1
-        total = total + terms[b][:, 0].reshape(shape)
-    return total
+def _fix_negative_infinity(
+    y: np.ndarray, block: list[_Axis], best: np.ndarray, dst: np.ndarray, p0: int, r0: int, axes: list[_Axis],
+    plane_strides: list[int], plane: int, offsets: list[tuple[int, ...]],
+) -> None:
+    """Indices of the outputs whose maximum is -inf: the first offset that is -inf or padding,
+    at its position clipped into the input (padding never equals M in the main search)."""
+    where = np.nonzero(best == -np.inf)
+    if not where[0].size:
+        return
+    outs = where[1:]
+    first = None
+    for c in reversed(range(len(offsets))):
+        pos = [o * g.s + j * g.d - g.pb for o, g, j in zip(outs, block, offsets[c])]
+        real = np.ones(where[0].shape, bool)
+        for q, g in zip(pos, block):
+            real &= (q >= 0) & (q < g.n)
+        value = np.full(where[0].shape, -np.inf)
+        clipped = tuple(np.clip(q, 0, g.n - 1) for q, g in zip(pos, block))
+        value[real] = y[(where[0],) + clipped][real]
+        hit = value == -np.inf
+        first = np.where(hit, c, first if first is not None else 0)
+    start = max(0, r0 * axes[0].s - axes[0].pb)  # the block's first input row
+    js = np.array(offsets, np.int64)[first]
+    index = (where[0] + p0) * plane
+    for a, (o, g, full) in enumerate(zip(outs, block, axes)):
+        q = o * g.s + js[:, a] * g.d - g.pb + (start if a == 0 else 0)
+        index += np.clip(q, 0, full.n - 1) * plane_strides[a]
+    dst[where] = index
 
 
 def window_counts(case: PoolCase) -> np.ndarray:
@@ -451,10 +524,9 @@ def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarr
     if case.op == "GlobalLpPool":
         return [_global(case, x, "lp")]
     if case.op == "MaxPool":
-        values = _window_max(case, x)
         if case.with_indices:
-            return [values, _max_indices(case, x)]
-        return [values]
+            return list(_max_with_indices(case, x))
+        return [_window_max(case, x)]
     if case.op == "AveragePool":
         return [_window_sum(case, x, None, divide=True)]
     if case.op == "LpPool":
