@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One job of the CI matrix across Python versions (.ci/run calls it; run it yourself the same way):
 #
-#   ci/python-matrix.sh base 3.10   base install (onnx + onnxruntime) and the tests on Python 3.10
+#   ci/python-matrix.sh base 3.10   base install with ONNX Runtime (.[cpu,test]) and the tests on Python 3.10
 #   ci/python-matrix.sh base 3.13   the same on 3.13
 #   ci/python-matrix.sh floors      the lowest Python, every dependency at its floor (ci/floors.txt)
 #
@@ -43,9 +43,9 @@ rm -rf "$venv"
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 if [ "$job" = floors ]; then
-  "$venv/bin/python" -m pip install -q -c ci/floors.txt -e ".[test]"
+  "$venv/bin/python" -m pip install -q -c ci/floors.txt -e ".[cpu,test]"
 else
-  "$venv/bin/python" -m pip install -q -e ".[test]"
+  "$venv/bin/python" -m pip install -q -e ".[cpu,test]"
 fi
 "$venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(numpy|onnx|onnxruntime|ml.dtypes|pytest) ' | tr -s ' ' | paste -sd ';' -
 installed=$SECONDS

@@ -34,7 +34,7 @@ def _floors_file() -> dict[str, Version]:
 def _pyproject_floors() -> dict[str, Version]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     floors = {}
-    for line in project["dependencies"] + project["optional-dependencies"]["test"]:
+    for line in project["dependencies"] + project["optional-dependencies"]["cpu"] + project["optional-dependencies"]["test"]:
         req = Requirement(line)
         (low,) = [s for s in req.specifier if s.operator == ">="]
         floors[req.name.lower().replace("_", "-")] = Version(low.version)

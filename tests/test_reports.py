@@ -96,7 +96,8 @@ def test_html_is_self_contained(run_out: tuple[Path, int, Path]) -> None:
     html = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
     assert "<script" not in html.lower()
-    assert html.count('<img src="data:image/png;base64,') >= 3  # AveragePool, MaxPool, global, ULP
+    assert html.count('<svg class="grid"') == 2 * len(BACKENDS) + 1  # AveragePool, MaxPool per backend; global
+    assert "<img" not in html and 'aria-label="error as a fraction of the tolerance"' in html
     for backend in BACKENDS:
         assert backend in html
     assert "AveragePool-2d-k3-s3-p0-ceil-f32-n7" in html  # the disagreement table lists it
@@ -138,7 +139,7 @@ def test_findings_json_leads_with_the_real_disagreement(run_out: tuple[Path, int
     summary = json.loads((out / "summary.json").read_text())
     assert summary["findings"][0]["minimal_case"] == f["minimal_case"]  # one truth in every report
     html = (out / "report.html").read_text()
-    assert html.index("<h2>Findings</h2>") < html.index("<h2>Backends</h2>") and f["minimal_case"] in html
+    assert html.index('<h2 id="findings">') < html.index('<h2 id="backends">') and f["minimal_case"] in html
 
 
 HOSTILE = "evil\x01\x1b[2Jname"

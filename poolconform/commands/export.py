@@ -12,7 +12,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the matrix as ONNX backend-test directories with expected outputs",
                        description="One directory per case (model.onnx, test_data_set_0/input_0.pb, output_0.pb) "
                                    "plus manifest.json. Deterministic: the same command twice writes identical bytes.")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="folder to write: one test_<case id>/ directory per case and manifest.json "
+                        "(created if missing; `--out models` regenerates the committed corpus)")
     p.add_argument("--matrix", type=Path, metavar="FILE.toml",
                    help="matrix file (default: the portable corpus, i.e. the embedded matrix without its large "
                         "inputs, which is what models/ holds)")

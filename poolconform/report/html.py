@@ -1,55 +1,45 @@
-"""report.html: one self-contained page (inline CSS, PNGs as data URIs, no scripts).
+"""report.html: one self-contained page (inline CSS and SVG, no scripts, no images to fetch).
 
-Figures are drawn with matplotlib's Agg backend: per op a kernel x stride heatmap per
-backend coloured by status, and the ULP error of averaging ops against window size.
+Figures are inline SVG written here, so their text is real text at a readable size and the
+page stays small: per op a kernel x stride heatmap per backend, each cell filled by its
+pass fraction and marked with its worst status, and the error of averaging ops as a
+fraction of their tolerance against window size (1.0 = at the bound).
 Tables (backends, agreement, findings, disagreements) stay HTML so they can be searched.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from collections import Counter, defaultdict
+from html import escape
 from typing import Any
 
+from poolconform.case import AVERAGING_OPS
 from poolconform.report.text import printable
 from poolconform.results import FAILING, STATUSES, Record, numeric
 
-#: Cell colour of a heatmap, from the worst status present in the cell.
+#: Marker colour of a heatmap cell's worst status (and the legend's).
 STATUS_COLORS = {
-    "pass": "#3a9d5d",
-    "expected": "#e0b33a",
-    "unsupported": "#c9c9c9",
+    "pass": "#2f8a4e",
+    "expected": "#d9a21b",
+    "unsupported": "#9a9a9a",
     "mismatch": "#d6453d",
     "shape-mismatch": "#8e1b16",
     "error": "#8a4fb5",
     "crash": "#5b2a86",
     "timeout": "#b07ad6",
 }
-#: Worst first: a cell takes the colour of its worst record.
+#: Text colour for a status written on white (the amber and grey fills are too light for text).
+TEXT_COLORS = STATUS_COLORS | {"expected": "#7a5600", "unsupported": "#5f5f5f"}
+#: Worst first: a cell's marker takes the colour of its worst record.
 SEVERITY = ("crash", "timeout", "error", "shape-mismatch", "mismatch", "expected", "unsupported", "pass")
-#: Ops whose outputs are sums, so rounding grows with the window.
-AVERAGING_OPS = ("AveragePool", "GlobalAveragePool", "LpPool", "GlobalLpPool")
-#: Backends per row of heatmaps.
-COLUMNS = 5
-
-
-def _figure(width: float, height: float):
-    """A matplotlib Figure drawn by Agg, outside pyplot: no global state, no display needed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> str:
-    """A figure as a PNG data URI."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+#: Heatmap cell size in CSS pixels; text is 12 px.
+CELL_W, CELL_H = 46, 24
+#: Lines of the error plot, one colour per backend.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")
+#: The error plot's y range (error / tolerance, log scale); 0 is drawn at the floor.
+RATIO_FLOOR, RATIO_CEIL = 1e-4, 1e2
 
 
 def cell_status(record: Record) -> str:
@@ -80,10 +70,58 @@ def window_size(record: Record) -> int | None:
     return math.prod(int(d) for d in dims)
 
 
-def heatmap_figure(op: str, records: list[Record], backends: list[str]) -> str:
-    """Kernel (rows) x stride (columns) per backend; each cell says passed / total."""
-    from matplotlib.colors import to_rgb
+def _t(value: object) -> str:
+    """Text for SVG/HTML: control characters made visible, markup escaped."""
+    return escape(printable(value))
 
+
+def pass_fill(fraction: float) -> str:
+    """A cell's fill: from near-white (nothing passed) to green (everything passed)."""
+    low, high = (0xF3, 0xF3, 0xF3), (0x2F, 0x8A, 0x4E)
+    return "#" + "".join(f"{round(a + (b - a) * fraction):02x}" for a, b in zip(low, high))
+
+
+def grid_svg(title: str, rows: list[str], cols: list[str], cells: dict[tuple[str, str], list[str]],
+             row_name: str = "", col_name: str = "") -> str:
+    """One heatmap panel: each cell reads passed/records, is filled by the pass fraction, and
+    carries a corner triangle in the colour of its worst status when that is not a pass."""
+    left = 8 + 7 * max([len(r) for r in rows] + [len(row_name)])
+    cell_w = max([CELL_W] + [8 + 7 * len(c) for c in cols])
+    top = 46 if title else 22
+    width = max(left + cell_w * len(cols) + 4, 8 + 7 * len(title))
+    height = top + CELL_H * len(rows) + 4
+    out = [f'<svg class="grid" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{_t(title)}">',
+           f'<text x="0" y="13" font-weight="600">{_t(title)}</text>' if title else "",
+           f'<text x="{left}" y="28" class="axis">{_t(col_name)} →</text>' if col_name else "",
+           f'<text x="0" y="28" class="axis">{_t(row_name)} ↓</text>' if row_name else ""]
+    for j, c in enumerate(cols):
+        out.append(f'<text x="{left + cell_w * j + cell_w / 2}" y="{top - 5}" text-anchor="middle" class="tick">{_t(c)}</text>')
+    for i, r in enumerate(rows):
+        y = top + CELL_H * i
+        out.append(f'<text x="{left - 6}" y="{y + 16}" text-anchor="end" class="tick">{_t(r)}</text>')
+        for j, c in enumerate(cols):
+            x = left + cell_w * j
+            statuses = cells.get((r, c))
+            if not statuses:
+                out.append(f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{CELL_H - 2}" fill="#fff" stroke="#e2e2e2"/>')
+                continue
+            passed, worst = statuses.count("pass"), min(statuses, key=SEVERITY.index)
+            fraction = passed / len(statuses)
+            counts = ", ".join(f"{n} {s}" for s, n in Counter(statuses).most_common())
+            out.append(f'<g><title>{_t(r)} / {_t(c)}: {counts}</title>'
+                       f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{CELL_H - 2}" fill="{pass_fill(fraction)}"/>')
+            if worst != "pass":
+                out.append(f'<path d="M{x + cell_w - 14} {y}h12v12z" fill="{STATUS_COLORS[worst]}"/>')
+            color = "#fff" if fraction > 0.55 else "#222"
+            out.append(f'<text x="{x + (cell_w - 2) / 2 - (3 if worst != "pass" else 0)}" y="{y + 16}" '
+                       f'text-anchor="middle" fill="{color}">{passed}/{len(statuses)}</text></g>')
+    out.append("</svg>")
+    return "".join(part for part in out if part)
+
+
+def heatmap_panels(op: str, records: list[Record], backends: list[str]) -> list[str]:
+    """Kernel (rows) x stride (columns), one panel per backend."""
     cells: dict[str, dict[tuple[str, str], list[str]]] = {b: defaultdict(list) for b in backends}
     kernels, strides = set(), set()
     for r in records:
@@ -93,90 +131,83 @@ def heatmap_figure(op: str, records: list[Record], backends: list[str]) -> str:
         strides.add(s)
         cells[r["backend"]][(k, s)].append(cell_status(r))
     rows, cols = sorted(kernels, key=_label_key), sorted(strides, key=_label_key)
-    ncols = min(COLUMNS, len(backends))
-    nrows = math.ceil(len(backends) / ncols)
-    fig = _figure(max(2.8, 0.6 * len(cols) + 1.0) * ncols, max(1.9, 0.42 * len(rows) + 1.0) * nrows + 0.4)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat[len(backends):]:
-        ax.axis("off")
-    for ax, backend in zip(axes.flat, backends):
-        image = [[(1.0, 1.0, 1.0)] * len(cols) for _ in rows]
-        for i, k in enumerate(rows):
-            for j, s in enumerate(cols):
-                statuses = cells[backend].get((k, s))
-                if not statuses:
-                    continue
-                worst = min(statuses, key=SEVERITY.index)
-                image[i][j] = to_rgb(STATUS_COLORS[worst])
-                passed = statuses.count("pass")
-                ax.text(j, i, f"{passed}/{len(statuses)}", ha="center", va="center", fontsize=7,
-                        color="black" if worst in ("unsupported", "expected") else "white")
-        ax.imshow(image, aspect="auto")
-        ax.set_title(backend, fontsize=9)
-        ax.set_xticks(range(len(cols)), cols, fontsize=7)
-        ax.set_yticks(range(len(rows)), rows, fontsize=7)
-        ax.set_xlabel("stride s", fontsize=7)
-        ax.set_ylabel("kernel f", fontsize=7)
-        ax.tick_params(length=0)
-    fig.suptitle(f"{op}: passed / records per kernel x stride", fontsize=11)
-    return _png(fig)
+    return [grid_svg(b, rows, cols, cells[b], row_name="kernel", col_name="stride") for b in backends if cells[b]]
 
 
-def global_figure(records: list[Record], ops: list[str], backends: list[str]) -> str:
-    """Global ops have no window to vary: one cell per (op, backend)."""
-    from matplotlib.colors import to_rgb
-
+def global_panel(records: list[Record], ops: list[str], backends: list[str]) -> str:
+    """Global ops have no window to vary: one cell per (backend, op)."""
     cells: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in records:
-        cells[(r["op"], r["backend"])].append(cell_status(r))
-    fig = _figure(max(4.0, 1.6 + 1.1 * len(backends)), 1.4 + 0.45 * len(ops))
-    ax = fig.subplots()
-    image = [[(1.0, 1.0, 1.0)] * len(backends) for _ in ops]
-    for i, op in enumerate(ops):
-        for j, backend in enumerate(backends):
-            statuses = cells.get((op, backend))
-            if not statuses:
-                continue
-            worst = min(statuses, key=SEVERITY.index)
-            image[i][j] = to_rgb(STATUS_COLORS[worst])
-            ax.text(j, i, f"{statuses.count('pass')}/{len(statuses)}", ha="center", va="center", fontsize=8,
-                    color="black" if worst in ("unsupported", "expected") else "white")
-    ax.imshow(image, aspect="auto")
-    ax.set_xticks(range(len(backends)), backends, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(ops)), ops, fontsize=8)
-    ax.tick_params(length=0)
-    ax.set_title("global ops: passed / records per backend", fontsize=11)
-    return _png(fig)
+        cells[(r["backend"], r["op"])].append(cell_status(r))
+    short = {op: op.replace("Global", "").replace("Pool", "") for op in ops}  # the heading names them
+    return grid_svg("", backends, [short[op] for op in ops], {(b, short[op]): v for (b, op), v in cells.items()})
 
 
-def ulp_figure(records: list[Record]) -> str | None:
-    """Largest ULP error per window size and backend, for the ops that accumulate."""
+def ratio_points(records: list[Record]) -> dict[str, dict[int, float]]:
+    """Per backend and window size, the largest max_abs_err / atol of the averaging ops."""
     points: dict[str, dict[int, float]] = defaultdict(dict)
     for r in records:
         if r.get("op") not in AVERAGING_OPS or r["status"] not in ("pass", "mismatch"):
             continue
-        ulp, size = numeric(r.get("max_ulp")), window_size(r)
-        if ulp is None or size is None or not math.isfinite(ulp):
+        err, atol, size = numeric(r.get("max_abs_err")), numeric(r.get("atol")), window_size(r)
+        if err is None or atol is None or size is None or not math.isfinite(err):
             continue
-        points[r["backend"]][size] = max(ulp, points[r["backend"]].get(size, 0.0))
+        ratio = err / atol if atol > 0 else (0.0 if err == 0 else RATIO_CEIL)
+        points[r["backend"]][size] = max(ratio, points[r["backend"]].get(size, 0.0))
+    return points
+
+
+def ratio_svg(points: dict[str, dict[int, float]]) -> str | None:
+    """Error as a fraction of the tolerance against window size, log-log, the bound drawn at 1."""
     if not points:
         return None
-    fig = _figure(9, 4.2)
-    ax = fig.subplots()
-    markers = "osD^v<>phX*"
+    sizes = sorted({s for p in points.values() for s in p})
+    x0, x1 = math.log10(min(sizes)), math.log10(max(sizes))
+    if x1 - x0 < 1:
+        x1 = x0 + 1
+    left, top, w, h = 58, 10, 640, 250
+    width, height = left + w + 20, top + h + 44
+    y0, y1 = math.log10(RATIO_FLOOR), math.log10(RATIO_CEIL)
+
+    def px(size: int) -> float:
+        return round(left + w * (math.log10(size) - x0) / (x1 - x0), 1)
+
+    def py(ratio: float) -> float:
+        v = min(max(ratio, RATIO_FLOOR), RATIO_CEIL)
+        return round(top + h * (y1 - math.log10(v)) / (y1 - y0), 1)
+
+    out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="error as a fraction of the tolerance">',
+           f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="#fafafa" stroke="#ccc"/>',
+           f'<rect x="{left}" y="{top}" width="{w}" height="{py(1.0) - top}" fill="#fbe0de" opacity="0.6"/>']
+    for e in range(int(y0), int(y1) + 1):
+        y = py(10.0**e)
+        label = "1 (bound)" if e == 0 else f"1e{e}"
+        out.append(f'<line x1="{left}" x2="{left + w}" y1="{y}" y2="{y}" stroke="{"#d6453d" if e == 0 else "#e4e4e4"}"/>'
+                   f'<text x="{left - 4}" y="{y + 4}" text-anchor="end" class="tick">{"1" if e == 0 else label}</text>')
+    for tick in (m * 10**e for e in range(math.floor(x0), math.ceil(x1) + 1) for m in (1, 2, 5)):
+        if x0 <= math.log10(tick) <= x1 and (x1 - x0 <= 3 or str(tick).startswith("1")):
+            x = px(tick)
+            out.append(f'<line x1="{x}" x2="{x}" y1="{top}" y2="{top + h}" stroke="#e4e4e4"/>'
+                       f'<text x="{x}" y="{top + h + 16}" text-anchor="middle" class="tick">{tick:g}</text>')
+    out.append(f'<text x="{left + w / 2}" y="{height - 6}" text-anchor="middle" class="axis">window size (elements averaged, log)</text>'
+               f'<text x="12" y="{top + h / 2}" transform="rotate(-90 12 {top + h / 2})" text-anchor="middle" class="axis">error / tolerance (log)</text>'
+               f'<text x="{left + 6}" y="{top + 14}" class="axis">above 1: outside the tolerance</text>')
     for i, backend in enumerate(sorted(points)):
+        color = PALETTE[i % len(PALETTE)]
         xs = sorted(points[backend])
-        ax.plot(xs, [points[backend][x] for x in xs], marker=markers[i % len(markers)], markersize=4,
-                linewidth=1, alpha=0.85, label=backend)
-    ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1.0)
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("window size (elements averaged)")
-    ax.set_ylabel("max ULP error (symlog)")
-    ax.set_title("ULP error of averaging ops against window size (worst case per size)", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    return _png(fig)
+        path = " ".join(f"{'M' if k == 0 else 'L'}{px(x)} {py(points[backend][x])}" for k, x in enumerate(xs))
+        out.append(f'<g><title>{_t(backend)}</title><path d="{path}" fill="none" stroke="{color}" stroke-width="1.5" opacity="0.85"/>')
+        out += [f'<circle cx="{px(x)}" cy="{py(points[backend][x])}" r="3" fill="{color}"><title>{_t(backend)}: window {x}, '
+                f'{points[backend][x]:.3g} of the tolerance</title></circle>' for x in xs]
+        out.append("</g>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def legend(points: dict[str, dict[int, float]]) -> list[dict[str, str]]:
+    """The error plot's legend, in the plot's colour order."""
+    return [{"name": b, "color": PALETTE[i % len(PALETTE)]} for i, b in enumerate(sorted(points))]
 
 
 def agreement_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -197,6 +228,16 @@ def agreement_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _finalize(value: object) -> object:
+    """Every string a template prints goes through printable(), except the SVG built here
+    (already escaped, marked safe)."""
+    import markupsafe
+
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return printable(value)
+    return value
+
+
 def render_html(records: list[Record], summary: dict[str, Any]) -> str:
     """The whole report.html text."""
     import jinja2
@@ -206,32 +247,35 @@ def render_html(records: list[Record], summary: dict[str, Any]) -> str:
     for r in records:
         by_op[r.get("op") or "?"].append(r)
     heatmaps = []
-    windowed = [op for op in sorted(by_op) if not op.startswith("Global")]
-    for op in windowed:
+    for op in (op for op in sorted(by_op) if not op.startswith("Global")):
         with_kernel = [r for r in by_op[op] if (r.get("params") or {}).get("kernel")]
         if with_kernel:
-            heatmaps.append({"op": op, "image": heatmap_figure(op, with_kernel, backends)})
+            heatmaps.append({"op": op, "panels": heatmap_panels(op, with_kernel, backends)})
     global_ops = [op for op in sorted(by_op) if op.startswith("Global")]
     if global_ops:
         heatmaps.append({"op": ", ".join(global_ops),
-                         "image": global_figure([r for op in global_ops for r in by_op[op]], global_ops, backends)})
+                         "panels": [global_panel([r for op in global_ops for r in by_op[op]], global_ops, backends)]})
     from poolconform.report.markdown import disagreement_order
 
     disagreements = sorted((r for r in records if r["status"] in FAILING), key=disagreement_order)
+    points = ratio_points(records)
     env = jinja2.Environment(loader=jinja2.PackageLoader("poolconform", "report/templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                             finalize=lambda v: printable(v) if isinstance(v, str) else v)
+                             finalize=_finalize)
     env.filters["ulp"] = lambda v: "" if v is None else f"{float(v):.3g}"
     return env.get_template("report.html.j2").render(
         summary=summary,
         backends=backends,
         heatmaps=heatmaps,
-        ulp_image=ulp_figure(records),
+        ratio_svg=ratio_svg(points),
+        ratio_legend=legend(points),
         agreement=agreement_rows(summary),
         disagreements=disagreements,
         finding_records=_finding_records(summary, records),
         colors=STATUS_COLORS,
-        statuses=STATUSES,
+        text_colors=TEXT_COLORS,
+        pass_fill=pass_fill,
+        statuses=[s for s in STATUSES if s == "pass" or summary["counts"].get(s)],  # the rest are all 0
         backend_names=sorted(set(backends) | set(summary.get("backends") or {})),
         expected_by_backend=dict(Counter(r["backend"] for r in records if r.get("expected"))),
         expected_count=sum(1 for r in records if r.get("expected")),
