@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.expectations import apply_expectations, load_expectations, unmatched
 from poolconform.findings import build_findings
 from poolconform.findings.features import case_tests
@@ -150,7 +150,9 @@ def test_a_fixed_entry_keeps_its_link(tmp_path):
 def test_shrink_reaches_a_smaller_case_the_backend_still_gets_wrong():
     pytest.importorskip("onnx", reason="the shrink re-runs onnx-reference")
     from poolconform.findings.shrink import case_of, shrink_findings
-    from poolconform.runner import RunOptions, oracle_job, outcome_record, start_workers
+    from poolconform.job import oracle_job
+    from poolconform.runner import RunOptions, start_workers
+    from poolconform.verdict import outcome_record
     from poolconform.backends.base import resolve_backend_names
     from poolconform.worker import Task
 
@@ -192,3 +194,12 @@ def _params_of(case_id, start):
             return seen[case_id].describe()
         frontier = nxt[:2000]
     raise AssertionError(f"{case_id} is not reachable from {start.id}")
+
+
+def test_an_entry_about_a_backend_that_did_not_run_is_not_called_unmatched(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text('[[expect]]\ncase = "MaxPool-*"\nbackend = "openvino-cpu"\nreason = "not installed here"\n'
+                    '[[expect]]\ncase = "Typo-*"\nbackend = "onnxruntime-cpu"\nreason = "a typo"\n')
+    entries = load_expectations(path)
+    ran = [make_record("MaxPool-2d-k2-s2-p0-f32-n4", "onnxruntime-cpu", "pass")]
+    assert [u["case"] for u in unmatched(ran, entries)] == ["Typo-*"]
