@@ -21,10 +21,24 @@ OPS = WINDOWED_OPS + GLOBAL_OPS
 #: Ops that compute a sum (and so round): averages and Lp norms.
 AVERAGING_OPS = ("AveragePool", "GlobalAveragePool", "LpPool", "GlobalLpPool")
 
+#: Ops with a quantized form (docs/conformance-space.md): QLinearAveragePool, QLinearGlobalAveragePool
+#: (com.microsoft) and MaxPool between DequantizeLinear and QuantizeLinear.
+QUANT_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
+
+#: The graph a pooling node sits in: alone, after a Pad node, with symbolic N, C, H, W, or feeding MaxUnpool.
+CONTEXTS = ("single", "pad", "dynamic", "unpool")
+#: The Pad node's modes in the `pad` context.
+PAD_MODES = ("constant", "edge", "reflect")
+#: How the id writes a choice's non-default values.
+CHOICE_TOKENS = {"context": {"pad": "pad", "dynamic": "dyn", "unpool": "unpool"},
+                 "pad_mode": {"edge": "edge", "reflect": "reflect"}}
+#: Rows that describe the graph around the pooling node, not one of its attributes.
+GRAPH_ROWS = ("quant", "context", "pad_mode", "unpool_shape")
+
 #: The values of the auto_pad attribute.
 AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
 
-Kind = Literal["axes", "pads", "auto_pad", "flag", "int"]
+Kind = Literal["axes", "pads", "auto_pad", "flag", "int", "choice", "quant"]
 #: When a row shows: whenever the op has the attribute, or only when the value is not the default.
 #: "defined" (written only): also whenever the op's schema at the case's opset defines it.
 Shown = Literal["always", "changed", "defined", "never"]
@@ -83,6 +97,16 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "never"),
     Attribute("storage_order", "storage_order", 0, ("MaxPool",), {"MaxPool": 8}, "col", "int", "changed",
               "changed", "changed"),
+    # The graph around the node (docs/conformance-space.md, "Contexts and quantized pooling"):
+    # never an attribute of the pooling node, always in the id when not the default.
+    Attribute("quant", None, (), QUANT_OPS, _per_op(QUANT_OPS, 12, 12, 12), "q", "quant", "changed", "changed",
+              "never"),
+    Attribute("context", None, "single", OPS, _per_op(OPS, *(11,) * len(OPS)), "", "choice", "changed", "changed",
+              "never"),
+    Attribute("pad_mode", None, "constant", OPS, _per_op(OPS, *(11,) * len(OPS)), "", "choice", "changed",
+              "changed", "never"),
+    Attribute("unpool_shape", None, False, ("MaxPool",), {"MaxPool": 11}, "oshape", "flag", "changed", "changed",
+              "never"),
 )
 BY_NAME = {a.name: a for a in ATTRIBUTES}
 
@@ -127,9 +151,22 @@ def token(attribute: Attribute, value: object) -> str:
         return str(value).lower().replace("_", "")
     if attribute.kind == "flag":
         return attribute.tag
+    if attribute.kind == "choice":
+        return CHOICE_TOKENS[attribute.name][value]  # type: ignore[index]
+    if attribute.kind == "quant":
+        return attribute.tag + "_".join(_quant_number(v) for v in value)  # type: ignore[attr-defined]
     if attribute.name == "storage_order":
         return attribute.tag  # 1 is the only value an id shows
     return f"{attribute.tag}{value}"
+
+
+def _quant_number(value: float | int) -> str:
+    """A scale or zero point as an id writes it: `0p05` for 0.05, `m3` for -3 (no `.` or `-` in a token)."""
+    text = repr(value) if isinstance(value, float) else str(int(value))
+    return text.replace(".", "p").replace("-", "m")
+
+
+_QUANT_NUMBER = r"m?[0-9]+(?:p[0-9]+)?"
 
 
 _NUMBER = r"(?:0|[1-9][0-9]*)"
@@ -157,6 +194,18 @@ def read_token(attribute: Attribute, text: str, rank: int) -> object | None:
         return spelled.get(text)
     if attribute.kind == "flag":
         return True if text == attribute.tag else None
+    if attribute.kind == "choice":
+        spelled = {t: v for v, t in CHOICE_TOKENS[attribute.name].items()}
+        return spelled.get(text)
+    if attribute.kind == "quant":
+        m = re.fullmatch(rf"{attribute.tag}({_QUANT_NUMBER})_({_QUANT_NUMBER})_({_QUANT_NUMBER})_({_QUANT_NUMBER})", text)
+        if not m:
+            return None
+        xs, xz, ys, yz = (g.replace("p", ".").replace("m", "-") for g in m.groups())
+        try:
+            return (float(xs), int(xz), float(ys), int(yz))
+        except ValueError:
+            return None
     if attribute.name == "storage_order":
         return 1 if text == attribute.tag else None
     m = re.fullmatch(rf"{attribute.tag}({_NUMBER})", text)

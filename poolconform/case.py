@@ -74,6 +74,14 @@ class PoolCase:
     dtype: str = "float32"
     opset: int = DEFAULT_OPSET
     generator: str = DEFAULT_GENERATOR
+    #: Quantized form: (x_scale, x_zero_point, y_scale, y_zero_point), () for none (poolconform.quantized).
+    quant: tuple = ()
+    #: The graph around the node: single, pad, dynamic or unpool (poolconform.contexts).
+    context: str = "single"
+    #: The Pad node's mode in the `pad` context: constant (0), edge or reflect.
+    pad_mode: str = "constant"
+    #: In the `unpool` context, whether MaxUnpool gets the input's shape as output_shape.
+    unpool_shape: bool = False
     #: A name that replaces the generated id (cases read back by `check` keep their folder name).
     label: str | None = field(default=None, compare=False)
     #: The serialized model when the case came from a file: ONNX backends run it as it is.

@@ -5,7 +5,8 @@ is exactly that text. The grammar is the one `PoolCase.id` writes, token by toke
 same attribute table (poolconform/attributes.py); docs/conformance-space.md spells it out:
 
     OP-<rank>d[-k<K>-s<S>-(p<P>|valid|sameupper|samelower)[-d<D>][-ceil][-cip]][-L<p>]
-      [-idx|-idxcol|-col]-<dtype>-n<N>[-b<N>c<C>][-o<opset>][-g<generator>]
+      [-idx|-idxcol|-col][-q<xs>_<xz>_<ys>_<yz>][-pad[-edge|-reflect]|-dyn|-unpool[-oshape]]
+      -<dtype>-n<N>[-b<N>c<C>][-o<opset>][-g<generator>]
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from poolconform.attributes import ATTRIBUTES, GLUED, OPS, Attribute, read_token
+from poolconform.attributes import ATTRIBUTES, CHOICE_TOKENS, GLUED, OPS, Attribute, read_token
 from poolconform.case import DEFAULT_GENERATOR, DTYPE_TAGS, ID_IMPLICIT_OPSET, PoolCase
 from poolconform.errors import CaseError
 from poolconform.validation import validate_case
@@ -31,8 +32,11 @@ def _shown(text: str) -> str:
 
 def _expected(row: Attribute) -> str:
     """How an id writes the row, for messages."""
+    if row.kind == "choice":
+        return "|".join(CHOICE_TOKENS[row.name].values())
     return {"axes": f"{row.tag}<N>", "pads": f"{row.tag}<N>", "auto_pad": "valid|sameupper|samelower",
-            "flag": row.tag, "int": row.tag if row.name == "storage_order" else f"{row.tag}<N>"}[row.kind]
+            "flag": row.tag, "int": row.tag if row.name == "storage_order" else f"{row.tag}<N>",
+            "quant": "q<x_scale>_<x_zero>_<y_scale>_<y_zero>"}[row.kind]
 
 
 def parse_case_id(text: str) -> PoolCase:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 
+from poolconform.attributes import CONTEXTS, PAD_MODES
 from poolconform.case import AUTO_PADS, DTYPES, OPS, PoolCase
 from poolconform.generators import SEED_SHAPE
 from poolconform.validation import make_case
@@ -46,15 +47,20 @@ KEYS: dict[str, tuple[str, Any]] = {
     "indices": ("true/false: MaxPool also outputs Indices", False),
     "storage_order": ("0 (row-major) or 1 (column-major) Indices", 0),
     "generator": ("input generator name", "normal"),
+    "context": (f"one of {', '.join(CONTEXTS)}: the graph around the node", "single"),
+    "pad_mode": (f"one of {', '.join(PAD_MODES)}: the Pad node's mode in the pad context", "constant"),
+    "unpool_output_shape": ("true/false: MaxUnpool gets the input's shape (unpool context)", False),
+    "quant": ('"none" or [x_scale, x_zero_point, y_scale, y_zero_point]: quantized pooling', "none"),
 }
 
 _PER_AXIS = ("kernel", "stride", "input_size", "pads", "dilation")
-_BOOLS = ("ceil_mode", "count_include_pad", "indices")
+_BOOLS = ("ceil_mode", "count_include_pad", "indices", "unpool_output_shape")
 _INTS = ("rank", "batch", "channels", "opset", "p", "storage_order")
-_STRINGS = ("ops", "auto_pad", "dtype", "generator")
+_STRINGS = ("ops", "auto_pad", "dtype", "generator", "context", "pad_mode")
 #: Keys whose values come from a fixed list: (what a value is called, the allowed values).
 #: `generator` too, read from the registry at parse time (see _choices).
-_CHOICES = {"ops": ("op", OPS), "auto_pad": ("auto_pad", AUTO_PADS), "dtype": ("dtype", DTYPES)}
+_CHOICES = {"ops": ("op", OPS), "auto_pad": ("auto_pad", AUTO_PADS), "dtype": ("dtype", DTYPES),
+            "context": ("context", CONTEXTS), "pad_mode": ("pad_mode", PAD_MODES)}
 #: Integer keys with a fixed range: (lowest, highest or None, what the range means).
 #: `opset` is a set, not a range: exactly what the exporter writes (see _check_range).
 _RANGES: dict[str, tuple[int, int | None, str]] = {
@@ -146,6 +152,9 @@ def _values(key: str, raw: Any) -> list[Any]:
     if not values:
         raise MatrixError(f"matrix key {key!r} is an empty list; give at least one value")
     out: list[Any] = []
+    if key == "quant":
+        many = isinstance(raw, list) and any(isinstance(x, (list, str)) for x in raw)
+        return [_quant_value(x) for x in (raw if many else [raw])]
     for v in values:
         if key in _PER_AXIS:
             if isinstance(v, list):
@@ -190,6 +199,18 @@ def _values(key: str, raw: Any) -> list[Any]:
             if any(x < 0 for x in (v if isinstance(v, tuple) else (v,))):
                 raise MatrixError(f"matrix key 'pads': {_shown(v)} must be >= 0")
     return out
+
+
+def _quant_value(v: Any) -> tuple[float, int, float, int] | tuple[()]:
+    """One `quant` value: "none", or [x_scale, x_zero_point, y_scale, y_zero_point]."""
+    if v == "none":
+        return ()
+    numbers = isinstance(v, list) and len(v) == 4 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                          for x in v)
+    if not numbers or not all(isinstance(v[i], int) for i in (1, 3)):
+        raise MatrixError(f"matrix key 'quant': {_shown(v)} must be \"none\" or [x_scale, x_zero_point, y_scale, "
+                          "y_zero_point] with integer zero points")
+    return (float(v[0]), int(v[1]), float(v[2]), int(v[3]))
 
 
 def normalize(table: dict[str, Any]) -> dict[str, list[Any]]:
@@ -261,10 +282,15 @@ def _combination_case(v: dict[str, Any]) -> PoolCase:
     size = v["input_size"]
     spatial = _axis(size, rank, "input_size")
     shape = (v["batch"], v["channels"], *spatial)
-    rest: dict[str, Any] = dict(dtype=v["dtype"], opset=v["opset"], generator=v["generator"])
+    rest: dict[str, Any] = dict(dtype=v["dtype"], opset=v["opset"], generator=v["generator"],
+                                context=v["context"], quant=v["quant"])
+    if v["context"] == "pad":
+        rest["pad_mode"] = v["pad_mode"]  # the other contexts have no Pad node: the key collapses
+    if v["context"] == "unpool":
+        rest["unpool_shape"] = v["unpool_output_shape"]
     if op in ("LpPool", "GlobalLpPool"):
         rest["p"] = v["p"]
-    if op == "MaxPool" and v["indices"]:
+    if op == "MaxPool" and v["indices"] and v["context"] != "unpool":  # unpool wires the Indices itself
         rest.update(with_indices=True, storage_order=v["storage_order"])
     if op.startswith("Global"):
         return make_case(op, shape, **rest)

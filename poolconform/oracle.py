@@ -516,6 +516,10 @@ def _as_array(x: np.ndarray) -> np.ndarray:
 
 def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """The expected outputs of `case` in float64 (Indices as int64)."""
+    if case.context != "single" or case.quant:  # a graph around the node: poolconform/oracle_contexts.py
+        from poolconform.oracle_contexts import reference_outputs as in_context
+
+        return in_context(case, inputs)
     x = _as_array(inputs[0])
     if case.op == "GlobalMaxPool":
         return [_global(case, x, "max")]

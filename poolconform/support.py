@@ -80,6 +80,10 @@ def onnx_rejects(case: PoolCase) -> str | None:
     if case.with_indices and len(schema.outputs) < 2:
         return f"{where} has no Indices output (with_indices={case.with_indices!r})"
     allowed = allowed_dtypes(case.op, case.opset)
+    if case.quant:  # the quantized graph pools dequantized floats (poolconform.quantized)
+        if "float32" not in allowed:
+            return f"{where} does not accept float32, which the quantized graph pools"
+        return None
     if case.dtype not in allowed:
         return f"{where} does not accept dtype {case.dtype!r}; allowed: {', '.join(allowed) or 'none'}"
     return None

@@ -22,7 +22,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from poolconform import dtypes, oracle, shapes
+from poolconform import contexts, dtypes, oracle, quantized, shapes
 from poolconform.case import AUTO_PADS, OPS, PoolCase
 from poolconform.validation import validate_case
 from poolconform.errors import CaseError, ModelError, PoolconformError
@@ -83,6 +83,8 @@ def write_case_dir(case: PoolCase, directory: str | os.PathLike[str], outputs: l
     data.mkdir(parents=True, exist_ok=True)
     (directory / "model.onnx").write_bytes(build_model(case).SerializeToString(deterministic=True))
     rtol, atol = RUNNER_TOLERANCE[case.dtype]
+    if case.quant:  # the ±1 rule of poolconform/quantized.py
+        atol = quantized.QUANT_TOLERANCE
     (directory / "data.json").write_text(json.dumps({"atol": atol, "rtol": rtol}, sort_keys=True) + "\n")
     (data / "input_0.pb").write_bytes(_tensor_bytes(inputs[0], "X"))
     for k, (name, value) in enumerate(zip(output_names(case), outputs)):
@@ -96,7 +98,7 @@ def manifest_entry(case: PoolCase) -> dict[str, object]:
         "id": case.id,
         "opset": case.opset,
         "dtype": case.dtype,
-        "expected_shape": list(shapes.output_shape(case)),
+        "expected_shape": list(contexts.graph_output_shape(case)),
         "outputs": output_names(case),
         "params": case.describe(),
     }
@@ -367,7 +369,7 @@ def load_test_dir(path: str | os.PathLike[str], label: str | None = None) -> Sto
     raw = read_regular_file(model_file, MAX_MODEL_BYTES, f"{label}/model.onnx")
     model = _parse_model(raw, label)
     _check_external_data(_model_tensors(model), directory, label)
-    case, unexpressible = _parse_case(model, label, raw)
+    case, unexpressible = _parse_case(model, label, raw, directory)
     sets = sorted(
         (d for d in directory.glob("test_data_set_*") if d.is_dir() and d.name[14:].isdigit()),
         key=lambda d: int(d.name[14:]),
@@ -415,13 +417,17 @@ def _check_external_data(tensors: list[onnx.TensorProto], directory: Path, label
             )
 
 
-def _parse_case(model: onnx.ModelProto, label: str, raw: bytes) -> tuple[PoolCase, str | None]:
-    """The single pooling node as a PoolCase, and why it is not a valid one (None if it is)."""
+def _parse_case(model: onnx.ModelProto, label: str, raw: bytes, raw_dir: Path | None = None
+                ) -> tuple[PoolCase, str | None]:
+    """The pooling node (alone, or in a context graph `export` writes) as a PoolCase, and why it
+    is not a valid one (None if it is)."""
     nodes = model.graph.node
     ops = [n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in nodes]
-    if len(nodes) != 1 or ops[0] not in OPS:
-        raise ModelError(f"{label}: expected one pooling node ({', '.join(OPS)}), found ops {ops!r}")
-    node = nodes[0]
+    graph = read_graph(model, label)
+    if graph is None and (len(nodes) != 1 or ops[0] not in OPS):
+        raise ModelError(f"{label}: expected one pooling node ({', '.join(OPS)}) or a context graph "
+                         f"poolconform exports, found ops {ops!r}")
+    node, extra = graph if graph is not None else (nodes[0], {})
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
         raise ModelError(f"{label}: model imports no default-domain opset")
@@ -429,8 +435,106 @@ def _parse_case(model: onnx.ModelProto, label: str, raw: bytes) -> tuple[PoolCas
     graph_inputs = [v for v in model.graph.input if v.name not in initializers]
     if len(graph_inputs) != 1:
         raise ModelError(f"{label}: expected one graph input, found {[v.name for v in graph_inputs]!r}")
-    shape, dtype = _declared(graph_inputs[0], label, "input")
-    return case_from_node(node, shape, dtype, int(opset), label=label, model_bytes=raw)
+    if _is_symbolic(graph_inputs[0]):
+        shape, dtype = _data_shape(model, graph_inputs[0], label, raw_dir), dtypes.onnx_type_name(
+            graph_inputs[0].type.tensor_type.elem_type)
+        extra = {**extra, "context": "dynamic"}
+    else:
+        shape, dtype = _declared(graph_inputs[0], label, "input")
+    case, problem = case_from_node(node, shape, dtype, int(opset), label=label, model_bytes=raw)
+    if not extra:
+        return case, problem
+    extra = dict(extra)
+    problems = [p for p in (problem or "").split("; ") if p.startswith("attribute ")]  # unknown attributes
+    if "pad_node" in extra:
+        if any(case.pads):
+            problems.append(f"the pool after the Pad node has pads {list(case.pads)!r} of its own")
+        extra["pads"] = _pad_node_pads(extra.pop("pad_node"), case.rank, label)
+    output_shape = extra.pop("unpool_output", None)
+    if output_shape is not None and output_shape != case.input_shape:
+        problems.append(f"MaxUnpool's output_shape {list(output_shape)!r} is not the input's {list(case.input_shape)!r}")
+    case = case.replace(**extra)
+    try:
+        validate_case(case)
+    except CaseError as exc:
+        problems.append(str(exc))
+    return case, ("; ".join(problems) or None)
+
+
+def read_graph(model: onnx.ModelProto, label: str) -> tuple[onnx.NodeProto, dict[str, object]] | None:
+    """The pooling node of a context graph `export` writes (docs/conformance-space.md, "Contexts
+    and quantized pooling") and the case fields the graph around it sets; None for any other graph."""
+    nodes = list(model.graph.node)
+    kinds = [(n.domain or "", n.op_type) for n in nodes]
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+    if kinds == [("", "Pad"), ("", kinds[-1][1])] and kinds[1][1] in OPS and len(nodes[0].input) >= 2 \
+            and nodes[0].input[1] in inits and nodes[1].input[0] == nodes[0].output[0]:
+        if len(nodes[0].input) > 2 and nodes[0].input[2]:
+            return None  # a constant value or axes input: not a graph export writes
+        mode = attrs[0].get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        return nodes[1], {"context": "pad", "pad_mode": mode, "pad_node": tuple(int(v) for v in inits[nodes[0].input[1]])}
+    if kinds == [("", "MaxPool"), ("", "MaxUnpool")] and list(nodes[1].input[:2]) == list(nodes[0].output[:2]):
+        pool = onnx.NodeProto()
+        pool.CopyFrom(nodes[0])
+        del pool.output[1:]
+        shaped = len(nodes[1].input) > 2 and nodes[1].input[2] != ""
+        if shaped and nodes[1].input[2] not in inits:
+            return None
+        fields: dict[str, object] = {"context": "unpool", "unpool_shape": shaped}
+        if shaped:
+            fields["unpool_output"] = tuple(int(v) for v in inits[nodes[1].input[2]])
+        return pool, fields
+    names = ("x_scale", "x_zero_point", "y_scale", "y_zero_point")
+    if len(nodes) == 1 and kinds[0] in (("com.microsoft", "QLinearAveragePool"), ("com.microsoft", "QLinearGlobalAveragePool")) \
+            and all(name in inits for name in nodes[0].input[1:5]) and len(nodes[0].input) == 5:
+        node = onnx.helper.make_node(kinds[0][1][len("QLinear"):], [nodes[0].input[0]], list(nodes[0].output),
+                                     **{k: v for k, v in attrs[0].items() if k != "channels_last"})
+        if attrs[0].get("channels_last", 0):
+            return None
+        return node, {"quant": _quant(inits, list(nodes[0].input[1:5]))}
+    if [k[1] for k in kinds] == ["DequantizeLinear", "MaxPool", "QuantizeLinear"] and len(nodes[0].input) == 3 \
+            and len(nodes[2].input) == 3 and all(i in inits for i in (*nodes[0].input[1:], *nodes[2].input[1:])):
+        node = onnx.NodeProto()
+        node.CopyFrom(nodes[1])
+        del node.input[:]
+        node.input.append(nodes[0].input[0])
+        return node, {"quant": _quant(inits, [*nodes[0].input[1:], *nodes[2].input[1:]])}
+    return None
+
+
+def _quant(inits: dict[str, np.ndarray], names: list[str]) -> tuple[float, int, float, int]:
+    xs, xz, ys, yz = (inits[n] for n in names)
+    def scale(v: np.ndarray) -> float:  # a float32 scale as its shortest decimal, as the id writes it
+        return float(str(np.float32(v.reshape(-1)[0])))
+
+    return (scale(xs), int(xz.reshape(-1)[0]), scale(ys), int(yz.reshape(-1)[0]))
+
+
+def _pad_node_pads(pads: tuple[int, ...], rank: int, label: str) -> tuple[int, ...]:
+    """The spatial pads (begin..., end...) of a Pad node's (N, C, spatial...) amounts."""
+    if len(pads) != 2 * (rank + 2) or pads[0] or pads[1] or pads[rank + 2] or pads[rank + 3]:
+        raise ModelError(f"{label}: the Pad node pads {list(pads)!r}; poolconform reads spatial padding only")
+    return tuple(pads[2:rank + 2]) + tuple(pads[rank + 4:])
+
+
+def _is_symbolic(value: onnx.ValueInfoProto) -> bool:
+    dims = value.type.tensor_type.shape.dim
+    return bool(dims) and all(d.HasField("dim_param") and not d.HasField("dim_value") for d in dims)
+
+
+def _data_shape(model: onnx.ModelProto, value: onnx.ValueInfoProto, label: str, directory: Path | None
+                ) -> tuple[int, ...]:
+    """A symbolic input's shape, from test_data_set_0's input (the dynamic context)."""
+    path = directory / "test_data_set_0" / "input_0.pb" if directory is not None else None
+    if path is None or not path.is_file():
+        raise ModelError(f"{label}: input {value.name!r} is symbolic and there is no test_data_set_0/input_0.pb")
+    shape = tuple(int(d) for d in _read_tensor(path, None, f"{label}/test_data_set_0/input_0.pb").shape)
+    if len(shape) != len(value.type.tensor_type.shape.dim) or 0 in shape[2:]:
+        raise ModelError(f"{label}: input_0.pb has shape {list(shape)!r}, the model declares rank "
+                         f"{len(value.type.tensor_type.shape.dim)}")
+    return shape
 
 
 def case_from_node(

@@ -12,9 +12,11 @@ import dataclasses
 from poolconform import shapes
 from poolconform.attributes import ATTRIBUTES, AUTO_PADS, GLOBAL_OPS, OPS
 from poolconform.budget import check_budget
+from poolconform.contexts import check_context
 from poolconform.case import DTYPES, PoolCase
 from poolconform.errors import CaseError
 from poolconform.generators import SEED_SHAPE, generator_rejects
+from poolconform.quantized import check_quant
 from poolconform.support import onnx_rejects
 
 #: PoolCase's own defaults: what a field an op does not have must keep.
@@ -100,6 +102,8 @@ def validate_case(case: PoolCase) -> None:
     if case.storage_order not in (0, 1):
         raise CaseError(f"storage_order must be 0 or 1, got {case.storage_order!r}")
     _check_foreign_attributes(case)
+    check_context(case)
+    check_quant(case)
     _validate_against_onnx(case)
     if case.is_global:
         check_budget(case)

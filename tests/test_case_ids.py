@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poolconform.attributes import ATTRIBUTES, AUTO_PADS, GLOBAL_OPS, OPS
+from poolconform.attributes import ATTRIBUTES, AUTO_PADS, CONTEXTS, GLOBAL_OPS, GRAPH_ROWS, OPS, PAD_MODES
 from poolconform.case import DTYPES, PoolCase
 from poolconform.case_ids import parse_case_id
 from poolconform.cli import build_parser, main
@@ -83,6 +83,55 @@ def test_ids_that_no_matrix_holds_are_whole_cases() -> None:
     assert col.id == "MaxPool-2d-k2-s1-p0-col-f32-n5" and parse_case_id(col.id) == col
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(st.data())
+def test_any_case_in_a_context_or_quantized_round_trips(data: st.DataObject) -> None:
+    """Contexts, pad modes, output_shape and quantization parameters are all in the id."""
+    try:
+        case = data.draw(any_valid_case())
+        if data.draw(st.booleans()):
+            case = case.replace(context=data.draw(st.sampled_from(CONTEXTS)))
+            if case.context == "pad":
+                case = case.replace(pad_mode=data.draw(st.sampled_from(PAD_MODES)))
+            if case.context == "unpool":
+                case = case.replace(unpool_shape=data.draw(st.booleans()))
+        else:
+            case = case.replace(quant=(data.draw(st.sampled_from((0.05, 0.1, 1.0, 0.0039, 12.5))),
+                                       data.draw(st.integers(-128, 255)),
+                                       data.draw(st.sampled_from((0.02, 0.5, 2.0))), data.draw(st.integers(-128, 255))))
+        validate_case(case)
+    except CaseError:
+        return
+    assert parse_case_id(case.id) == case
+
+
+@pytest.mark.parametrize("text", [
+    "MaxPool-2d-k3-s1-p1-pad-f32-n5", "MaxPool-2d-k3-s1-p1-pad-edge-f32-n5", "AveragePool-1d-k2-s1-p1-pad-reflect-f32-n5",
+    "MaxPool-2d-k2-s2-p0-unpool-f32-n6", "MaxPool-2d-k2-s2-p0-unpool-oshape-f32-n5", "GlobalAveragePool-2d-dyn-f32-n5",
+    "AveragePool-2d-k2-s2-p0-q0p05_128_0p1_120-u8-n5", "GlobalAveragePool-2d-q0p05_m3_0p1_2-i8-n5",
+])
+def test_context_and_quant_ids_read_back(text: str) -> None:
+    assert parse_case_id(text).id == text
+
+
+@pytest.mark.parametrize("text, why", [
+    ("MaxPool-2d-k3-s1-p1-edge-f32-n5", "needs the pad context"),
+    ("MaxPool-2d-k3-s1-p0-pad-f32-n5", "has none"),
+    ("AveragePool-2d-k3-s1-p1-cip-pad-f32-n5", "count_include_pad"),
+    ("AveragePool-2d-k2-s2-p0-unpool-f32-n6", "not AveragePool"),
+    ("MaxPool-2d-k2-s2-p0-unpool-f32-n5", "without output_shape"),
+    ("MaxPool-2d-k2-s2-p0-q0p05_128_0p1_120-f32-n6", "uint8 or int8"),
+    ("MaxPool-2d-k2-s2-p0-q0p05_200_0p1_1-i8-n6", "x_zero_point"),
+    ("LpPool-2d-k2-s2-p0-L2-q0p05_1_0p1_1-u8-n6", "'q0p05_1_0p1_1'"),
+    ("MaxPool-2d-k2-s2-p0-q0p050_1_0p1_1-u8-n6", "is written"),
+    ("MaxPool-2d-k2-s2-p0-dyn-pad-f32-n6", "'pad'"),
+])
+def test_context_and_quant_ids_of_no_valid_case_are_refused(text: str, why: str) -> None:
+    with pytest.raises(CaseError, match=re.escape(why)) as info:
+        parse_case_id(text)
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("text, token", [
     ("MaxPool-2d-k3-s2-p1-cel-f32-n7", "'cel'"),
     ("MaxPool-2d-k3-s2-p1-cip-f32-n7", "'cip'"),  # MaxPool has no count_include_pad
@@ -148,7 +197,7 @@ def test_the_table_feeds_id_params_and_node_alike() -> None:
     assert "count_include_pad" not in make_case("AveragePool", (1, 1, 6, 6), kernel=3, opset=1).onnx_attributes()
 
 
-@pytest.mark.parametrize("attribute", [a for a in ATTRIBUTES], ids=lambda a: a.name)
+@pytest.mark.parametrize("attribute", [a for a in ATTRIBUTES if a.name not in GRAPH_ROWS], ids=lambda a: a.name)
 def test_the_tables_opsets_are_the_installed_onnx_schemas(attribute) -> None:
     """`since` of every row is the first opset whose schema has the attribute (or the Indices output)."""
     for op in attribute.ops:
