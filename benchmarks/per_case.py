@@ -2,6 +2,7 @@
 against poolconform's per-case path on the same backends.
 
     python benchmarks/per_case.py [--n1 10] [--n2 60] [--json FILE]
+    python benchmarks/per_case.py --growing [--step 1] [--json FILE]
 
 Each method runs the same list of distinct cases (no two share a configuration, so no
 method gets a cache hit another could not) and stamps the time after case N1 and after
@@ -20,6 +21,12 @@ imports, worker start-up and first-call warm-up. Methods:
 
 What is cached: poolconform's backends reuse a built Keras layer / ORT session only for
 an identical configuration, which this case list never repeats; so nothing is.
+
+--growing: MaxPool k2 s1 (1x1 float32) on inputs that grow from 4x4 to 523x523 (every
+--step-th size), in growing order; the figures are the mean cost per case after the first
+N1 (warm-up) and over the last 100 cases, where the parent's per-case work (inputs,
+oracle, comparison, digest) is largest. The runner gets one compute slot (--jobs 1), so
+its figure is the cost on one core, like the in-process methods'.
 """
 
 from __future__ import annotations
@@ -65,6 +72,13 @@ def benchmark_cases(count: int) -> list[PoolCase]:
     return [cases[i] for i in rng.permutation(len(cases))[:count]]
 
 
+def growing_cases(step: int = 1) -> list[PoolCase]:
+    """MaxPool k2 s1 on 1x1xNxN float32, N from 4 to 523, in growing order."""
+    table = {"ops": "MaxPool", "kernel": 2, "stride": 1, "input_size": list(range(4, 524, step)), "dtype": "float32",
+             "batch": 1, "channels": 1, "opset": 22}
+    return sorted(expand(table).cases, key=lambda c: c.input_shape[-1])
+
+
 def marginal(stamps: dict[int, float], n1: int, n2: int) -> float:
     """Seconds per case between the N1-th and the N2-th finished case."""
     return (stamps[n2] - stamps[n1]) / (n2 - n1)
@@ -106,16 +120,17 @@ def ort_in_process(cases: list[PoolCase]) -> dict[int, float]:
     return stamps
 
 
-def poolconform_runner(backend: str, cases: list[PoolCase], n1: int, n2: int) -> tuple[float, dict]:
+def poolconform_runner(backend: str, cases: list[PoolCase], n1: int, n2: int) -> tuple[dict[str, float], dict]:
     """Methods 2 and 4: marginal seconds per case through the runner, job preparation included."""
     from poolconform.backends.base import resolve_backend_names
-    from poolconform.runner import RunOptions, oracle_job, run_jobs, start_workers
+    from poolconform.job import oracle_job
+    from poolconform.runner import RunOptions, run_jobs, start_workers
 
     jobs = [oracle_job(case) for case in cases[:n1]]
     middle = time.perf_counter()
     jobs += [oracle_job(case) for case in cases[n1:n2]]
     prepare_per_case = (time.perf_counter() - middle) / (n2 - n1)
-    options = RunOptions(batch_size=_batch(n1, n2))
+    options = RunOptions(batch_size=_batch(n1, n2), jobs=1)
     workers = start_workers(resolve_backend_names([backend]), options)
     if workers[backend].info.unavailable:
         raise RuntimeError(f"{backend}: {workers[backend].info.unavailable}")
@@ -130,63 +145,94 @@ def poolconform_runner(backend: str, cases: list[PoolCase], n1: int, n2: int) ->
             statuses[record["status"]] = statuses.get(record["status"], 0) + 1
 
     run_jobs(jobs, workers, options, sink)
-    return marginal(stamps, n1, n2) + prepare_per_case, statuses
+    return {span: seconds + prepare_per_case for span, seconds in figures_of(stamps, n1, n2).items()}, statuses
 
 
 def _batch(n1: int, n2: int) -> int:
-    """A batch size that puts a batch boundary at N1 and N2 (so both get a time stamp)."""
+    """A batch size that puts a batch boundary at N1, N2 and N2 - 100 (so each gets a time stamp)."""
     from math import gcd
 
-    return min(16, gcd(n1, n2))
+    return min(16, gcd(gcd(n1, n2), n2 - 100 if n2 > 100 else n2))
 
 
-def run_seed_subprocess(n1: int, n2: int) -> float:
+def run_seed_subprocess(n1: int, n2: int, growing: int | None = None) -> dict[str, float]:
     """Method 1 in a fresh interpreter, so Keras picks TensorFlow whatever this process loaded."""
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    more = ["--growing", "--step", str(growing)] if growing else []
     out = subprocess.run(
-        [sys.executable, __file__, "--method", "seed-keras", "--n1", str(n1), "--n2", str(n2)],
+        [sys.executable, __file__, "--method", "seed-keras", "--n1", str(n1), "--n2", str(n2), *more],
         env=env, capture_output=True, text=True, check=False,
     )
     if out.returncode != 0:
         raise RuntimeError(f"seed-keras subprocess failed: {out.stderr.strip().splitlines()[-1:]!r}")
-    return float(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def figures_of(stamps: dict[int, float], n1: int, n2: int) -> dict[str, float]:
+    """Seconds per case after the warm-up, and over the last 100 cases where stamped."""
+    out = {"mean": marginal(stamps, n1, n2)}
+    if n2 - 100 > n1 and n2 - 100 in stamps:
+        out["last 100"] = marginal(stamps, n2 - 100, n2)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n1", type=int, default=10, help="cases before the first time stamp (warm-up)")
-    parser.add_argument("--n2", type=int, default=60, help="cases before the second time stamp")
+    parser.add_argument("--n2", type=int, help="cases before the second time stamp (default 60; --growing: all)")
+    parser.add_argument("--growing", action="store_true", help="MaxPool k2 s1 on inputs from 4x4 to 523x523")
+    parser.add_argument("--step", type=int, default=1, help="--growing: every STEP-th input size (default 1: 520 cases)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--method", choices=["seed-keras"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.step < 1:
+        parser.error(f"--step must be >= 1, got {args.step!r}")
+    if args.growing:
+        cases = growing_cases(args.step)
+        args.n2 = args.n2 or len(cases)
+        if args.n2 > len(cases):
+            parser.error(f"--n2 {args.n2!r} is more than the {len(cases)} growing cases")
+        cases = cases[: args.n2]
+    else:
+        args.n2 = args.n2 or 60
     if not 0 < args.n1 < args.n2:
         parser.error(f"need 0 < --n1 < --n2, got {args.n1!r} and {args.n2!r}")
-    cases = benchmark_cases(args.n2)
+    if not args.growing:
+        cases = benchmark_cases(args.n2)
     if args.method == "seed-keras":
-        print(marginal(seed_keras(cases, args.n1, args.n2), args.n1, args.n2))
+        print(json.dumps(figures_of(seed_keras(cases, args.n1, args.n2), args.n1, args.n2)))
         return 0
-    figures: dict[str, float] = {}
+    figures: dict[str, dict[str, float]] = {}
     checks: dict[str, dict] = {}
-    figures["seed-keras"] = run_seed_subprocess(args.n1, args.n2)
+    figures["seed-keras"] = run_seed_subprocess(args.n1, args.n2, args.step if args.growing else None)
     figures["poolconform keras-tensorflow"], checks["keras-tensorflow"] = poolconform_runner(
         "keras-tensorflow", cases, args.n1, args.n2)
-    figures["ort in-process"] = marginal(ort_in_process(cases), args.n1, args.n2)
+    figures["ort in-process"] = figures_of(ort_in_process(cases), args.n1, args.n2)
     figures["poolconform onnxruntime-cpu"], checks["onnxruntime-cpu"] = poolconform_runner(
         "onnxruntime-cpu", cases, args.n1, args.n2)
+    spans = [span for span in ("mean", "last 100") if all(span in f for f in figures.values())]
     ratios = {
-        "seed-keras / poolconform keras-tensorflow": figures["seed-keras"] / figures["poolconform keras-tensorflow"],
-        "poolconform onnxruntime-cpu / ort in-process": figures["poolconform onnxruntime-cpu"]
-        / figures["ort in-process"],
+        span: {
+            "seed-keras / poolconform keras-tensorflow (target >= 50)":
+                figures["seed-keras"][span] / figures["poolconform keras-tensorflow"][span],
+            "poolconform onnxruntime-cpu / ort in-process (target <= 2)":
+                figures["poolconform onnxruntime-cpu"][span] / figures["ort in-process"][span],
+        }
+        for span in spans
     }
-    print(f"{len(cases)} distinct cases; marginal cost per case between case {args.n1} and case {args.n2}:")
-    for name, seconds in figures.items():
-        print(f"  {name:32s} {seconds * 1e3:9.3f} ms/case")
-    for name, ratio in ratios.items():
-        print(f"  {name:46s} {ratio:8.1f}x")
+    kind = f"{len(cases)} growing cases ({cases[0].input_shape[-1]}^2 to {cases[-1].input_shape[-1]}^2)" if \
+        args.growing else f"{len(cases)} distinct cases"
+    print(f"{kind}; cost per case after case {args.n1} (mean), and over the last 100 cases where there are:")
+    for name, per_span in figures.items():
+        print(f"  {name:32s} " + "  ".join(f"{span}: {seconds * 1e3:8.3f} ms" for span, seconds in per_span.items()))
+    for span, by_name in ratios.items():
+        for name, ratio in by_name.items():
+            print(f"  [{span}] {name:60s} {ratio:8.1f}x")
     print(f"  statuses: {checks}")
     if args.json:
-        args.json.write_text(json.dumps({"n1": args.n1, "n2": args.n2, "seconds_per_case": figures,
-                                         "ratios": ratios, "statuses": checks}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"n1": args.n1, "n2": args.n2, "growing": args.growing, "step": args.step,
+                                         "seconds_per_case": figures, "ratios": ratios, "statuses": checks},
+                                        indent=2) + "\n")
     return 0
 
 

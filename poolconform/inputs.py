@@ -3,11 +3,19 @@
 Each generator (poolconform.generators) is a function (rng, shape, dtype) -> float64
 array of values that are exactly representable in the dtype; the seed comes from the case id, not from run
 order, so a shard, a resume or a repro script regenerates identical inputs.
+
+A process makes a case's inputs once: they are kept in a cache keyed by case id and bounded
+in bytes (CACHE_BYTES), so a process that needs them again (the judging of each backend's
+answer, bench's repeats, a shrink) pays a copy (about 20x cheaper than the generator on a
+large normal input) instead of the generator, and a 100,000-case run does not keep every
+input alive (docs/speed.md). Callers get their own writable copies: a backend that writes
+into its input cannot change what the next one, or the oracle, sees.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 
 import numpy as np
 
@@ -16,7 +24,13 @@ from poolconform.case import PoolCase
 from poolconform.errors import CaseError
 from poolconform.generators import GENERATORS, SEED_INPUT, Generator
 
-__all__ = ["GENERATORS", "SEED_INPUT", "Generator", "case_seed", "make_inputs"]
+__all__ = ["CACHE_BYTES", "GENERATORS", "SEED_INPUT", "Generator", "case_seed", "clear_cache", "make_inputs"]
+
+#: Most bytes of inputs one process keeps for reuse (least recently used go first).
+CACHE_BYTES = 64 * 2**20
+
+_cache: OrderedDict[str, list[np.ndarray]] = OrderedDict()
+_cached_bytes = 0
 
 
 def case_seed(case: PoolCase) -> int:
@@ -24,8 +38,8 @@ def case_seed(case: PoolCase) -> int:
     return int.from_bytes(hashlib.sha256(case.id.encode()).digest()[:8], "little")
 
 
-def make_inputs(case: PoolCase) -> list[np.ndarray]:
-    """The case's input tensors in its dtype (ONNX layout)."""
+def generate_inputs(case: PoolCase) -> list[np.ndarray]:
+    """The case's input tensors in its dtype (ONNX layout), freshly made and writable."""
     try:
         generator = GENERATORS[case.generator]
     except KeyError:
@@ -33,3 +47,31 @@ def make_inputs(case: PoolCase) -> list[np.ndarray]:
     rng = np.random.default_rng(case_seed(case))
     values = generator(rng, case.input_shape, case.dtype)
     return [values.astype(dtypes.numpy_dtype(case.dtype))]
+
+
+def make_inputs(case: PoolCase) -> list[np.ndarray]:
+    """The case's input tensors (writable copies of what this process made once)."""
+    global _cached_bytes
+    hit = _cache.get(case.id)
+    if hit is not None:
+        _cache.move_to_end(case.id)
+        return [a.copy() for a in hit]
+    inputs = generate_inputs(case)
+    size = sum(a.nbytes for a in inputs)
+    if size <= CACHE_BYTES:
+        kept = [a.copy() for a in inputs]
+        for array in kept:
+            array.flags.writeable = False
+        _cache[case.id] = kept
+        _cached_bytes += size
+        while _cached_bytes > CACHE_BYTES:
+            _, dropped = _cache.popitem(last=False)
+            _cached_bytes -= sum(a.nbytes for a in dropped)
+    return inputs
+
+
+def clear_cache() -> None:
+    """Forget every kept input (tests; a process about to do something else)."""
+    global _cached_bytes
+    _cache.clear()
+    _cached_bytes = 0

@@ -95,8 +95,10 @@ class OutLock:
 def run_identity(case_ids: Iterable[str], backends: Iterable[str]) -> dict:
     """What makes two runs the same run: their cases, their backends, the poolconform that judged."""
     ids = set(case_ids)
+    from poolconform.compare import DIGEST_ALGORITHM  # how this run fingerprints outputs (`diff` reads it)
+
     return {"cases": len(ids), "matrix_digest": ids_digest(ids), "backends": sorted(set(backends)),
-            "poolconform": __version__}
+            "poolconform": __version__, "digest_algorithm": DIGEST_ALGORITHM}
 
 
 def read_identity(out: Path) -> dict | None:

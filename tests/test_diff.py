@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.cli import main
 from poolconform.results import make_record
 
@@ -75,3 +76,36 @@ def test_unusable_input_is_one_line_and_exit_2(tmp_path, capsys, what):
     assert main(["diff", str(a), str(b)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("poolconform: error:") and "Traceback" not in err
+
+
+def test_digests_of_two_algorithms_are_not_called_changed(tmp_path, capsys):
+    """A run fingerprinted by an earlier poolconform (12-digit SHA-1 digests) against one with
+    SHA-1 digests of the raw bytes: no pair is "changed" for its digest alone, and the output says why;
+    a status change is still reported."""
+    from poolconform.compare import DIGEST_ALGORITHM, LEGACY_DIGEST_ALGORITHM, output_digest
+
+    new = output_digest([np.arange(4, dtype=np.float32)])
+    a = _run(tmp_path / "a", {}, digests={c.id: "0123456789ab" for c in CASES})
+    b = _run(tmp_path / "b", {CASES[0].id: "unsupported"}, digests={c.id: new for c in CASES})
+    assert main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")]) == 0
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert [(e["case"], e["before"], e["after"]) for e in data["changed"]] == [(CASES[0].id, "pass", "unsupported")]
+    assert data["digests_not_compared"] == {f"{LEGACY_DIGEST_ALGORITHM} -> {DIGEST_ALGORITHM}": 2}
+    assert "outputs not compared: 2 pair(s)" in capsys.readouterr().out
+    c = _run(tmp_path / "c", {}, digests={c.id: output_digest([np.arange(4, dtype=np.float64)]) for c in CASES})
+    d = _run(tmp_path / "d", {}, digests={c.id: new for c in CASES})
+    assert main(["diff", str(c), str(d), "--json", str(tmp_path / "e.json")]) == 0
+    assert len(json.loads((tmp_path / "e.json").read_text())["changed"]) == 3  # same algorithm: a dtype change is drift
+
+
+def test_output_digest_sees_dtype_shape_and_bits_but_not_nan_payloads():
+    from poolconform.compare import digest_algorithm, output_digest
+
+    x = np.array([1.0, np.nan, -0.0], dtype=np.float32)
+    other_nan = x.copy()
+    other_nan.view(np.uint32)[1] |= 1  # another NaN payload: the same answer
+    digests = {output_digest([x]), output_digest([other_nan])}
+    assert len(digests) == 1 and digest_algorithm(digests.pop()) == "sha1-64-raw"
+    variants = [x.astype(np.float64), x.reshape(3, 1), np.array([1.0, np.nan, 0.0], dtype=np.float32),
+                np.array([1.0, 2.0, -0.0], dtype=np.float32)]
+    assert len({output_digest([v]) for v in variants} | {output_digest([x])}) == 5

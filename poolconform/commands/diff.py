@@ -3,6 +3,9 @@
 For each (case, backend) in both runs: `regressed` (a pass, an expected disagreement or
 an unsupported case became an unexpected disagreement), `fixed` (the reverse), `changed`
 (another status otherwise, or the same status with another output digest: numeric drift).
+Digests are compared only where both records' digests come from one algorithm (a run of
+an earlier poolconform fingerprinted outputs another way): other pairs are counted and
+named in the output, never reported as changed.
 Cases and backends present in only one run are listed; both sides' versions are printed;
 the regressions are grouped as findings. Exit 1 when anything regressed, else 0.
 """
@@ -14,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from poolconform.compare import digest_algorithm
 from poolconform.errors import PoolconformError
 from poolconform.findings import triage
 from poolconform.report.text import printable
@@ -67,6 +71,7 @@ def compare_runs(a: list[Record], b: list[Record]) -> dict[str, Any]:
     before = {(r["case"], r["backend"]): r for r in a}
     after = {(r["case"], r["backend"]): r for r in b}
     out: dict[str, Any] = {"regressed": [], "fixed": [], "changed": []}
+    incomparable: dict[str, int] = {}
     for key in sorted(before.keys() & after.keys()):
         ra, rb = before[key], after[key]
         entry = {"case": key[0], "backend": key[1], "before": ra["status"], "after": rb["status"],
@@ -75,8 +80,16 @@ def compare_runs(a: list[Record], b: list[Record]) -> dict[str, Any]:
             out["regressed"].append(entry)
         elif _bad(ra) and not _bad(rb):
             out["fixed"].append(entry)
-        elif ra["status"] != rb["status"] or ra.get("digest") != rb.get("digest"):
+        elif ra["status"] != rb["status"]:
             out["changed"].append(entry)
+        elif ra.get("digest") != rb.get("digest"):
+            algorithms = (digest_algorithm(ra.get("digest")), digest_algorithm(rb.get("digest")))
+            if algorithms[0] == algorithms[1] or None in algorithms:
+                out["changed"].append(entry)
+            else:
+                pair = f"{algorithms[0]} -> {algorithms[1]}"
+                incomparable[pair] = incomparable.get(pair, 0) + 1
+    out["digests_not_compared"] = incomparable
     cases_a, cases_b = {r["case"] for r in a}, {r["case"] for r in b}
     backends_a, backends_b = {r["backend"] for r in a}, {r["backend"] for r in b}
     out["only_in_a"] = {"cases": sorted(cases_a - cases_b), "backends": sorted(backends_a - backends_b)}
@@ -116,6 +129,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"  finding: {printable(f['summary'])} ({f['count']}); minimal case {printable(f['minimal_case'])}")
     _print_list("fixed", result["fixed"])
     _print_list("changed", result["changed"])
+    for pair, count in result["digests_not_compared"].items():
+        print(f"outputs not compared: {count} pair(s) with the same status whose digests come from two "
+              f"algorithms ({pair}); rerun both with one poolconform to see numeric drift")
     for side in ("a", "b"):
         only = result[f"only_in_{side}"]
         if only["cases"] or only["backends"]:

@@ -1,0 +1,120 @@
+"""Parent memory as the matrix grows: peak resident memory of the parent's side of a run
+on matrices of about 1,000, 10,000 and 100,000 cases.
+
+    python benchmarks/matrix_memory.py [--sizes 1000,10000,100000] [--json FILE]
+
+Each size runs in a fresh interpreter: the matrix is expanded (poolconform.matrix), one
+oracle job is made per case, and every job goes through the parent's whole per-case path
+as a run does it: inputs, float64 oracle, comparison with an answer (the oracle's values
+in the case's dtype, standing in for a backend) and a record, kept as the run keeps them.
+No worker runs, so the figure is the parent alone; what a worker holds is one case.
+Printed per size: cases, seconds, resident memory after expansion and at the peak, and
+the peak's growth per case (what stays "bounded" means: not proportional to inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+#: Tiny cases (8x8 to 27x27, channels 1 to CHANNELS) so 100,000 of them are judged in minutes.
+BASE_TABLE = {
+    "ops": ["MaxPool", "AveragePool"],
+    "kernel": [1, 2, 3, 4],
+    "stride": [1, 2, 3, 4],
+    "pads": [0, 1],
+    "ceil_mode": [False, True],
+    "dilation": [1, 2],
+    "input_size": list(range(8, 28)),
+}
+
+
+def table_for(cases: int) -> dict:
+    """A matrix of about `cases` cases: the base table times a channel list."""
+    per_channel = 5120  # combinations of BASE_TABLE; a few are dropped as impossible
+    return dict(BASE_TABLE, channels=list(range(1, max(1, round(cases / per_channel)) + 1))) if cases >= 5120 else \
+        dict(BASE_TABLE, input_size=list(range(8, 8 + max(1, round(cases / 256)))))
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_mb()
+
+
+def measure(cases: int) -> dict:
+    """(In the child) expand, make jobs, judge every job; memory figures in MiB."""
+    import numpy as np
+
+    from poolconform import dtypes
+    from poolconform.job import oracle_job
+    from poolconform.matrix import expand
+    from poolconform.verdict import outcome_record
+    from poolconform.worker import Outcome
+
+    started = time.perf_counter()
+    base = current_mb()
+    expansion = expand(table_for(cases))
+    jobs = [oracle_job(case) for case in expansion.cases]
+    expanded = current_mb()
+    expand_s = time.perf_counter() - started
+    records = []
+    for key, job in enumerate(jobs):
+        answer = [np.asarray(e).astype(dtypes.numpy_dtype(job.case.dtype) if i == 0 else np.int64)
+                  for i, e in enumerate(job.expected)]
+        records.append(outcome_record(job, "stand-in", Outcome(key, "outputs", answer)))
+    statuses: dict[str, int] = {}
+    for r in records:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    return {"cases": len(jobs), "seconds": time.perf_counter() - started, "expand_seconds": expand_s,
+            "rss_start_mb": base, "rss_after_expansion_mb": expanded, "rss_peak_mb": peak_mb(),
+            "statuses": statuses}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000", help="approximate case counts (comma-separated)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.child)))
+        return 0
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",") if s):
+        done = subprocess.run([sys.executable, __file__, "--child", str(size)], capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"size {size}: {done.stderr.strip().splitlines()[-1:]!r}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print("parent side of a run (expansion, jobs, inputs, oracle, comparison, records), one interpreter per size:")
+    print(f"  {'cases':>7s} {'seconds':>8s} {'expand s':>8s} {'RSS start':>10s} {'after expand':>12s} "
+          f"{'peak':>8s} {'peak-start per case':>20s}")
+    for r in rows:
+        per_case_kb = (r["rss_peak_mb"] - r["rss_start_mb"]) * 1024 / max(1, r["cases"])
+        print(f"  {r['cases']:7d} {r['seconds']:8.1f} {r['expand_seconds']:8.1f} {r['rss_start_mb']:8.0f}MB "
+              f"{r['rss_after_expansion_mb']:10.0f}MB {r['rss_peak_mb']:6.0f}MB {per_case_kb:17.2f} KB")
+        r["peak_kb_per_case"] = per_case_kb
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
