@@ -76,6 +76,10 @@ class ScannedModel:
     node_count: int
     nodes: list[PoolNode]
     notes: list[str] = field(default_factory=list)
+    #: For a Keras file or torch factory: how it was exported and which layers became what.
+    source: dict[str, object] | None = None
+    #: One line per pooling layer the exporter changed (`layer \`gap\` (...) became ...`).
+    changes: list[str] = field(default_factory=list)
 
     def groups(self) -> list[PoolGroup]:
         """Nodes grouped by configuration, in graph order of their first node."""
@@ -95,8 +99,12 @@ class ScannedModel:
                 if group.problem:
                     entry["problem"] = group.problem
                 entries.append(entry)
-        return {"model": shown_path(self.path), "opset": self.opset, "graph_nodes": self.node_count,
-                "pooling_nodes": len(self.nodes), "notes": list(self.notes), "nodes": entries}
+        described: dict[str, object] = {
+            "model": shown_path(self.path), "opset": self.opset, "graph_nodes": self.node_count,
+            "pooling_nodes": len(self.nodes), "notes": list(self.notes), "nodes": entries}
+        if self.source is not None:
+            described["source"] = self.source
+        return described
 
 
 def config_text(case: PoolCase) -> str:

@@ -441,3 +441,154 @@ def test_keras_models_exported_to_onnx(tmp_path):
     proc = run_cli("scan", str(paths["inceptionv3"]), "--backends", FAST, "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "(AveragePool k3 s1 p1): agrees with the spec on 3 backend(s)" in proc.stdout
+
+
+# ----------------------------------------------------------------- other sources: torch factories, .keras files
+
+FACTORIES = '''
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(3, 2, 1))
+        self.shared = nn.MaxPool2d(2, 1)
+        self.lp = nn.LPPool2d(2, 2)
+        self.head = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        y = self.shared(self.shared(self.stem(x)))
+        return self.head(y) + self.lp(y).mean()
+
+
+def make_net():
+    return Net()
+
+
+def broken():
+    raise RuntimeError("weights missing\\nsecond line")
+
+
+def nonfactor():
+    return nn.Sequential(nn.Conv2d(3, 3, 1), nn.AdaptiveAvgPool2d(3))
+
+
+not_a_function = 3
+'''
+
+
+@pytest.fixture
+def factories(tmp_path) -> Path:
+    (tmp_path / "mynets.py").write_text(FACTORIES)
+    return tmp_path
+
+
+def test_torch_factory_is_exported_and_scanned_with_layer_names(factories):
+    out = factories / "r"
+    proc = run_cli("scan", "mynets:make_net", "--input-shape", "image=1x3x16x16", "--backends", "onnxruntime-cpu",
+                   "--out", str(out), cwd=factories, env={"POOLCONFORM_SHRINK_SECONDS": "0"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    by_node = {tuple(r["nodes"]): r for r in records}
+    assert {n: (r["config"], r["layers"], r["status"]) for n, r in by_node.items()} == {
+        ("/stem/stem.1/MaxPool",): ("MaxPool k3 s2 p1", ["stem.1"], "pass"),
+        ("/shared/MaxPool",): ("MaxPool k2 s1 p0", ["shared"], "pass"),
+        ("/shared_1/MaxPool",): ("MaxPool k2 s1 p0", ["shared"], "pass"),
+        ("/head/GlobalAveragePool",): ("GlobalAveragePool", ["head"], "pass"),
+        ("/lp/AveragePool",): ("AveragePool k2 s2 p0 cip", [], "pass"),  # what LPPool2d became
+    }
+    # LPPool2d is exported as Pow -> AveragePool -> ... -> Pow: listed as changed, with what it became.
+    assert ("layer `lp` (LPPool2d, expected LpPool k2 s2 p0 L2) became AveragePool `/lp/AveragePool` "
+            "(AveragePool k2 s2 p0 cip) with Pow") in proc.stdout
+    assert "the exporter changed 1 of 5 pooling layer(s)" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["layer"] for c in summary["scan"]["source"]["changed"]] == ["lp"]
+    assert summary["scan"]["model"] == "mynets:make_net" and summary["scan"]["opset"] == 17
+    # every report names the nodes next to the case id
+    assert "/stem/stem.1/MaxPool" in (out / "summary.md").read_text()
+    assert "exporter changed layer `lp`" in (out / "summary.md").read_text()
+    assert "[node /head/GlobalAveragePool]" in (out / "junit.xml").read_text()
+
+
+def test_torch_factory_opset_flag(factories):
+    out = factories / "r"
+    proc = run_cli("scan", "mynets:make_net", "--input-shape", "x=1x3x8x8", "--opset", "13", "--backends",
+                   "onnxruntime-cpu", "--out", str(out), cwd=factories)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["scan"]["opset"] == 13
+
+
+@pytest.mark.parametrize("source, flags, needles", [
+    ("mynets:broken", ["--input-shape", "x=1x3x8x8"], ("mynets:broken: calling it raised RuntimeError: weights missing",)),
+    ("mynets:not_a_function", ["--input-shape", "x=1x3x8x8"], ("'not_a_function' is a int, not callable",)),
+    ("mynets:absent", ["--input-shape", "x=1x3x8x8"], ("module 'mynets' has no attribute 'absent'",)),
+    ("nosuchpkg.nets:make", ["--input-shape", "x=1x3x8x8"], ("cannot import 'nosuchpkg.nets'", "ModuleNotFoundError")),
+    ("mynets:make_net", [], ("needs an example shape", "--input-shape")),
+    ("mynets:make_net", ["--input-shape", "x=1x3x2x2"], ("fails on the example input(s) x=1x3x2x2",)),
+    ("mynets:nonfactor", ["--input-shape", "x=1x3x16x16"],
+     ("torch.onnx.export (opset 17) failed", "not factor of input size", "layer '1' (AdaptiveAvgPool2d)")),
+])
+def test_a_bad_torch_factory_is_one_line(factories, source, flags, needles):
+    line = _one_line_error(run_cli("scan", source, *flags, cwd=factories), *needles)
+    assert "second line" not in line and "Traceback" not in line
+
+
+KERAS_MODEL = r"""
+import os, sys
+import numpy as np, keras
+from keras import layers
+keras.utils.set_random_seed(0)
+x = inp = keras.Input((16, 16, 3), name="image")
+x = layers.Conv2D(4, 3, name="stem")(x)
+x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+x = layers.AveragePooling2D(3, strides=1, padding="same", name="branch_pool")(x)
+x = layers.GlobalAveragePooling2D(name="gap")(x)
+keras.Model(inp, x).save(sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory) -> Path:
+    pytest.importorskip("keras", reason="Keras builds the model")
+    path = tmp_path_factory.mktemp("keras") / "net.keras"
+    done = subprocess.run([sys.executable, "-c", KERAS_MODEL, str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return path
+
+
+def test_keras_file_on_tensorflow_keeps_every_layer(keras_file, tmp_path):
+    pytest.importorskip("tf2onnx", reason="Keras' ONNX export on tensorflow needs tf2onnx")
+    out = tmp_path / "r"
+    proc = run_cli("scan", str(keras_file), "--keras-backend", "tensorflow", "--backends", "onnxruntime-cpu",
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["config"], r["layers"], r["status"]) for r in records] == [
+        ("MaxPool k3 s2 p0", ["stem_pool"], "pass"), ("AveragePool k3 s1 p1", ["branch_pool"], "pass"),
+        ("GlobalAveragePool", ["gap"], "pass")]
+    assert all("/" in r["nodes"][0] for r in records)  # tf2onnx's scoped names, e.g. functional_1/gap_1/Mean
+    assert "the exporter changed 0 of 3 pooling layer(s)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_keras_file_on_torch_lists_global_pooling_rewritten_as_reducemean(keras_file, tmp_path):
+    pytest.importorskip("onnxscript", reason="Keras' ONNX export on torch needs onnxscript")
+    out = tmp_path / "r"
+    proc = run_cli("scan", str(keras_file), "--keras-backend", "torch", "--backends", "onnxruntime-cpu",
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("layer `gap` (GlobalAveragePooling2D, expected GlobalAveragePool) became no pooling node of that "
+            "configuration in the exported graph (not matched to any layer: ReduceMean `node_mean`)") in proc.stdout
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["config"]: r["layers"] for r in records if r["backend"] != "scan"} == {
+        "MaxPool k3 s2 p0": ["stem_pool"], "AveragePool k3 s1 p1": ["branch_pool"]}
+
+
+def test_bad_keras_input(keras_file, tmp_path):
+    _one_line_error(run_cli("scan", str(tmp_path / "missing.keras")), "missing.keras: no such Keras file")
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a zip")
+    _one_line_error(run_cli("scan", str(junk)), "junk.keras: Keras cannot load it")
+    _one_line_error(run_cli("scan", str(keras_file), "--input-shape", "a=1x8x8x3", "--input-shape", "b=1x8x8x3"),
+                    "--input-shape names 'a', which is not an input")

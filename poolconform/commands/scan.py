@@ -1,4 +1,7 @@
-"""`poolconform scan MODEL.onnx`: the pooling layers of a user's own model, on every backend."""
+"""`poolconform scan MODEL`: the pooling layers of a user's own model, on every backend.
+
+MODEL is an ONNX file, a Keras `.keras` file, or a torch factory `package.module:factory`;
+the last two are exported to ONNX first (poolconform.scan_sources)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ from poolconform.report.text import printable
 from poolconform.results import FAILING, Record, make_record, write_atomic
 from poolconform.job import Job
 from poolconform.runner import RunOptions
+from poolconform.errors import PoolconformError
 from poolconform.scan import PoolGroup, ScannedModel, parse_input_shapes, scan_model
+from poolconform.scan_sources import DEFAULT_TORCH_OPSET, KERAS_BACKENDS, scan_source, source_kind
 
 #: The pseudo-backend of a node poolconform cannot turn into a case (its record says why).
 SCAN_BACKEND = "scan"
@@ -22,13 +27,22 @@ EXPORT_NODES_FILE = "scan.json"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scan", help="judge the pooling layers of your own ONNX model on every backend",
+    p = sub.add_parser("scan", help="judge the pooling layers of your own model (ONNX, .keras, torch) on every backend",
                        description="Read MODEL.onnx without its weights, turn every pooling node into a case with "
                                    "its exact attributes, input shape, dtype and opset, and run those cases like "
-                                   "`run`. Reports name the model's nodes.")
-    p.add_argument("model", type=Path, metavar="MODEL.onnx")
+                                   "`run`. Reports name the model's nodes. MODEL may also be a Keras .keras file or "
+                                   "a torch factory package.module:factory (with --input-shape): both are exported "
+                                   "to ONNX first, and pooling layers the exporter changed are listed.")
+    p.add_argument("model", metavar="MODEL", help="MODEL.onnx, MODEL.keras, or package.module:factory")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
-                   help="sizes of a model input with symbolic dimensions (repeatable)")
+                   help="sizes of a model input with symbolic dimensions; for a torch factory, the example "
+                        "input(s) in call order (repeatable)")
+    p.add_argument("--opset", type=int, metavar="N",
+                   help=f"opset of the ONNX export of a .keras file or torch factory (torch default: "
+                        f"{DEFAULT_TORCH_OPSET}; Keras: its exporter's default)")
+    p.add_argument("--keras-backend", choices=KERAS_BACKENDS, metavar="NAME",
+                   help="Keras backend that exports a .keras file (default: Keras' own setting, KERAS_BACKEND "
+                        f"or ~/.keras/keras.json; one of {', '.join(KERAS_BACKENDS)})")
     p.add_argument("--out", type=Path, default=Path("poolconform-report"), metavar="DIR",
                    help="report folder (default: poolconform-report/)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted scan in the same --out")
@@ -48,7 +62,17 @@ class ScanJob(Job):
 def main(args: argparse.Namespace) -> int:
     expectations = expectations_of(args)  # a bad file stops us before the model is read
     shapes = parse_input_shapes(args.input_shape)
-    scanned = scan_model(args.model, shapes)
+    kind = source_kind(args.model)
+    if kind == "onnx":
+        if args.opset is not None or args.keras_backend is not None:
+            raise PoolconformError(f"{args.model}: --opset and --keras-backend apply to a .keras file or a torch "
+                                   "factory, not to an ONNX model")
+        scanned = scan_model(Path(args.model), shapes)
+    else:
+        if args.opset is not None and not 7 <= args.opset <= 30:
+            raise PoolconformError(f"--opset {args.opset}: expected an ONNX opset between 7 and 30")
+        scanned = scan_source(args.model, kind, shapes, args.opset, args.keras_backend, scan_model)
+    layer_of = dict((scanned.source or {}).get("layer_of_node", {}))  # type: ignore[call-overload]
     specs, required = selected_specs(args)
     groups = scanned.groups()
     if not args.quiet:
@@ -59,7 +83,9 @@ def main(args: argparse.Namespace) -> int:
     jobs: list[Job] = []
     early: list[Record] = []
     for group in groups:
-        fields = {"nodes": list(group.nodes), "config": group.config}
+        fields: dict[str, object] = {"nodes": list(group.nodes), "config": group.config}
+        if layer_of:
+            fields["layers"] = [layer for node in group.nodes for layer in layer_of.get(node, [])]
         if group.problem is None and group.case is not None:
             job = ScanJob(group.case)
             job.record_fields = fields  # type: ignore[attr-defined]
@@ -74,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         resume=args.resume,
         require=required,
         expectations=expectations,
-        title=f"poolconform scan {printable(args.model.name)} ({len(scanned.nodes)} pooling node(s), {len(groups)} case(s))",
+        title=f"poolconform scan {printable(Path(args.model).name)} ({len(scanned.nodes)} pooling node(s), {len(groups)} case(s))",
         quiet=args.quiet,
         extra={"scan": scanned.describe()},
         preset_records=early,
@@ -117,6 +143,10 @@ def node_lines(scanned: ScannedModel, groups: list[PoolGroup], records: list[Rec
         by_case.setdefault(r["case"], []).append(r)
     lines = [f"pooling nodes of {printable(scanned.path)} (opset {scanned.opset}): {len(scanned.nodes)} node(s), "
              f"{len(groups)} configuration(s)"]
+    if scanned.source is not None:
+        lines.append(f"  the exporter changed {len(scanned.changes)} of {scanned.source['layers']} pooling layer(s)"
+                     + (":" if scanned.changes else ""))
+        lines.extend(f"    {printable(change)}" for change in scanned.changes)
     for group in groups:
         label = f"node{'s' if len(group.nodes) > 1 else ''} {_names(group)} ({group.config})"
         mine = sorted(by_case.get(group.case_id, []), key=lambda r: r["backend"])

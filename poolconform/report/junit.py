@@ -39,7 +39,10 @@ def _message(record: Record) -> str:
 
 def testcase(record: Record) -> TestCase:
     """The JUnit view of one record."""
-    case = TestCase(_clean(record["case"]), _clean(record["backend"]), float(record.get("seconds") or 0.0))
+    name = record["case"]
+    if record.get("nodes"):  # a `scan` record: the model's nodes beside the case id
+        name += f" [node {', '.join(map(str, record['nodes']))}]"
+    case = TestCase(_clean(name), _clean(record["backend"]), float(record.get("seconds") or 0.0))
     status = record["status"]
     if status == "pass":
         return case

@@ -67,10 +67,31 @@ def verdict(summary: dict[str, Any]) -> str:
     return f"**poolconform: OK**: no unexpected disagreement ({scope}{note})"
 
 
+def _scan_nodes(records: list[Record], summary: dict[str, Any]) -> list[str]:
+    """`poolconform scan`: one row per model node, its case and the backends that disagree."""
+    scan = summary.get("scan")
+    if not isinstance(scan, dict) or not scan.get("nodes"):
+        return []
+    failing: dict[str, list[str]] = {}
+    for r in records:
+        if r["status"] in FAILING:
+            failing.setdefault(r["case"], []).append(r["backend"] + (" (expected)" if r.get("expected") else ""))
+    rows = [[_code(n["node"]), n["config"], _code(n["case"]),
+             ", ".join(sorted(failing.get(n["case"], []))) or ("not checked" if n.get("problem") else "none")]
+            for n in scan["nodes"]]
+    lines = [f"### Pooling nodes of {_code(scan.get('model', ''))}", ""]
+    lines += _table(["node", "configuration", "case", "disagrees on"], rows, right_from=99)
+    source = scan.get("source") or {}
+    lines += [f"- exporter changed layer `{_cell(c['layer'])}` ({_cell(c['kind'])}): became {_cell(c['became'])}"
+              for c in source.get("changed", [])]
+    return lines + [""]
+
+
 def render_markdown(records: list[Record], summary: dict[str, Any]) -> str:
     """The whole summary.md text."""
     lines = [f"## poolconform {summary['tool']['version']}", "", verdict(summary), ""]
     lines += _findings(summary)
+    lines += _scan_nodes(records, summary)
     expected_by_backend: dict[str, int] = {}
     for r in records:
         if r.get("expected"):
