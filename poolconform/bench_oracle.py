@@ -73,11 +73,16 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def bench_oracle(repeat: int = 7, warmup: int = 2, shape: tuple[int, ...] = SHAPE) -> list[OracleRow]:
-    """Time every op's oracle and a copy of its input, alternating, after `warmup` runs of each."""
+def bench_oracle(repeat: int = 7, warmup: int = 2, shape: tuple[int, ...] = SHAPE,
+                 progress: Callable[[str, int, int], None] | None = None) -> list[OracleRow]:
+    """Time every op's oracle and a copy of its input, alternating, after `warmup` runs of each;
+    `progress(op, done, total)` is told before each op (the CLI shows it on a terminal's stderr)."""
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     rows = []
-    for label, case in oracle_cases(shape).items():
+    cases = oracle_cases(shape)
+    for i, (label, case) in enumerate(cases.items()):
+        if progress:
+            progress(f"oracle {label}", i, len(cases))
         run = lambda case=case: reference_outputs(case, [x])  # noqa: E731
         copy = x.copy
         for _ in range(warmup):

@@ -56,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     specs = resolve_backend_names(names(args.backends) or None)
     if not args.backends:
         specs = [s for s in specs if s.name not in bench.NOT_TIMED_BY_DEFAULT]
-    with _progress() as progress:
+    with progress_bar() as progress:
         progress("timing a NumPy copy", 0, 0)
         copy_rate = bench.copy_bandwidth()
         rows = bench.run_bench(cases, specs, args.repeat, args.timeout, warmup=args.warmup, progress=progress)
@@ -131,7 +131,7 @@ def print_table(rows: list[bench.BenchRow], copy_rate: float, repeat: int, warmu
 
 
 @contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None]]:
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
     """A transient bar on stderr while the bench runs, when stderr is a terminal (stdout and
     --json stay clean); elsewhere nothing."""
     err = Console(stderr=True, highlight=False)

@@ -10,7 +10,10 @@ from poolconform import bench_oracle
 
 def main(args: argparse.Namespace) -> int:
     warmup = 2
-    rows = bench_oracle.bench_oracle(repeat=args.repeat, warmup=warmup)
+    from poolconform.commands.bench import progress_bar
+
+    with progress_bar() as progress:
+        rows = bench_oracle.bench_oracle(repeat=args.repeat, warmup=warmup, progress=progress)
     bench_oracle.print_rows(rows, args.repeat, warmup)
     if args.json:
         args.json.write_text(json.dumps({"shape": list(bench_oracle.SHAPE), "repeat": args.repeat, "warmup": warmup,
