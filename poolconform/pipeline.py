@@ -27,7 +27,8 @@ from poolconform.errors import PoolconformError
 from poolconform.report.summary import summarize
 from poolconform.report.terminal import print_summary
 from poolconform.results import RESULTS_FILE, Record, ResultsWriter, read_records, record_key, write_json
-from poolconform.runner import Job, RunOptions, run_jobs, start_workers
+from poolconform.job import Job
+from poolconform.runner import RunOptions, run_jobs, start_workers
 from poolconform.worker import kill_all_workers
 
 #: The exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
@@ -54,11 +55,10 @@ class Session:
 
 
 def _console() -> Console:
-    """Wide enough for ids and details when the output is a file or a CI log."""
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=160)
-    return console
+    """The terminal's width, COLUMNS where set, else wide enough for ids in a CI log."""
+    from poolconform.report.terminal import console
+
+    return console()
 
 
 def execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]:
@@ -162,9 +162,7 @@ def _run(jobs: list[Job], session: Session, err: Console, started: float, done: 
             w.close()
         reasons = "; ".join(f"{n}: {i.unavailable}" for n, i in infos.items())
         raise PoolconformError(f"no selected backend is available here ({reasons})")
-    for name, info in infos.items():
-        if info.unavailable and not session.quiet:
-            err.print(f"[dim]skipping {name}: {info.unavailable}[/dim]")
+    # an unavailable backend is named once: in the summary's "not run" lines
     preset = [r for r in session.preset_records if record_key(r) not in done]
     done |= {record_key(r) for r in preset}
     total = sum(1 for j in jobs for n in usable if (j.case.id, n) not in done) + len(preset)
@@ -230,7 +228,11 @@ def _run(jobs: list[Job], session: Session, err: Console, started: float, done: 
         except OSError as exc:
             raise PoolconformError(f"cannot write the reports to {str(session.out)!r}: {exc.strerror or exc}; "
                                    f"{len(records)} records are kept in {RESULTS_FILE}") from None
-    if not session.quiet:
+    if session.quiet:  # the verdict line only: a script still sees what the exit status means
+        from poolconform.report.terminal import verdict
+
+        _console().print(verdict(summary), soft_wrap=True)
+    else:
         print_summary(summary, _console(), title=session.title)
         for entry in fixed:
             err.print(f"fixed: {entry['case']} on {entry['backend']} now passes: remove this expectation entry")

@@ -149,7 +149,8 @@ class SessionRun:
         return self.records[(item.case.id, item.backend)]
 
     def _run_all(self, session: pytest.Session) -> None:
-        from poolconform.runner import RunOptions, oracle_job, run_jobs, start_workers
+        from poolconform.job import oracle_job
+        from poolconform.runner import RunOptions, run_jobs, start_workers
 
         chosen = [i for i in session.items if isinstance(i, CaseItem)]
         wanted = {(i.case.id, i.backend) for i in chosen}

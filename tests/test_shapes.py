@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from poolconform import shapes
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.errors import CaseError
 from versioned import ORT_SAME_NEGATIVE_PAD, known_behaviour, pinned_finding
 
@@ -168,7 +168,8 @@ def test_a_window_covering_neither_input_nor_padding_is_dropped_at_every_opset()
 
 def test_empty_window_note_reaches_the_record():
     from poolconform.inputs import make_inputs
-    from poolconform.runner import Job, outcome_record
+    from poolconform.job import Job
+    from poolconform.verdict import outcome_record
     from poolconform.worker import Outcome
 
     case = make_case("MaxPool", (1, 1, 2), kernel=1, strides=2, ceil_mode=True, opset=12)

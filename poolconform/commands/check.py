@@ -12,7 +12,8 @@ from poolconform.commands.options import add_backend_options, expectations_of, s
 from poolconform.errors import PoolconformError
 from poolconform.pipeline import Session, execute
 from poolconform.results import make_record, write_atomic
-from poolconform.runner import Job, RunOptions
+from poolconform.job import Job
+from poolconform.runner import RunOptions
 from poolconform.expectations import Expectation
 from poolconform.oracle import reference_outputs
 from poolconform.stored_data import STORED_DATA, Judge, against_stored, judge_stored

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from poolconform.case import PoolCase, validate_case
+from poolconform.case import PoolCase
+from poolconform.validation import validate_case
 from poolconform.errors import PoolconformError
 from poolconform.findings.features import case_tests
 from poolconform.findings.triage import signature
@@ -125,7 +126,9 @@ def shrink_findings(findings: list[dict[str, Any]], records: list[Record], *,
                     log_dir: Path | None = None, budget: float = BUDGET_SECONDS) -> None:
     """Set each finding's `minimal_case` (and `minimal_detail`, `shrunk`) by re-running its backend."""
     from poolconform.backends.base import resolve_backend_names
-    from poolconform.runner import RunOptions, oracle_job, outcome_record, start_workers
+    from poolconform.job import oracle_job
+    from poolconform.runner import RunOptions, start_workers
+    from poolconform.verdict import outcome_record
     from poolconform.worker import Task
 
     by_case = {(r["case"], r["backend"]): r for r in records}
