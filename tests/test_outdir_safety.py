@@ -145,11 +145,11 @@ def _limited(nbytes: int):
     return limit
 
 
-def _run_with_file_size_limit(matrix: Path, out: Path, nbytes: int) -> subprocess.CompletedProcess:
+def _run_with_file_size_limit(matrix: Path, out: Path, nbytes: int, *extra: str) -> subprocess.CompletedProcess:
     """A full disk, for real: writes past RLIMIT_FSIZE fail with EFBIG (Python ignores SIGXFSZ)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
     return subprocess.run([sys.executable, "-m", "poolconform", "run", "--matrix", str(matrix), "--backends", BOTH,
-                           "--out", str(out), "--quiet"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=_limited(nbytes))
+                           "--out", str(out), "--quiet", *extra], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=_limited(nbytes))
 
 
 def test_a_full_disk_while_writing_records_exits_2_keeping_whole_records(finished, tmp_path):
@@ -166,7 +166,11 @@ def test_a_full_disk_while_writing_records_exits_2_keeping_whole_records(finishe
 def test_a_full_disk_while_writing_reports_exits_2_keeping_every_record(finished, tmp_path):
     matrix, _ = finished
     out = tmp_path / "full"
-    proc = _run_with_file_size_limit(matrix, out, 30000)  # results.jsonl fits, report.html does not
+    assert _run_with_file_size_limit(matrix, out, 10**9).returncode == 0  # every record, with room
+    for report in ("report.html", "junit.xml", "summary.json", "summary.md"):
+        (out / report).unlink()
+    # The disk fills up: results.jsonl has nothing left to append, the reports no longer fit.
+    proc = _run_with_file_size_limit(matrix, out, 2000, "--resume")
     one_line_error(proc, "cannot write the reports", "File too large", "32 records are kept")
     assert len(lines_of(out / "results.jsonl")) == 32
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
