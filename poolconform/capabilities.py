@@ -1,15 +1,17 @@
 """Which backend expresses which pooling attribute: a table generated from the backends' own code.
 
-Each row is a probe case; a cell asks that backend's `supports(case)`. No framework is
-imported (supports() is pure translation logic), so the table can be regenerated
+Each row is a probe case; a cell asks that backend's `supports(case)`, which a translating
+backend derives from the same cached `plan(case)` its run and `poolconform repro` use. No
+framework is imported (plans are pure arithmetic on the case), so the table can be regenerated
 anywhere: `python -m poolconform.capabilities` prints the Markdown that the README holds
 between its capability markers, and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
-from poolconform.backends.base import BUILTIN_BACKENDS, OPT_IN_BACKENDS, BackendSpec
-from poolconform.case import PoolCase, make_case
+from poolconform.backends.base import BUILTIN_BACKENDS, BackendSpec
+from poolconform.case import PoolCase
+from poolconform.validation import make_case
 
 START = "<!-- capabilities:start -->"
 END = "<!-- capabilities:end -->"
@@ -49,7 +51,8 @@ def probes() -> list[tuple[str, PoolCase]]:
 
 def table_backends() -> list[str]:
     """Built-in backends worth a column (a CUDA twin expresses what its CPU twin does)."""
-    return [n for n in BUILTIN_BACKENDS if not n.endswith("-cuda") and n not in OPT_IN_BACKENDS]
+    specs = [BackendSpec(n, target) for n, target in BUILTIN_BACKENDS.items()]
+    return [s.name for s in specs if not s.name.endswith("-cuda") and not s.opt_in]
 
 
 def capability_table() -> str:

@@ -15,7 +15,7 @@ import sys
 from poolconform import __version__
 from poolconform.errors import PoolconformError
 
-COMMANDS = ("run", "check", "export", "backends", "merge", "repro", "explain", "bench", "diff")
+COMMANDS = ("run", "check", "export", "backends", "merge", "repro", "explain", "bench", "diff", "scan")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -2,9 +2,9 @@
 
 The script needs only numpy and that framework: it embeds the input, the expected outputs
 (the ONNX spec's, from poolconform's float64 oracle) and, for backends that read ONNX,
-the model itself; it runs the case the framework's own way with the same translation the
-backend uses (torch_call, Keras's translate, TensorFlow's translate) and prints expected,
-actual and where they differ.
+the model itself; it runs the case the framework's own way with the backend's own plan
+(`PlannedBackend.plan`, the one the run used) and prints expected, actual and where they
+differ.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import base64
 import inspect
 import io
 import textwrap
+from typing import Any
 
 import numpy as np
 
 from poolconform import __version__, dtypes
+from poolconform.backends.base import BUILTIN_BACKENDS, BackendSpec, Unsupported
 from poolconform.case import PoolCase
 from poolconform.compare import tolerance
 from poolconform.errors import PoolconformError
@@ -25,7 +27,7 @@ from poolconform.onnx_export import model_bytes
 from poolconform.oracle import reference_outputs
 
 REPRO_BACKENDS = (
-    "onnxruntime-cpu", "onnxruntime-cuda", "onnx-reference", "openvino-cpu",
+    "onnxruntime-cpu", "onnxruntime-cpu-noopt", "onnxruntime-cuda", "onnx-reference", "openvino-cpu",
     "torch-cpu", "torch-cuda", "keras-tensorflow", "keras-jax", "keras-torch", "tensorflow",
 )
 
@@ -94,11 +96,14 @@ def _onnx_model_literal(case: PoolCase) -> str:
 def _framework_code(case: PoolCase, backend: str) -> str:
     if backend.startswith("onnxruntime"):
         provider = "CUDAExecutionProvider" if backend.endswith("cuda") else "CPUExecutionProvider"
+        level = "ORT_DISABLE_ALL" if backend.endswith("-noopt") else "ORT_ENABLE_ALL"
         return f"""
 import onnxruntime as ort
 
 {_onnx_model_literal(case)}
-session = ort.InferenceSession(MODEL, providers=[{provider!r}])
+options = ort.SessionOptions()
+options.graph_optimization_level = ort.GraphOptimizationLevel.{level}
+session = ort.InferenceSession(MODEL, options, providers=[{provider!r}])
 actual = session.run(None, {{session.get_inputs()[0].name: X}})
 """
     if backend == "onnx-reference":
@@ -128,23 +133,26 @@ actual = [np.asarray(results[port]) for port in compiled.outputs]
     return _tensorflow_code(case)
 
 
-def _unsupported(reason: str | None) -> None:
-    if reason:
-        raise PoolconformError(f"the backend cannot express this case, so there is nothing to reproduce: {reason}")
+def _plan(case: PoolCase, backend: str) -> Any:
+    """The plan that backend runs the case with; its refusal is a usage error here."""
+    plan = BackendSpec(backend, BUILTIN_BACKENDS[backend]).load().plan(case)  # type: ignore[attr-defined]
+    if isinstance(plan, Unsupported):
+        raise PoolconformError(
+            f"the backend cannot express this case, so there is nothing to reproduce: {plan.reason}"
+        )
+    return plan
 
 
 def _torch_code(case: PoolCase, device: str) -> str:
-    from poolconform.backends.torch_backend import TorchCPU, onnx_indices, torch_call
+    from poolconform.backends.torch_backend import TorchPlan, onnx_indices
 
-    _unsupported(TorchCPU().supports(case))
-    fn, args, kwargs = torch_call(case)
-    call = ", ".join(["x", *map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    plan: TorchPlan = _plan(case, f"torch-{device}")
     code = f"""
 import torch
 import torch.nn.functional as F
 
 x = torch.from_numpy(X).to({device!r})
-result = F.{fn}({call})
+result = F.{plan.function}({plan.call()})
 """
     if not case.with_indices:
         return code + "actual = [result.cpu().numpy()]\n"
@@ -157,10 +165,9 @@ actual = [values.cpu().numpy(), onnx_indices(indices.cpu().numpy(), {case.spatia
 
 
 def _keras_code(case: PoolCase, keras_backend: str) -> str:
-    from poolconform.backends.keras_backend import RUN_DATA_FORMAT, translate
+    from poolconform.backends.keras_backend import RUN_DATA_FORMAT, KerasPooling
 
-    plan = translate(case)
-    _unsupported(plan if isinstance(plan, str) else None)
+    plan: KerasPooling = _plan(case, f"keras-{keras_backend}")
     kwargs = dict(plan.kwargs(), data_format=RUN_DATA_FORMAT)
     if dtypes.is_float(case.dtype):
         kwargs["dtype"] = case.dtype
@@ -180,10 +187,9 @@ actual = [np.moveaxis(np.asarray(keras.ops.convert_to_numpy(y)), -1, 1)]
 
 
 def _tensorflow_code(case: PoolCase) -> str:
-    from poolconform.backends.tensorflow_backend import nhwc_argmax_to_onnx, translate
+    from poolconform.backends.tensorflow_backend import TFPlan, nhwc_argmax_to_onnx
 
-    plan = translate(case)
-    _unsupported(plan if isinstance(plan, str) else None)
+    plan: TFPlan = _plan(case, "tensorflow")
     padding = plan.tf_padding()
     head = """
 import tensorflow as tf

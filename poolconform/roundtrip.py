@@ -13,6 +13,7 @@ shows as an exporter bug, not as an ORT one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import logging
@@ -20,12 +21,20 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
+from typing import TypeVar
 
 import numpy as np
 import onnx
 
-from poolconform.backends.base import BaseBackend, Unsupported
+from poolconform.backends import keras_backend, tensorflow_backend, torch_backend
+from poolconform.backends.base import Unsupported, framework_version
+from poolconform.backends.keras_backend import KerasPooling
+from poolconform.backends.planned import Plan, PlannedBackend
+from poolconform.backends.tensorflow_backend import TFPlan
+from poolconform.backends.torch_backend import TorchPlan
 from poolconform.case import DEFAULT_GENERATOR, OPS, PoolCase
+
+P = TypeVar("P", bound=Plan)
 
 #: The lowest opset the dynamo exporters write; older cases are exported at this one.
 MIN_EXPORT_OPSET = 18
@@ -80,14 +89,22 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class _RoundTrip(BaseBackend):
-    """Export once per configuration, run the exported model on ORT CPU, remember the note."""
+class _RoundTrip(PlannedBackend[P]):
+    """Export once per configuration, run the exported model on ORT CPU, remember the note.
 
+    The plan is the framework backend's own translation: the exported layer is the one
+    that backend runs, so a round trip refuses exactly what its framework backend refuses.
+    """
+
+    opt_in = True
     #: Name the notes use for the framework's own output.
     own_name = ""
+    #: The export call, as refusals name it.
+    exporter = ""
 
     def __init__(self) -> None:
-        self._exports: dict[PoolCase, tuple[bytes, object, str]] = {}
+        super().__init__()
+        self._exports = functools.lru_cache(maxsize=64)(self._export_described)
         self._notes: dict[PoolCase, str] = {}
 
     def available(self) -> str | None:
@@ -99,37 +116,54 @@ class _RoundTrip(BaseBackend):
         return self._notes.get(_key(case))
 
     def version(self) -> str:
-        from poolconform.backends.base import framework_version
-
         own = framework_version(self.framework)
         if self.framework == "keras":
             own += f" on torch {framework_version('torch')}"
         return f"{own} + onnxruntime {framework_version('onnxruntime')}"
 
-    def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def execute(self, case: PoolCase, plan: P, inputs: list[np.ndarray]) -> list[np.ndarray]:
         key = _key(case)
-        if key not in self._exports:
-            if len(self._exports) > 64:
-                self._exports.clear()
-            model, framework_model = self._export(case)
-            self._exports[key] = (model, framework_model, describe_export(onnx.load_from_string(model)))
-        model, framework_model, exported = self._exports[key]
+        model, framework_model, exported = self._exports(key)
         session = _session(model)
+        inputs = self._framework_inputs(case, inputs)
         feeds = {meta.name: x for meta, x in zip(session.get_inputs(), inputs)}
         ort_outputs = [np.asarray(y) for y in session.run(None, feeds)]
-        own = self._own_outputs(framework_model, case, inputs)
-        self._notes[key] = f"{exported}; {compare_with_own(ort_outputs, own, self.own_name)}"
+        try:
+            own = self._own_outputs(framework_model, case, inputs)
+            versus = compare_with_own(ort_outputs, own, self.own_name)
+        except Exception as exc:  # noqa: BLE001  ORT's output is what is judged; the note says why no comparison
+            versus = f"{self.own_name}'s own run fails: {_first_line(exc)}"
+        self._notes[key] = f"{exported}; {versus}"
         return self._to_onnx_outputs(case, ort_outputs)
 
-    def _export(self, case: PoolCase) -> tuple[bytes, object]:
+    def _export_described(self, case: PoolCase) -> tuple[bytes, object, str]:
+        plan = self.plan(case)
+        if isinstance(plan, Unsupported):
+            raise Unsupported(plan.reason)
+        try:
+            model, framework_model = self._export(case, plan)
+        except Exception as exc:  # noqa: BLE001  the exporter refused: its own words, not a crash
+            raise Unsupported(f"unsupported: {self.exporter} refuses: {_first_line(exc)}") from None
+        return model, framework_model, describe_export(onnx.load_from_string(model))
+
+    def _export(self, case: PoolCase, plan: P) -> tuple[bytes, object]:
         """The serialized exported model and the framework object that was exported."""
         raise NotImplementedError
 
     def _own_outputs(self, framework_model: object, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def _framework_inputs(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The inputs in the exported model's layout (ONNX's NCHW unless a framework says otherwise)."""
+        return inputs
+
     def _to_onnx_outputs(self, case: PoolCase, outputs: list[np.ndarray]) -> list[np.ndarray]:
         return outputs
+
+
+def _first_line(exc: BaseException) -> str:
+    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def _key(case: PoolCase) -> PoolCase:
@@ -151,58 +185,71 @@ def _export_opset(case: PoolCase) -> int:
     return max(MIN_EXPORT_OPSET, case.opset)
 
 
-class TorchExportOnnxRuntime(_RoundTrip):
-    """torch.nn pooling module -> torch.onnx.export(dynamo=True) -> ONNX Runtime CPU."""
+class _TorchExport(_RoundTrip[TorchPlan]):
+    """torch.nn pooling module (the torch backend's plan) -> torch.onnx.export -> ONNX Runtime CPU."""
 
-    name = "torch-export->onnxruntime-cpu"
     framework = "torch"
     own_name = "torch"
+    dynamo = False
 
     def available(self) -> str | None:
         if importlib.util.find_spec("torch") is None:
             return "torch is not installed"
-        if importlib.util.find_spec("onnxscript") is None:
+        if self.dynamo and importlib.util.find_spec("onnxscript") is None:
             return "onnxscript is not installed (torch.onnx.export's dynamo exporter needs it)"
         return super().available()
 
-    def supports(self, case: PoolCase) -> str | None:
-        from poolconform.backends.torch_backend import TorchCPU
+    def translate(self, case: PoolCase) -> TorchPlan | Unsupported:
+        return torch_backend.translate(case)
 
-        return TorchCPU().supports(case)
-
-    def _export(self, case: PoolCase) -> tuple[bytes, object]:
+    def _export(self, case: PoolCase, plan: TorchPlan) -> tuple[bytes, object]:
         import torch
 
-        module = torch_module(case).eval()
+        module = torch_module(plan).eval()
         sample = torch.zeros(case.input_shape, dtype=_torch_dtype(case.dtype))
         with _quiet():
-            program = torch.onnx.export(
-                module, (sample,), dynamo=True, opset_version=_export_opset(case), verbose=False
-            )
-        return program.model_proto.SerializeToString(), module
+            if self.dynamo:
+                program = torch.onnx.export(module, (sample,), dynamo=True, opset_version=_export_opset(case),
+                                            verbose=False)
+                return program.model_proto.SerializeToString(), module
+            buffer = io.BytesIO()
+            torch.onnx.export(module, (sample,), buffer, dynamo=False, opset_version=_export_opset(case),
+                              input_names=["X"], output_names=["Y", "Indices"] if case.with_indices else ["Y"])
+            return buffer.getvalue(), module
 
     def _own_outputs(self, module: object, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        from poolconform.backends.torch_backend import _to_numpy, _to_torch
-
         with torch.no_grad():
-            result = module(_to_torch(inputs[0], "cpu"))  # type: ignore[operator]
-        return [_to_numpy(t) for t in (result if isinstance(result, tuple) else (result,))]
+            result = module(torch_backend._to_torch(inputs[0], "cpu"))  # type: ignore[operator]
+        return [torch_backend._to_numpy(t) for t in (result if isinstance(result, tuple) else (result,))]
 
     def _to_onnx_outputs(self, case: PoolCase, outputs: list[np.ndarray]) -> list[np.ndarray]:
         if not case.with_indices:
             return outputs
-        from poolconform.backends.torch_backend import onnx_indices
-
         # The exporter keeps torch's per-(N, C)-plane indices; convert as the torch backend does.
-        return [outputs[0], onnx_indices(outputs[1], case.spatial, case.storage_order)]
+        return [outputs[0], torch_backend.onnx_indices(outputs[1], case.spatial, case.storage_order)]
 
     def note(self, case: PoolCase) -> str | None:
         text = super().note(case)
         if text and case.with_indices:
             text += "; Indices converted from torch's per-(N,C)-plane to ONNX flattening"
         return text
+
+
+class TorchExportOnnxRuntime(_TorchExport):
+    """torch.onnx.export(dynamo=False): the TorchScript exporter (deprecated since torch 2.9)."""
+
+    name = "torch-export->onnxruntime-cpu"
+    exporter = "torch.onnx.export(dynamo=False)"
+
+
+class TorchDynamoExportOnnxRuntime(_TorchExport):
+    """torch.onnx.export(dynamo=True): the torch.export-based exporter, torch's default."""
+
+    name = "torch-dynamo-export->onnxruntime-cpu"
+    exporter = "torch.onnx.export(dynamo=True)"
+    dynamo = True
 
 
 def _torch_dtype(name: str):
@@ -212,41 +259,14 @@ def _torch_dtype(name: str):
             "bfloat16": torch.bfloat16, "int8": torch.int8, "uint8": torch.uint8}[name]
 
 
-def torch_module(case: PoolCase):
-    """The torch.nn pooling module computing the case, with the torch backend's padding rule.
-
-    Adapter: torch_backend translates inside TorchCPU.run (functional calls); a module
-    is what users export, so this mirrors that translation with torch.nn classes.
-    """
+def torch_module(plan: TorchPlan):
+    """The torch.nn module wrapping the plan's functional call (a module is what users export)."""
     import torch.nn as nn
 
-    from poolconform.backends.torch_backend import symmetric_padding
-
-    rank = case.rank
-    if case.op == "GlobalMaxPool":
-        return getattr(nn, f"AdaptiveMaxPool{rank}d")(1)
-    if case.op == "GlobalAveragePool":
-        return getattr(nn, f"AdaptiveAvgPool{rank}d")(1)
-    if case.op == "GlobalLpPool":
-        spatial = case.spatial[0] if rank == 1 else case.spatial
-        return getattr(nn, f"LPPool{rank}d")(case.p, spatial, stride=spatial)
-    padding, reason = symmetric_padding(case)
-    if padding is None:
-        raise Unsupported(reason)
-    ceil_mode = case.ceil_mode and case.auto_pad == "NOTSET"
-    if case.op == "MaxPool":
-        return getattr(nn, f"MaxPool{rank}d")(case.kernel, case.strides, padding, case.dilations,
-                                             return_indices=case.with_indices, ceil_mode=ceil_mode)
-    if case.op == "AveragePool":
-        return getattr(nn, f"AvgPool{rank}d")(case.kernel, case.strides, padding, ceil_mode=ceil_mode,
-                                             count_include_pad=case.count_include_pad)
-    if case.op == "LpPool":
-        kernel, stride = (case.kernel[0], case.strides[0]) if rank == 1 else (case.kernel, case.strides)
-        return getattr(nn, f"LPPool{rank}d")(case.p, kernel, stride=stride, ceil_mode=ceil_mode)
-    raise Unsupported(f"unsupported: no torch.nn module for op {case.op!r}")
+    return getattr(nn, plan.module)(*plan.args, **dict(plan.kwargs))
 
 
-class KerasExportOnnxRuntime(_RoundTrip):
+class KerasExportOnnxRuntime(_RoundTrip[KerasPooling]):
     """Keras layer (Keras on torch) -> `model.export(format="onnx")` -> ONNX Runtime CPU.
 
     Keras exports through torch.onnx on its torch backend; its TensorFlow and JAX paths
@@ -257,28 +277,25 @@ class KerasExportOnnxRuntime(_RoundTrip):
     name = "keras-export->onnxruntime-cpu"
     framework = "keras"
     own_name = "keras"
+    exporter = 'keras model.export(format="onnx")'
 
     def available(self) -> str | None:
-        from poolconform.backends.keras_backend import loaded_keras_backend
-
         for module in ("keras", "torch", "onnxscript"):
             if importlib.util.find_spec(module) is None:
                 return f"{module} is not installed (Keras' ONNX export runs on its torch backend)"
-        loaded = loaded_keras_backend()
+        loaded = keras_backend.loaded_keras_backend()
         if loaded not in (None, "torch"):
             return (f"keras is already loaded on {loaded!r} in this process; its ONNX export needs "
                     "KERAS_BACKEND=torch (the tensorflow/jax paths need tf2onnx)")
         return super().available()
 
-    def supports(self, case: PoolCase) -> str | None:
-        from poolconform.backends.keras_backend import translate
-
-        plan = translate(case)
-        if isinstance(plan, str):
-            return plan
-        if case.dtype != "float32":
-            return f"unsupported: Keras ONNX export needs the float32 dtype policy, case dtype is {case.dtype!r}"
-        return None
+    def translate(self, case: PoolCase) -> KerasPooling | Unsupported:
+        plan = keras_backend.translate(case)
+        if not isinstance(plan, Unsupported) and case.dtype != "float32":
+            return Unsupported(
+                f"unsupported: Keras ONNX export needs the float32 dtype policy, case dtype is {case.dtype!r}"
+            )
+        return plan
 
     def _keras(self):
         os.environ["KERAS_BACKEND"] = "torch"
@@ -288,13 +305,8 @@ class KerasExportOnnxRuntime(_RoundTrip):
             raise RuntimeError(f"keras runs on {keras.config.backend()!r} here, the export needs 'torch'")
         return keras
 
-    def _export(self, case: PoolCase) -> tuple[bytes, object]:
-        from poolconform.backends.keras_backend import translate
-
+    def _export(self, case: PoolCase, plan: KerasPooling) -> tuple[bytes, object]:
         keras = self._keras()
-        plan = translate(case)
-        if isinstance(plan, str):
-            raise Unsupported(plan)
         layer = getattr(keras.layers, plan.layer)(**plan.kwargs())
         inp = keras.Input(shape=case.input_shape[1:], batch_size=case.input_shape[0], dtype="float32")
         model = keras.Model(inp, layer(inp))
@@ -310,3 +322,60 @@ class KerasExportOnnxRuntime(_RoundTrip):
         keras = self._keras()
         y = model(keras.ops.convert_to_tensor(inputs[0], dtype="float32"))  # type: ignore[operator]
         return [np.asarray(keras.ops.convert_to_numpy(y))]
+
+
+class Tf2OnnxOnnxRuntime(_RoundTrip[TFPlan]):
+    """The tensorflow backend's tf.nn call in a tf.function -> tf2onnx -> ONNX Runtime CPU.
+
+    The exported graph takes and gives NHWC, as the tf.function does: inputs are transposed
+    to NHWC before ORT and the outputs back (argmax converted as the tensorflow backend does).
+    """
+
+    name = "tf2onnx->onnxruntime-cpu"
+    framework = "tf2onnx"
+    own_name = "tensorflow"
+    exporter = "tf2onnx.convert.from_function"
+
+    def available(self) -> str | None:
+        for module in ("tensorflow", "tf2onnx"):
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed (pip install 'poolconform[tf2onnx]')"
+        return super().available()
+
+    def version(self) -> str:
+        tf = next(filter(None, map(framework_version, ("tensorflow", "tensorflow-cpu"))), "?")
+        return (f"{framework_version('tf2onnx')} on tensorflow {tf} + onnxruntime "
+                f"{framework_version('onnxruntime')}")
+
+    def translate(self, case: PoolCase) -> TFPlan | Unsupported:
+        return tensorflow_backend.translate(case)
+
+    def _export(self, case: PoolCase, plan: TFPlan) -> tuple[bytes, object]:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import tensorflow as tf
+        import tf2onnx
+        from tf2onnx import constants
+
+        shape = (case.input_shape[0], *case.input_shape[2:], case.input_shape[1])
+        spec = (tf.TensorSpec(shape, getattr(tf, case.dtype), name="X"),)
+        function = tf.function(lambda x: tensorflow_backend.call_plan(plan, case, x), input_signature=spec)
+        opset = min(max(constants.OPSET_TO_IR_VERSION), max(MIN_EXPORT_OPSET, case.opset))
+        with _quiet():
+            model, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
+        return model.SerializeToString(), function
+
+    def _framework_inputs(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(np.moveaxis(inputs[0], 1, -1))]
+
+    def _own_outputs(self, function: object, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(y) for y in function(inputs[0])]  # type: ignore[operator]
+
+    def _to_onnx_outputs(self, case: PoolCase, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        values = np.ascontiguousarray(np.moveaxis(outputs[0], -1, 1))
+        if len(outputs) == 1:
+            return [values]
+        return [values, tensorflow_backend.nhwc_argmax_to_onnx(outputs[1], case.input_shape, case.storage_order)]
+
+    def note(self, case: PoolCase) -> str | None:
+        text = super().note(case)
+        return f"{text}; NHWC via transpose" if text else text

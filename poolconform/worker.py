@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from poolconform import shapes
-from poolconform.backends.base import ONNX_NATIVE_BACKENDS, BackendSpec, Unsupported
+from poolconform.backends.base import BackendSpec, Unsupported
 from poolconform.case import PoolCase
+from poolconform.contexts import SINGLE, translation_rejects
 from poolconform.errors import PoolconformError
 from poolconform.inputs import make_inputs
 
@@ -130,8 +131,8 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
     try:
         backend = spec.load()
         reason = backend.available()
-        version = backend.version() if reason is None and hasattr(backend, "version") else ""
-        device = getattr(backend, "device", "")
+        version = backend.version() if reason is None else ""
+        device = backend.device
     except Exception as exc:  # noqa: BLE001  a broken plug-in is reported, not raised
         why = str(exc) if isinstance(exc, PoolconformError) else f"cannot load backend: {_first_line(exc)}"
         conn.send(("ready", why, "", ""))
@@ -139,7 +140,6 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
     conn.send(("ready", reason, version, device))
     if reason is not None:
         return
-    reads_onnx = getattr(backend, "reads_onnx", spec.name in ONNX_NATIVE_BACKENDS)
     while True:
         try:
             message = conn.recv()
@@ -150,7 +150,7 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
         for task in message[1]:
             start = time.perf_counter()
             try:
-                why = onnx_only_reason(task.case) if not reads_onnx else None
+                why = onnx_only_reason(task.case, getattr(backend, "contexts", SINGLE)) if not backend.reads_onnx else None
                 why = why or backend.supports(task.case)
                 if why:
                     conn.send(Outcome(task.key, "unsupported", message=why, seconds=time.perf_counter() - start))
@@ -162,7 +162,7 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
                 else:
                     inputs = task.inputs
                 outputs = [np.asarray(y) for y in backend.run(task.case, inputs)]
-                note = backend.note(task.case) if hasattr(backend, "note") else None
+                note = backend.note(task.case)
                 conn.send(Outcome(task.key, "outputs", outputs, note=note, seconds=time.perf_counter() - start))
             except Unsupported as exc:
                 conn.send(Outcome(task.key, "unsupported", message=str(exc), seconds=time.perf_counter() - start))
@@ -172,7 +172,7 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
                 conn.send(Outcome(task.key, "error", message=_first_line(exc), seconds=time.perf_counter() - start))
 
 
-def onnx_only_reason(case: PoolCase) -> str | None:
+def onnx_only_reason(case: PoolCase, contexts: frozenset[str] | set[str] = SINGLE) -> str | None:
     """Why a backend that does not read the ONNX model itself cannot run the case.
 
     A stored node outside poolconform's translation, or an older opset's ceil_mode output
@@ -181,6 +181,9 @@ def onnx_only_reason(case: PoolCase) -> str | None:
     """
     if case.onnx_only:
         return f"unsupported: {case.onnx_only}; only backends that read ONNX run it"
+    context = translation_rejects(case, contexts)  # a graph around the node: `contexts` says which it expresses
+    if context:
+        return context
     if shapes.keeps_an_overhang_window(case):
         return (
             f"unsupported: at opset {case.opset} ceil_mode keeps a window that starts in the right padding "
@@ -243,6 +246,8 @@ class BackendWorker:
         self._ctx = multiprocessing.get_context("spawn")
         self._process: Any = None  # multiprocessing's SpawnProcess while one runs
         self._conn: Any = None  # the parent's end of the pipe
+        #: Seconds the last start took (mostly the framework's import): the price of another worker.
+        self.start_seconds: float | None = None
         _LIVE.add(self)
 
     def kill_process(self) -> int | None:
@@ -259,6 +264,13 @@ class BackendWorker:
 
     def start(self) -> BackendInfo:
         """Spawn the worker and learn whether its backend is usable here."""
+        started = time.perf_counter()
+        try:
+            return self._start()
+        finally:
+            self.start_seconds = time.perf_counter() - started
+
+    def _start(self) -> BackendInfo:
         if self.stop.is_set():
             self.info.unavailable = "the run was stopped"
             return self.info

@@ -23,7 +23,7 @@ import pytest
 from conftest import SEED_PRINTED
 
 from poolconform.backends.keras_backend import KerasJax, KerasTensorFlow, KerasTorch, translate
-from poolconform.case import make_case
+from poolconform.validation import make_case
 
 BACKENDS = {"keras-tensorflow": "tensorflow", "keras-jax": "jax", "keras-torch": "torch"}
 
@@ -32,7 +32,7 @@ CHILD = r"""
 import json, sys
 import numpy as np
 from poolconform.backends.base import BUILTIN_BACKENDS, BackendSpec
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.inputs import make_inputs
 from poolconform.oracle import reference_outputs
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import SEED_PRINTED
 
 from poolconform import shapes
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.errors import CaseError
 from poolconform.inputs import make_inputs
 from poolconform.oracle import reference_outputs

@@ -12,7 +12,8 @@ tf = pytest.importorskip("tensorflow")
 
 from poolconform.backends.base import Unsupported  # noqa: E402
 from poolconform.backends.tensorflow_backend import TensorFlow, nhwc_argmax_to_onnx  # noqa: E402
-from poolconform.case import PoolCase, make_case  # noqa: E402
+from poolconform.case import PoolCase  # noqa: E402
+from poolconform.validation import make_case  # noqa: E402
 from poolconform.errors import CaseError  # noqa: E402
 from poolconform.inputs import make_inputs  # noqa: E402
 from poolconform.oracle import reference_outputs  # noqa: E402

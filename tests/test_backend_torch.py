@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 
 from poolconform.backends.base import Unsupported  # noqa: E402
 from poolconform.backends.torch_backend import TorchCPU, TorchCUDA, onnx_indices  # noqa: E402
-from poolconform.case import PoolCase, make_case  # noqa: E402
+from poolconform.case import PoolCase  # noqa: E402
+from poolconform.validation import make_case  # noqa: E402
 from poolconform.errors import CaseError  # noqa: E402
 from poolconform.inputs import make_inputs  # noqa: E402
 from poolconform.oracle import reference_outputs  # noqa: E402

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from poolconform.backends.base import BUILTIN_BACKENDS, OPT_IN_BACKENDS, registry, resolve_backend_names
-from poolconform.case import make_case
+from poolconform.backends.base import BUILTIN_BACKENDS, opt_in_backends, registry, resolve_backend_names
+from poolconform.validation import make_case
 from poolconform.inputs import make_inputs
 from poolconform.oracle import reference_outputs
 from poolconform.roundtrip import compare_with_own, describe_export
+
+from conftest import make_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("torch-export->onnxruntime-cpu", "keras-export->onnxruntime-cpu")
@@ -25,7 +27,7 @@ NAMES = ("torch-export->onnxruntime-cpu", "keras-export->onnxruntime-cpu")
 
 def test_round_trips_are_registered_opt_in() -> None:
     for name in NAMES:
-        assert name in BUILTIN_BACKENDS and name in OPT_IN_BACKENDS
+        assert name in BUILTIN_BACKENDS and name in opt_in_backends() and registry()[name].opt_in
         assert registry()[name].load().name == name
     default = {spec.name for spec in resolve_backend_names(None)}
     assert default.isdisjoint(NAMES)
@@ -39,7 +41,7 @@ def test_describe_export_names_the_pooling_node_and_the_rest() -> None:
                          auto_pad="NOTSET"),
     ]
     graph = helper.make_graph(nodes, "g", [], [])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model = make_model(graph, 20)
     assert describe_export(model) == (
         "exported MaxPool{auto_pad=NOTSET, ceil_mode=0, kernel_shape=[3, 3], pads=[1, 1, 1, 1]} with Pad (opset 20)"
     )
@@ -114,7 +116,7 @@ KERAS_SCRIPT = textwrap.dedent(
     """
     import json
     import numpy as np
-    from poolconform.case import make_case
+    from poolconform.validation import make_case
     from poolconform.inputs import make_inputs
     from poolconform.oracle import reference_outputs
     from poolconform.roundtrip import KerasExportOnnxRuntime

@@ -1,18 +1,25 @@
 """The backend contract and the registry of built-in and third-party backends.
 
-A backend is a small class: `name`, `available()`, `supports(case)` and
-`run(case, inputs)`. Frameworks are imported inside `available()` and `run()`, never at
-module import, so `poolconform backends` works where a framework is missing. Every
-backend runs inside a worker process (poolconform.worker), so a crash costs only its
-own records.
+A backend is a small class: `name`, `available()`, `supports(case)` and `run(case, inputs)`
+(required), plus `version()`, `note(case)`, `device` and `reads_onnx` (optional: a
+third-party backend that leaves them out gets `DEFAULTS`, filled in by `BackendSpec.load`,
+the one place that loads a backend). Frameworks are imported inside `available()` and
+`run()`, never at module import, so `poolconform backends` works where a framework is
+missing. Every backend runs inside a worker process (poolconform.worker), so a crash
+costs only its own records.
+
+Backends that translate a case into their framework's own call derive from
+`PlannedBackend` (poolconform.backends.planned): one cached `plan(case)`, from which
+`supports`, `note` and `run` follow.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -24,18 +31,39 @@ ENTRY_POINT_GROUP = "poolconform.backends"
 
 @runtime_checkable
 class Backend(Protocol):
-    """What poolconform needs from a backend (DESIGN.md: must stay stable)."""
+    """What poolconform needs from a backend (README "Third-party backends": must stay stable)."""
 
     name: str
+    #: Where it computes, as `poolconform backends` and every report's header show it.
+    device: str
+    #: True when the backend reads the case's ONNX model itself, so it can run any stored
+    #: model as it is (`check` on nodes outside poolconform's translation, old ceil rules).
+    reads_onnx: bool
 
     def available(self) -> str | None:
         """None when usable here, else the one-line reason it is not."""
 
+    def version(self) -> str:
+        """The framework's version (and its pairing, for converters), "" when unknown."""
+
     def supports(self, case: PoolCase) -> str | None:
         """None when the backend can express `case` exactly, else why not (one line)."""
 
+    def note(self, case: PoolCase) -> str | None:
+        """One line the record carries when the backend translated or emulated something
+        (e.g. "NHWC via transpose"), else None."""
+
     def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Outputs of the case in ONNX layout (NCHW), in the case's output order."""
+
+
+#: The optional members of `Backend` and what a backend that leaves one out gets.
+DEFAULTS: dict[str, Callable[[Any], Any]] = {
+    "device": lambda backend: "",
+    "reads_onnx": lambda backend: False,
+    "version": lambda backend: lambda: "",
+    "note": lambda backend: lambda case: None,
+}
 
 
 class BaseBackend:
@@ -45,6 +73,9 @@ class BaseBackend:
     #: Distribution or module whose version `poolconform backends` shows.
     framework: str = ""
     device: str = "cpu"
+    reads_onnx: bool = False
+    #: Runs only when named in --backends (slow, derived or converter checks).
+    opt_in: ClassVar[bool] = False
 
     def available(self) -> str | None:
         return None
@@ -56,8 +87,6 @@ class BaseBackend:
         return framework_version(self.framework) if self.framework else ""
 
     def note(self, case: PoolCase) -> str | None:
-        """One line the record carries when the backend translated or emulated something
-        (e.g. "NHWC via transpose", "explicit pads applied with tf.pad before the call")."""
         return None
 
     def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -65,10 +94,21 @@ class BaseBackend:
 
 
 class Unsupported(Exception):
-    """Raised from `run` when the backend finds out late that it cannot express a case."""
+    """Why a backend cannot express a case: returned by `plan()`, raised from `run()`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unsupported) and other.reason == self.reason
+
+    def __hash__(self) -> int:
+        return hash(self.reason)
 
 
 def framework_version(distribution: str) -> str:
+    """The installed version of a distribution, "" when it is not installed."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -79,6 +119,7 @@ def framework_version(distribution: str) -> str:
 BUILTIN_BACKENDS: dict[str, str] = {
     "onnxruntime-cpu": "poolconform.backends.onnxruntime_backend:OnnxRuntimeCPU",
     "onnxruntime-cuda": "poolconform.backends.onnxruntime_backend:OnnxRuntimeCUDA",
+    "onnxruntime-cpu-noopt": "poolconform.backends.onnxruntime_backend:OnnxRuntimeCPUNoOpt",
     "onnx-reference": "poolconform.backends.onnx_reference:OnnxReference",
     "torch-cpu": "poolconform.backends.torch_backend:TorchCPU",
     "torch-cuda": "poolconform.backends.torch_backend:TorchCUDA",
@@ -89,14 +130,11 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "openvino-cpu": "poolconform.backends.openvino_backend:OpenVINOCPU",
     "torch-export->onnxruntime-cpu": "poolconform.roundtrip:TorchExportOnnxRuntime",
     "keras-export->onnxruntime-cpu": "poolconform.roundtrip:KerasExportOnnxRuntime",
+    "torch-dynamo-export->onnxruntime-cpu": "poolconform.roundtrip:TorchDynamoExportOnnxRuntime",
+    "tf2onnx->onnxruntime-cpu": "poolconform.roundtrip:Tf2OnnxOnnxRuntime",
+    "onnxsim->onnxruntime-cpu": "poolconform.backends.converters:OnnxSimOnnxRuntime",
+    "onnx2torch": "poolconform.backends.converters:Onnx2Torch",
 }
-
-
-#: Backends that read the ONNX model itself, so they can run any stored model as it is.
-ONNX_NATIVE_BACKENDS = {"onnxruntime-cpu", "onnxruntime-cuda", "onnx-reference", "openvino-cpu"}
-
-#: Backends that run only when named in --backends (slow or derived checks).
-OPT_IN_BACKENDS: set[str] = {"torch-export->onnxruntime-cpu", "keras-export->onnxruntime-cpu"}
 
 
 @dataclass(frozen=True)
@@ -107,16 +145,28 @@ class BackendSpec:
     target: str  # "module:Class"
     third_party: bool = False
 
-    def load(self) -> Backend:
+    def backend_class(self) -> type:
         module_name, _, class_name = self.target.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             raise PoolconformError(f"backend {self.name!r}: cannot import {module_name!r} ({exc})") from exc
-        cls = getattr(module, class_name)
-        backend = cls()
+        return getattr(module, class_name)
+
+    @property
+    def opt_in(self) -> bool:
+        """Whether the backend runs only when named. Read from the class of a built-in one;
+        a plug-in's code is never imported in the parent, so installing it is its opt-in."""
+        return False if self.third_party else bool(getattr(self.backend_class(), "opt_in", False))
+
+    def load(self) -> Backend:
+        """The backend, with the entry-point name and every optional member it leaves out."""
+        backend = self.backend_class()()
         if getattr(backend, "name", None) != self.name:
             backend.name = self.name  # entry-point name wins, so records match --backends
+        for member, default in DEFAULTS.items():
+            if not hasattr(backend, member):
+                setattr(backend, member, default(backend))
         return backend
 
 
@@ -129,11 +179,16 @@ def registry() -> dict[str, BackendSpec]:
     return specs
 
 
+def opt_in_backends() -> list[str]:
+    """Names of the backends that run only when named in --backends."""
+    return [spec.name for spec in registry().values() if spec.opt_in]
+
+
 def resolve_backend_names(names: list[str] | None) -> list[BackendSpec]:
     """Specs for `--backends`; unknown names are a usage error that lists the known ones."""
     known = registry()
     if not names:
-        return [spec for spec in known.values() if spec.name not in OPT_IN_BACKENDS]
+        return [spec for spec in known.values() if not spec.opt_in]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise PoolconformError(

@@ -16,17 +16,19 @@ NCHW <-> NHWC transposes are done in NumPy and exact.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
 import numpy as np
 
 from poolconform import dtypes, shapes
-from poolconform.backends.base import BaseBackend, Unsupported
+from poolconform.backends.base import Unsupported, framework_version
+from poolconform.backends.planned import PlannedBackend
 from poolconform.case import PoolCase
 
 #: Layout of the layers that round-trip export builds (roundtrip.py): ONNX's own NCHW.
@@ -51,6 +53,15 @@ class KerasPooling:
     strides: tuple[int, ...] = ()
     padding: str = ""  # "valid" or "same"; "" for global layers
     remark: str = ""  # how the ONNX attributes were mapped, when not one to one
+    #: This Keras backend's own doing for the case, worth a line in the record (e.g. jax's x64).
+    backend_remark: str = ""
+
+    @property
+    def note(self) -> str:
+        """The layer and layout the run uses, then how the attributes were mapped."""
+        call = self.layer if self.is_global else f"{self.layer}(padding={self.padding!r})"
+        layout = f"{call} as keras.ops, {RUN_DATA_FORMAT} (NHWC via transpose)"
+        return "; ".join(filter(None, [layout, self.remark, self.backend_remark]))
 
     @property
     def is_global(self) -> bool:
@@ -68,24 +79,26 @@ class KerasPooling:
         }
 
 
-def translate(case: PoolCase) -> KerasPooling | str:
+def translate(case: PoolCase) -> KerasPooling | Unsupported:
     """The Keras layer that computes `case` exactly, or the one-line reason none does."""
     if case.op in ("LpPool", "GlobalLpPool"):
-        return "unsupported: Keras has no Lp pooling layer"
+        return Unsupported("unsupported: Keras has no Lp pooling layer")
     if case.with_indices:
-        return "unsupported: Keras pooling has no Indices output"
+        return Unsupported("unsupported: Keras pooling has no Indices output")
     layer = f"{_KINDS[case.op]}{case.rank}D"
     if case.is_global:
         return KerasPooling(layer)
     if any(d != 1 for d in case.dilations):
-        return f"unsupported: Keras pooling has no dilation (dilations={case.dilations!r})"
+        return Unsupported(f"unsupported: Keras pooling has no dilation (dilations={case.dilations!r})")
     pads = shapes.resolve_pads(case)
     upper = shapes.resolve_pads(case.replace(auto_pad="SAME_UPPER", pads=(0,) * len(case.pads), ceil_mode=False))
     remarks: list[str] = []
     if case.auto_pad == "SAME_UPPER" or (any(pads) and pads == upper):
         padding = "same"
         if case.op == "AveragePool" and case.count_include_pad and any(pads):
-            return "unsupported: Keras 'same' excludes padding from averages; count_include_pad=1 has no equivalent"
+            return Unsupported(
+                "unsupported: Keras 'same' excludes padding from averages; count_include_pad=1 has no equivalent"
+            )
         if case.auto_pad == "NOTSET":
             remarks.append(f"explicit pads {pads!r} are SAME_UPPER's, run as padding='same'")
         elif case.auto_pad == "SAME_LOWER":
@@ -93,9 +106,11 @@ def translate(case: PoolCase) -> KerasPooling | str:
     elif not any(pads):
         padding = "valid"
     elif case.auto_pad == "SAME_LOWER":
-        return "unsupported: Keras 'same' puts the odd pad at the end (SAME_UPPER); SAME_LOWER has no equivalent"
+        return Unsupported(
+            "unsupported: Keras 'same' puts the odd pad at the end (SAME_UPPER); SAME_LOWER has no equivalent"
+        )
     else:
-        return (
+        return Unsupported(
             f"unsupported: Keras pooling has no explicit pads (pads={pads!r}); "
             "only none ('valid') or SAME_UPPER's ('same')"
         )
@@ -104,7 +119,7 @@ def translate(case: PoolCase) -> KerasPooling | str:
     )
     wanted, got = shapes.output_shape(case), shapes.output_shape(keras_case)
     if wanted != got:
-        return (
+        return Unsupported(
             f"unsupported: Keras pooling has no ceil_mode (ONNX output {wanted!r}, Keras '{padding}' gives {got!r})"
             if case.ceil_mode
             else f"unsupported: Keras '{padding}' gives output {got!r}, ONNX {wanted!r}"
@@ -125,7 +140,7 @@ def loaded_keras_backend() -> str | None:
         return "unknown"
 
 
-class _Keras(BaseBackend):
+class _Keras(PlannedBackend[KerasPooling]):
     framework = "keras"
     #: The KERAS_BACKEND value, the modules it needs, and the distribution whose version shows.
     keras_backend = ""
@@ -133,8 +148,10 @@ class _Keras(BaseBackend):
     distributions: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self._functions: dict[tuple[KerasPooling, str], Callable] = {}
+        super().__init__()
         self._keras = None
+        #: What a plan's layer computes, made once per call (layer arguments and dtype) and reused.
+        self._function = functools.lru_cache(maxsize=512)(self._make_function)
 
     def available(self) -> str | None:
         loaded = loaded_keras_backend()
@@ -143,29 +160,23 @@ class _Keras(BaseBackend):
         for module in ("keras",) + self.needs:
             if importlib.util.find_spec(module) is None:
                 return f"{module} is not installed (keras backend {self.keras_backend!r} needs it)"
-        keras_version = _version("keras")
+        keras_version = framework_version("keras")
         major = keras_version.split(".")[0]
         if major.isdigit() and int(major) < 3:
             return f"keras {keras_version!r} is Keras 2; the {self.keras_backend} backend needs keras>=3"
         return None
 
     def version(self) -> str:
-        framework = next((v for v in map(_version, self.distributions) if v), "?")
-        return f"{_version('keras')} ({self.keras_backend} {framework})"
+        framework = next((v for v in map(framework_version, self.distributions) if v), "?")
+        return f"{framework_version('keras')} ({self.keras_backend} {framework})"
 
-    def supports(self, case: PoolCase) -> str | None:
+    def translate(self, case: PoolCase) -> KerasPooling | Unsupported:
         plan = translate(case)
-        return plan if isinstance(plan, str) else None
+        if isinstance(plan, Unsupported):
+            return plan
+        return dataclasses.replace(plan, backend_remark=self._remark(case, plan))
 
-    def note(self, case: PoolCase) -> str | None:
-        plan = translate(case)
-        if isinstance(plan, str):
-            return None
-        call = plan.layer if plan.is_global else f"{plan.layer}(padding={plan.padding!r})"
-        layout = f"{call} as keras.ops, {RUN_DATA_FORMAT} (NHWC via transpose)"
-        return "; ".join(filter(None, [layout, plan.remark, self._remark(case)]))
-
-    def _remark(self, case: PoolCase) -> str:
+    def _remark(self, case: PoolCase, plan: KerasPooling) -> str:
         """What this Keras backend does on its own for `case`, worth a line in the record."""
         return ""
 
@@ -188,26 +199,16 @@ class _Keras(BaseBackend):
     def _configure(self) -> None:
         """Process-wide framework settings, applied once after keras is imported."""
 
-    def _function(self, plan: KerasPooling, dtype: str) -> Callable:
-        """What the plan's layer computes, made once per configuration and reused."""
-        key = (plan, dtype)
-        fn = self._functions.get(key)
-        if fn is None:
-            fn = self._wrap(layer_call(self._import_keras(), plan))
-            if len(self._functions) > 512:
-                self._functions.clear()
-            self._functions[key] = fn
-        return fn
+    def _make_function(self, call: KerasPooling, dtype: str) -> Callable:
+        return self._wrap(layer_call(self._import_keras(), call))
 
     def _wrap(self, fn: Callable) -> Callable:
         """How the call runs: directly (eager) unless a backend compiles it."""
         return fn
 
-    def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        plan = translate(case)
-        if isinstance(plan, str):
-            raise Unsupported(plan)
-        fn = self._function(plan, case.dtype)
+    def execute(self, case: PoolCase, plan: KerasPooling, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        call = dataclasses.replace(plan, remark="", backend_remark="")  # notes do not change the call
+        fn = self._function(call, case.dtype)
         nhwc = np.ascontiguousarray(np.moveaxis(inputs[0], 1, -1))
         y = self._to_numpy(fn(self._to_tensor(nhwc, case.dtype)), case.dtype)
         return [np.ascontiguousarray(np.moveaxis(y, -1, 1))]
@@ -230,13 +231,6 @@ def layer_call(keras, plan: KerasPooling) -> Callable:
     pool = keras.ops.max_pool if plan.layer.startswith("Max") else keras.ops.average_pool
     return lambda x: pool(x, pool_size=plan.pool_size, strides=plan.strides, padding=plan.padding,
                           data_format=RUN_DATA_FORMAT)
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return ""
 
 
 class KerasTensorFlow(_Keras):
@@ -269,7 +263,7 @@ class KerasJax(_Keras):
 
         jax.config.update("jax_enable_x64", True)
 
-    def _remark(self, case: PoolCase) -> str:
+    def _remark(self, case: PoolCase, plan: KerasPooling) -> str:
         return "jax_enable_x64 set so float64 stays float64" if case.dtype == "float64" else ""
 
     def _wrap(self, fn: Callable) -> Callable:
@@ -291,9 +285,8 @@ class KerasTorch(_Keras):
 
         torch.set_num_threads(1)
 
-    def _remark(self, case: PoolCase) -> str:
-        plan = translate(case)
-        if isinstance(plan, str) or plan.padding != "same":
+    def _remark(self, case: PoolCase, plan: KerasPooling) -> str:
+        if plan.padding != "same":
             return ""
         pads, rank = shapes.resolve_pads(case), case.rank
         if any(pads[a] != pads[a + rank] for a in range(rank)):

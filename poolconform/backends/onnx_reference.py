@@ -12,6 +12,7 @@ from poolconform.onnx_export import model_bytes
 class OnnxReference(BaseBackend):
     name = "onnx-reference"
     framework = "onnx"
+    reads_onnx = True
 
     def __init__(self) -> None:
         self._evaluators: dict[bytes, object] = {}

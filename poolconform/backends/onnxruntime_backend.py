@@ -1,4 +1,5 @@
-"""ONNX Runtime on the CPU and CUDA execution providers, one session per distinct model."""
+"""ONNX Runtime on the CPU and CUDA execution providers (and on the CPU with graph
+optimizations off), one session per distinct model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from poolconform.onnx_export import model_bytes
 
 class _OnnxRuntime(BaseBackend):
     framework = "onnxruntime"
+    reads_onnx = True
     provider = ""
+    #: ORT's GraphOptimizationLevel: ORT_ENABLE_ALL is ORT's own default.
+    optimization = "ORT_ENABLE_ALL"
 
     def __init__(self) -> None:
         self._sessions: dict[bytes, object] = {}
@@ -43,6 +47,7 @@ class _OnnxRuntime(BaseBackend):
             options.intra_op_num_threads = _threads_from_env()
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.optimization)
             session = ort.InferenceSession(key, options, providers=[self.provider])
             if len(self._sessions) > 256:
                 self._sessions.clear()
@@ -73,6 +78,17 @@ class OnnxRuntimeCPU(_OnnxRuntime):
     provider = "CPUExecutionProvider"
 
 
+class OnnxRuntimeCPUNoOpt(_OnnxRuntime):
+    """ORT CPU with every graph optimization off: beside `onnxruntime-cpu`, a difference that
+    ORT's optimizer introduces shows as a disagreement between the two."""
+
+    name = "onnxruntime-cpu-noopt"
+    provider = "CPUExecutionProvider"
+    optimization = "ORT_DISABLE_ALL"
+    opt_in = True
+    device = "cpu, graph optimizations off"
+
+
 class OnnxRuntimeCUDA(_OnnxRuntime):
     name = "onnxruntime-cuda"
     provider = "CUDAExecutionProvider"
@@ -92,7 +108,7 @@ class OnnxRuntimeCUDA(_OnnxRuntime):
 
 
 def _probe_model() -> bytes:
-    from poolconform.case import make_case
+    from poolconform.validation import make_case
     from poolconform.onnx_export import build_model
 
     return build_model(make_case("MaxPool", (1, 1, 2, 2), kernel=2)).SerializeToString()

@@ -49,6 +49,7 @@ COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1,
 class OpenVINOCPU(BaseBackend):
     name = "openvino-cpu"
     framework = "openvino"
+    reads_onnx = True
     device_name = "CPU"
 
     def __init__(self) -> None:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from importlib import metadata
 
 import numpy as np
 
 from poolconform import shapes
-from poolconform.backends.base import BaseBackend, Unsupported
+from poolconform.backends.base import Unsupported, framework_version
+from poolconform.backends.planned import PlannedBackend
 from poolconform.case import PoolCase
 
 #: Element types each op's definition accepts (the op refuses others before any kernel runs).
@@ -89,16 +89,16 @@ def _padding(case: PoolCase, is_max: bool) -> tuple[str | tuple[tuple[int, int],
     return explicit, f"explicit paddings {[list(p) for p in explicit]!r}", None
 
 
-def translate(case: PoolCase) -> TFPlan | str:
+def translate(case: PoolCase) -> TFPlan | Unsupported:
     """The tf.nn call for `case`, or the one-line reason raw TensorFlow cannot express it."""
     if case.op in ("LpPool", "GlobalLpPool"):
-        return f"unsupported: tf.nn has no Lp pooling op ({case.op})"
+        return Unsupported(f"unsupported: tf.nn has no Lp pooling op ({case.op})")
     if case.with_indices and case.rank != 2:
-        return f"unsupported: tf.nn.max_pool_with_argmax is 2-D only, this case is {case.rank}-D"
+        return Unsupported(f"unsupported: tf.nn.max_pool_with_argmax is 2-D only, this case is {case.rank}-D")
     is_max = case.op in ("MaxPool", "GlobalMaxPool")
     reason = _dtype_reason(case, is_max)
     if reason:
-        return reason
+        return Unsupported(reason)
     pool = "max_pool" if is_max else "avg_pool"
     if case.is_global:
         ones = (1,) * case.rank
@@ -109,29 +109,31 @@ def translate(case: PoolCase) -> TFPlan | str:
         ceil_shape = shapes.spatial_output_shape(case)
         floor_shape = shapes.spatial_output_shape(case.replace(ceil_mode=False))
         if ceil_shape != floor_shape:
-            return (f"unsupported: tf.nn pooling has no ceil_mode (ceil gives {ceil_shape!r}, "
+            return Unsupported(f"unsupported: tf.nn pooling has no ceil_mode (ceil gives {ceil_shape!r}, "
                     f"floor {floor_shape!r})")
         notes.append("ceil_mode gives the floor-mode shape here: run without it")
     padding, how, reason = _padding(case, is_max)
     if reason:
-        return reason
+        return Unsupported(reason)
     if how:
         notes.append(how)
     dilated = any(d != 1 for d in case.dilations)
     if case.with_indices:
         if dilated:
-            return f"unsupported: tf.nn.max_pool_with_argmax has no dilation (dilations={case.dilations!r})"
+            return Unsupported(
+                f"unsupported: tf.nn.max_pool_with_argmax has no dilation (dilations={case.dilations!r})"
+            )
         order = "column-major" if case.storage_order == 1 else "row-major"
         notes.append(f"Indices converted from NHWC flattening to NCHW {order} flattening")
         return TFPlan("max_pool_with_argmax", case.kernel, case.strides, padding, note="; ".join(notes))
     if dilated:
         if any(s != 1 for s in case.strides):
-            return (f"unsupported: tf.nn.pool allows dilations only with strides 1 "
+            return Unsupported(f"unsupported: tf.nn.pool allows dilations only with strides 1 "
                     f"(strides={case.strides!r}, dilations={case.dilations!r})")
         if padding == "SAME":
-            return f"unsupported: tf.nn.pool does not implement 'SAME' with dilations {case.dilations!r}"
+            return Unsupported(f"unsupported: tf.nn.pool does not implement 'SAME' with dilations {case.dilations!r}")
         if padding != "VALID":  # it accepts a list on 2-D input, but zero-pads: undocumented
-            return (f"unsupported: tf.nn.pool (the only op with dilations) documents only 'SAME' or "
+            return Unsupported(f"unsupported: tf.nn.pool (the only op with dilations) documents only 'SAME' or "
                     f"'VALID', not explicit pads {shapes.resolve_pads(case)!r}")
         notes.append("tf.nn.pool with dilations")
         return TFPlan("pool", case.kernel, case.strides, padding, case.dilations, note="; ".join(notes))
@@ -160,20 +162,9 @@ def _onnx_layout(y) -> np.ndarray:
     return np.moveaxis(np.asarray(y), -1, 1)
 
 
-class TensorFlow(BaseBackend):
+class TensorFlow(PlannedBackend[TFPlan]):
     name = "tensorflow"
     framework = "tensorflow-cpu"
-
-    def __init__(self) -> None:
-        self._plans: dict[PoolCase, TFPlan | str] = {}
-
-    def _plan(self, case: PoolCase) -> TFPlan | str:
-        plan = self._plans.get(case)
-        if plan is None:
-            if len(self._plans) > 4096:
-                self._plans.clear()
-            plan = self._plans[case] = translate(case)
-        return plan
 
     def available(self) -> str | None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -185,39 +176,30 @@ class TensorFlow(BaseBackend):
 
     def version(self) -> str:
         for distribution in _DISTRIBUTIONS:
-            try:
-                return metadata.version(distribution)
-            except metadata.PackageNotFoundError:
-                continue
+            if version := framework_version(distribution):
+                return version
         import tensorflow as tf
 
         return tf.__version__
 
-    def supports(self, case: PoolCase) -> str | None:
-        plan = self._plan(case)
-        return plan if isinstance(plan, str) else None
+    def translate(self, case: PoolCase) -> TFPlan | Unsupported:
+        return translate(case)
 
-    def note(self, case: PoolCase) -> str | None:
-        plan = self._plan(case)
-        return None if isinstance(plan, str) else plan.note
-
-    def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        import tensorflow as tf
-
-        plan = self._plan(case)
-        if isinstance(plan, str):
-            raise Unsupported(plan)
-        x = _tf_input(inputs[0])
-        rank = case.rank
+    def execute(self, case: PoolCase, plan: TFPlan, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        outputs = [y.numpy() for y in call_plan(plan, case, _tf_input(inputs[0]))]
         if plan.op == "max_pool_with_argmax":
-            values, argmax = tf.nn.max_pool_with_argmax(
-                x, plan.ksize, plan.strides, plan.tf_padding(), include_batch_in_index=True
-            )
-            indices = nhwc_argmax_to_onnx(argmax.numpy(), case.input_shape, case.storage_order)
-            return [_onnx_layout(values.numpy()), indices]
-        if plan.op == "pool":
-            kind = "MAX" if case.op == "MaxPool" else "AVG"
-            y = tf.nn.pool(x, plan.ksize, kind, plan.strides, plan.tf_padding(), dilations=plan.dilations)
-            return [_onnx_layout(y.numpy())]
-        fn = getattr(tf.nn, f"{plan.op}{rank}d")
-        return [_onnx_layout(fn(x, plan.ksize, plan.strides, plan.tf_padding()).numpy())]
+            return [_onnx_layout(outputs[0]), nhwc_argmax_to_onnx(outputs[1], case.input_shape, case.storage_order)]
+        return [_onnx_layout(outputs[0])]
+
+
+def call_plan(plan: TFPlan, case: PoolCase, x) -> tuple:
+    """The plan's tf.nn call on NHWC `x`: (values,) or, for max_pool_with_argmax, (values, argmax)."""
+    import tensorflow as tf
+
+    if plan.op == "max_pool_with_argmax":
+        return tuple(tf.nn.max_pool_with_argmax(x, plan.ksize, plan.strides, plan.tf_padding(),
+                                                include_batch_in_index=True))
+    if plan.op == "pool":
+        kind = "MAX" if case.op == "MaxPool" else "AVG"
+        return (tf.nn.pool(x, plan.ksize, kind, plan.strides, plan.tf_padding(), dilations=plan.dilations),)
+    return (getattr(tf.nn, f"{plan.op}{case.rank}d")(x, plan.ksize, plan.strides, plan.tf_padding()),)

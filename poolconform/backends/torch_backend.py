@@ -11,30 +11,31 @@ an op that has no kernel for it raises, and the runner records the framework's m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from poolconform import shapes
-from poolconform.backends.base import BaseBackend, Unsupported
+from poolconform.backends.base import Unsupported
+from poolconform.backends.planned import PlannedBackend
 from poolconform.case import PoolCase
 
 
-def symmetric_padding(case: PoolCase) -> tuple[tuple[int, ...] | None, str | None]:
-    """PyTorch's per-axis `padding` for the case, or (None, the reason it has none)."""
+def symmetric_padding(case: PoolCase) -> tuple[int, ...] | Unsupported:
+    """PyTorch's per-axis `padding` for the case, or the reason it has none."""
     pads = shapes.resolve_pads(case)
     rank = case.rank
     begins, ends = pads[:rank], pads[rank:]
     if begins != ends:
         how = f"auto_pad={case.auto_pad} resolves to" if case.auto_pad != "NOTSET" else "pads"
-        return None, (
-            f"unsupported: PyTorch padding is symmetric; {how} {pads!r} (begin..., end...) is not"
-        )
+        return Unsupported(f"unsupported: PyTorch padding is symmetric; {how} {pads!r} (begin..., end...) is not")
     limits = tuple(k // 2 for k in case.kernel)
     if any(p > limit for p, limit in zip(begins, limits)):
-        return None, (
+        return Unsupported(
             f"unsupported: PyTorch padding must be at most half the kernel (kernel={case.kernel!r} "
             f"allows {limits!r}), pads are {begins!r}"
         )
-    return begins, None
+    return begins
 
 
 def onnx_indices(plane_indices: np.ndarray, spatial: tuple[int, ...], storage_order: int) -> np.ndarray:
@@ -74,36 +75,74 @@ def _to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
-def torch_call(case: PoolCase) -> tuple[str, tuple, dict[str, object]]:
-    """The torch.nn.functional call that computes a supported case: (name, args after x, kwargs).
+@dataclass(frozen=True)
+class TorchPlan:
+    """The torch.nn.functional call that computes a case: `F.<function>(x, *args, **kwargs)`."""
 
-    One translation for the backend's run() and for `poolconform repro`'s script.
-    """
+    function: str  # e.g. "max_pool2d"
+    args: tuple = ()
+    kwargs: tuple[tuple[str, object], ...] = ()
+    note: str = ""
+
+    def call(self, x: str = "x") -> str:
+        """The call as Python source, for `poolconform repro`'s script."""
+        return ", ".join([x, *map(repr, self.args), *(f"{k}={v!r}" for k, v in self.kwargs)])
+
+    @property
+    def module(self) -> str:
+        """The torch.nn class that wraps the same call (what users export): MaxPool2d, ..."""
+        stem, rank = self.function[:-2], self.function[-2:]
+        return _MODULES[stem] + rank
+
+
+_MODULES = {"max_pool": "MaxPool", "avg_pool": "AvgPool", "lp_pool": "LPPool",
+            "adaptive_max_pool": "AdaptiveMaxPool", "adaptive_avg_pool": "AdaptiveAvgPool"}
+
+
+def translate(case: PoolCase) -> TorchPlan | Unsupported:
+    """The torch.nn.functional call for `case`, or why PyTorch cannot express it."""
     rank = case.rank
-    if case.op == "GlobalMaxPool":
-        return f"adaptive_max_pool{rank}d", (1,), {}
-    if case.op == "GlobalAveragePool":
-        return f"adaptive_avg_pool{rank}d", (1,), {}
-    if case.op == "GlobalLpPool":
-        spatial = case.spatial[0] if rank == 1 else case.spatial  # lp_pool1d multiplies by an int
-        return f"lp_pool{rank}d", (case.p, spatial), {"stride": spatial}
-    padding, _ = symmetric_padding(case)
+    notes = []
+    if case.is_global:
+        if case.op == "GlobalLpPool":
+            spatial = case.spatial[0] if rank == 1 else case.spatial  # lp_pool1d multiplies by an int
+            return TorchPlan(f"lp_pool{rank}d", (case.p, spatial), (("stride", spatial),),
+                             f"F.lp_pool{rank}d with the whole spatial extent as kernel")
+        kind = "max" if case.op == "GlobalMaxPool" else "avg"
+        return TorchPlan(f"adaptive_{kind}_pool{rank}d", (1,), (), f"F.adaptive_{kind}_pool{rank}d(x, 1)")
+    if case.op in ("AveragePool", "LpPool") and any(d != 1 for d in case.dilations):
+        fn = "avg_pool" if case.op == "AveragePool" else "lp_pool"
+        return Unsupported(f"unsupported: PyTorch {fn}{rank}d has no dilation (dilations={case.dilations!r})")
+    pads = shapes.resolve_pads(case)
+    if case.op == "LpPool" and any(pads):
+        return Unsupported(f"unsupported: PyTorch lp_pool{rank}d has no padding (pads={pads!r})")
+    padding = symmetric_padding(case)
+    if isinstance(padding, Unsupported):
+        return padding
+    if case.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        notes.append(f"{case.auto_pad} as symmetric padding={padding!r}")
+    if case.ceil_mode and case.auto_pad != "NOTSET":
+        notes.append("ceil_mode not passed: it has no effect under auto_pad")
+    if case.with_indices:
+        order = "column-major" if case.storage_order == 1 else "row-major"
+        notes.append(f"Indices converted from per-(N,C)-plane to whole-tensor {order} flattening")
+    note = "; ".join(notes)
     kernel, stride = case.kernel, case.strides
     ceil_mode = case.ceil_mode and case.auto_pad == "NOTSET"
     if case.op == "MaxPool":
-        return (f"max_pool{rank}d", (kernel, stride, padding, case.dilations),
-                {"ceil_mode": ceil_mode, "return_indices": case.with_indices})
+        return TorchPlan(f"max_pool{rank}d", (kernel, stride, padding, case.dilations),
+                         (("ceil_mode", ceil_mode), ("return_indices", case.with_indices)), note)
     if case.op == "AveragePool":
-        return (f"avg_pool{rank}d", (kernel, stride, padding),
-                {"ceil_mode": ceil_mode, "count_include_pad": case.count_include_pad})
+        return TorchPlan(f"avg_pool{rank}d", (kernel, stride, padding),
+                         (("ceil_mode", ceil_mode), ("count_include_pad", case.count_include_pad)), note)
     if case.op == "LpPool":
         if rank == 1:  # lp_pool1d multiplies by kernel_size, so it needs an int
             kernel, stride = kernel[0], stride[0]
-        return f"lp_pool{rank}d", (case.p, kernel), {"stride": stride, "ceil_mode": ceil_mode}
-    raise ValueError(f"torch backend has no translation for op {case.op!r}")
+        return TorchPlan(f"lp_pool{rank}d", (case.p, kernel), (("stride", stride), ("ceil_mode", ceil_mode)), note)
+    return Unsupported(f"unsupported: PyTorch has no translation for op {case.op!r}")
 
 
-class _Torch(BaseBackend):
+class _Torch(PlannedBackend[TorchPlan]):
     framework = "torch"
 
     def available(self) -> str | None:
@@ -113,43 +152,13 @@ class _Torch(BaseBackend):
             return f"torch is not installed ({exc})"
         return None
 
-    def supports(self, case: PoolCase) -> str | None:
-        if case.is_global:
-            return None
-        if case.op in ("AveragePool", "LpPool") and any(d != 1 for d in case.dilations):
-            fn = "avg_pool" if case.op == "AveragePool" else "lp_pool"
-            return f"unsupported: PyTorch {fn}{case.rank}d has no dilation (dilations={case.dilations!r})"
-        if case.op == "LpPool" and any(shapes.resolve_pads(case)):
-            return f"unsupported: PyTorch lp_pool{case.rank}d has no padding (pads={shapes.resolve_pads(case)!r})"
-        return symmetric_padding(case)[1]
+    def translate(self, case: PoolCase) -> TorchPlan | Unsupported:
+        return translate(case)
 
-    def note(self, case: PoolCase) -> str | None:
-        rank = case.rank
-        notes = []
-        if case.op == "GlobalMaxPool":
-            notes.append(f"F.adaptive_max_pool{rank}d(x, 1)")
-        elif case.op == "GlobalAveragePool":
-            notes.append(f"F.adaptive_avg_pool{rank}d(x, 1)")
-        elif case.op == "GlobalLpPool":
-            notes.append(f"F.lp_pool{rank}d with the whole spatial extent as kernel")
-        if case.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            padding, _ = symmetric_padding(case)
-            notes.append(f"{case.auto_pad} as symmetric padding={padding!r}")
-        if case.ceil_mode and case.auto_pad != "NOTSET":
-            notes.append("ceil_mode not passed: it has no effect under auto_pad")
-        if case.with_indices:
-            order = "column-major" if case.storage_order == 1 else "row-major"
-            notes.append(f"Indices converted from per-(N,C)-plane to whole-tensor {order} flattening")
-        return "; ".join(notes) or None
-
-    def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def execute(self, case: PoolCase, plan: TorchPlan, inputs: list[np.ndarray]) -> list[np.ndarray]:
         import torch.nn.functional as F
 
-        reason = self.supports(case)
-        if reason:  # never run a case whose attributes torch would silently ignore
-            raise Unsupported(reason)
-        fn, args, kwargs = torch_call(case)
-        result = getattr(F, fn)(_to_torch(inputs[0], self.device), *args, **kwargs)
+        result = getattr(F, plan.function)(_to_torch(inputs[0], self.device), *plan.args, **dict(plan.kwargs))
         if not case.with_indices:
             return [_to_numpy(result)]
         values, indices = result

@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from poolconform.backends.base import OPT_IN_BACKENDS, resolve_backend_names
+from poolconform.backends.base import opt_in_backends, resolve_backend_names
 from poolconform.commands.options import names
 from poolconform.runner import RunOptions, start_workers
 
@@ -24,7 +24,7 @@ def main(args: argparse.Namespace) -> int:
     specs = resolve_backend_names(names(args.backends) or None)
     if not args.backends:
         have = {s.name for s in specs}
-        specs += [s for s in resolve_backend_names(sorted(OPT_IN_BACKENDS)) if s.name not in have]
+        specs += [s for s in resolve_backend_names(sorted(opt_in_backends())) if s.name not in have]
     workers = start_workers(specs, RunOptions())
     rows = []
     for spec in specs:
@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
             "device": info.device,
             "reason": info.unavailable,
             "source": "plug-in" if spec.third_party else "built-in",
-            "default": spec.name not in OPT_IN_BACKENDS,
+            "default": not spec.opt_in,
         })
     if args.json:
         print(json.dumps(rows, indent=2))
