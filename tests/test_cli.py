@@ -136,7 +136,7 @@ def test_backends_lists_every_backend_with_reasons():
 def test_check_runs_a_node_poolconform_cannot_translate_only_on_onnx_readers(tmp_path):
     pytest.importorskip("torch", reason="the framework backend that must decline is torch-cpu")
     from poolconform import testdirs
-    from poolconform.case import make_case
+    from poolconform.validation import make_case
 
     directory = tmp_path / "test_future"
     testdirs.write_case_dir(make_case("MaxPool", (1, 2, 5, 5), kernel=2), directory)
@@ -170,3 +170,17 @@ def test_a_broken_pipe_does_not_change_the_exit_status(tmp_path, tiny_matrix):
     assert agreeing.returncode == 0, agreeing.stderr
     assert "Traceback" not in agreeing.stderr and "Broken pipe" not in agreeing.stderr, agreeing.stderr
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["exit_status"] == 0
+
+
+def test_a_run_where_no_backend_computed_anything_is_not_green(tmp_path):
+    pytest.importorskip("torch", reason="needs torch-cpu, which cannot express asymmetric pads")
+    out = tmp_path / "o"
+    proc = run_cli("run", "--backends", "torch-cpu", "--cases", "AveragePool-2d-k3-s1-p0_0_1_1-f32-n5",
+                   "--out", str(out))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "nothing verified" in proc.stdout and "Traceback" not in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == 1 and summary["records"] == 1  # counts stay counts
+    assert summary["selected_cases"] == ["AveragePool-2d-k3-s1-p0_0_1_1-f32-n5"]
+    assert summary["exit_status"] == 2 and "unsupported" in summary["nothing_verified"]
+    assert "poolconform run: 1 cases, 1 records" in proc.stdout

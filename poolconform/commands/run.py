@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     extra: dict = {"matrix": shown_path(args.matrix) if args.matrix else "default"}
     if args.cases:
         cases = select_cases(cases, args.cases)
-        extra["cases"] = list(args.cases)
+        extra["selected_cases"] = list(args.cases)  # "cases" is the count
     if args.shard is not None:
         k, n = shard.parse_shard(args.shard)
         matrix_cases, cases = cases, shard.select(cases, k, n)

@@ -22,6 +22,9 @@ from poolconform.worker import BackendInfo
 RAN = ("pass", "mismatch", "shape-mismatch")
 
 
+#: Records that judge something other than a backend (check's stored data, scan's unreadable nodes).
+PSEUDO_BACKENDS = ("stored-data", "scan")
+
 def agreement(records: list[Record]) -> dict[str, dict[str, dict[str, int]]]:
     """For each pair of backends: cases both ran, and how many they agree on.
 
@@ -86,6 +89,12 @@ def summarize(
         "unexpected": len(unexpected),
         "exit_status": 1 if unexpected else 0,
     }
+    if not unexpected and not any(r["status"] != "unsupported" and r["backend"] not in PSEUDO_BACKENDS
+                                  for r in records):
+        # No backend computed anything: a green would vouch for nothing (exit 2, as a selection error).
+        summary["nothing_verified"] = (f"all {len(records)} record(s) are unsupported" if records
+                                       else "no record was written")
+        summary["exit_status"] = 2
     if extra:
         summary.update(extra)
     return summary

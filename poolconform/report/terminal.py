@@ -122,6 +122,11 @@ def _verdict_head(summary: dict[str, Any]) -> str:
         from rich.markup import escape
 
         return f"[bold yellow]verdict: none, INTERRUPTED ({escape(summary['interrupted'])}): exit 130[/bold yellow]"
+    if summary.get("nothing_verified"):
+        from rich.markup import escape
+
+        return (f"[bold red]verdict: nothing verified ({escape(summary['nothing_verified'])}; no backend could "
+                "express the selected cases): exit 2[/bold red]")
     failing = sum(summary["counts"].get(s, 0) for s in FAILING)
     unexpected = summary["unexpected"]
     expected = failing - unexpected
