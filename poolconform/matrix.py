@@ -315,8 +315,15 @@ def _combination_case(v: dict[str, Any]) -> PoolCase:
     )
 
 
-def load_toml(path: Path) -> dict[str, Any]:
-    """The [matrix] table of a matrix file or of a pyproject's [tool.poolconform.matrix]."""
+def load_tables(path: Path) -> list[dict[str, Any]]:
+    """Every matrix table of a file: one `[matrix]`, or several `[[matrix]]`."""
+    tables = load_toml(path)
+    return tables if isinstance(tables, list) else [tables]
+
+
+def load_toml(path: Path) -> dict[str, Any] | list[dict[str, Any]]:
+    """The [matrix] table of a matrix file or of a pyproject's [tool.poolconform.matrix];
+    a list of tables where the file holds several (`[[matrix]]`)."""
     data = read_toml(path, "matrix file", MatrixError)
     if Path(path).name == "pyproject.toml" and "matrix" not in data:
         table: Any = data
@@ -350,7 +357,32 @@ def golden_cases() -> list[PoolCase]:
 def load_matrix(path: Path | None = None) -> Expansion:
     """Cases of a matrix file, or of the embedded default (plus the seed's golden cases)."""
     if path is not None:
-        return expand(load_toml(path))
+        return expand_all(load_tables(path))
     expansion = expand(default_table())
     expansion.cases = list(dict.fromkeys(golden_cases() + expansion.cases))
     return expansion
+
+
+def expand_all(tables: list[Any]) -> Expansion:
+    """Several `[[matrix]]` tables: the union of their cases, in order, without duplicates.
+    Each table is held to the combination limit on its own, so one file can tour axes
+    (contexts, quantization) whose product with every other axis would be far too large."""
+    if not tables:
+        raise MatrixError("matrix file holds an empty [[matrix]] list")
+    total = Expansion(cases=[])
+    seen: dict[PoolCase, None] = {}
+    for number, table in enumerate(tables, 1):
+        if not isinstance(table, dict):
+            raise MatrixError(f"[[matrix]] entry {number} is not a table")
+        try:
+            part = expand(table)
+        except MatrixError as exc:
+            if len(tables) == 1:
+                raise
+            raise MatrixError(f"[[matrix]] table {number}: {exc}") from None
+        for case in part.cases:
+            seen.setdefault(case, None)
+        total.dropped.update(part.dropped)
+        total.combinations += part.combinations
+    total.cases = list(seen)
+    return total

@@ -1,5 +1,7 @@
 """Matrix files: expansion, what the numbers mean, drop counting, clear errors."""
 
+from pathlib import Path
+
 import pytest
 
 from poolconform.errors import MatrixError
@@ -87,7 +89,7 @@ def test_every_shipped_matrix_file_expands_within_the_limits():
     files = sorted((Path(__file__).resolve().parent.parent / "matrices").glob("*.toml"))
     assert len(files) >= 5
     for path in files:
-        expansion = expand(load_toml(path))
+        expansion = load_matrix(path)
         assert 0 < len(expansion.cases) <= 3000, (path.name, len(expansion.cases))
 
 
@@ -148,3 +150,35 @@ def test_deeply_nested_arrays_are_one_line(tmp_path, depth):
     text = str(info.value)
     assert "\n" not in text and len(text) < 300
     assert ("nested too deeply" in text) if depth == 5000 else ("must be a list of integers" in text)
+
+
+def test_several_matrix_tables_expand_to_the_union_of_their_cases(tmp_path):
+    from poolconform.matrix import load_matrix
+
+    path = tmp_path / "m.toml"
+    path.write_text('[[matrix]]\nops = "MaxPool"\nkernel = [2, 3]\ninput_size = 6\n'
+                    '[[matrix]]\nops = "MaxPool"\nkernel = 3\ninput_size = 6\n'  # a duplicate of table 1's k3
+                    '[[matrix]]\nops = "AveragePool"\nkernel = 2\ninput_size = 6\n')
+    ids = [c.id for c in load_matrix(path).cases]
+    assert ids == ["MaxPool-2d-k2-s1-p0-f32-n6", "MaxPool-2d-k3-s1-p0-f32-n6", "AveragePool-2d-k2-s1-p0-f32-n6"]
+
+
+def test_an_error_in_one_of_several_tables_names_the_table(tmp_path):
+    from poolconform.errors import PoolconformError
+    from poolconform.matrix import load_matrix
+
+    path = tmp_path / "m.toml"
+    path.write_text('[[matrix]]\nops = "MaxPool"\nkernel = 2\n[[matrix]]\nops = "MaxPol"\nkernel = 2\n')
+    with pytest.raises(PoolconformError, match=r"\[\[matrix\]\] table 2: .*MaxPol"):
+        load_matrix(path)
+
+
+def test_full_matrix_reaches_every_axis_including_contexts_and_quantization():
+    from poolconform.matrix import load_matrix
+
+    cases = load_matrix(Path(__file__).resolve().parent.parent / "matrices" / "full.toml").cases
+    contexts = {c.context for c in cases}
+    assert {"single", "pad", "dynamic", "unpool"} <= contexts
+    assert any(c.quant for c in cases) and {"uint8", "int8"} <= {c.dtype for c in cases if c.quant}
+    assert {c.op for c in cases} >= {"MaxPool", "AveragePool", "LpPool", "GlobalMaxPool", "GlobalAveragePool",
+                                     "GlobalLpPool"}

@@ -174,12 +174,13 @@ MATRICES = sorted((Path(__file__).parent.parent / "matrices").glob("*.toml"))
 
 def _matrix_values() -> dict[str, set[object]]:
     """Every value each matrix key takes across matrices/*.toml (lists made hashable)."""
-    from poolconform.matrix import load_toml, normalize
+    from poolconform.matrix import load_tables, normalize
 
     seen: dict[str, set[object]] = {}
     for path in MATRICES:
-        for key, values in normalize(load_toml(path)).items():
-            seen.setdefault(key, set()).update(values)
+        for table in load_tables(path):
+            for key, values in normalize(table).items():
+                seen.setdefault(key, set()).update(values)
     return seen
 
 
