@@ -11,17 +11,18 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from poolconform import __version__
 from poolconform.errors import PoolconformError
 
-COMMANDS = ("run", "check", "export", "backends", "merge", "repro", "explain", "bench", "diff", "scan")
+COMMANDS = ("run", "check", "export", "backends", "merge", "repro", "explain", "bench", "diff", "scan", "env")
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit status 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 

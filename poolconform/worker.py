@@ -10,14 +10,23 @@ Ctrl-C reaches the whole foreground process group, workers included. Workers ign
 SIGINT from their first instruction (it is blocked while they are spawned); the parent
 decides: it sets the run's stop event and kills its workers, and a worker killed that
 way yields no outcome at all, so an interruption is never recorded as a crash or timeout.
+
+A worker is a plain subprocess of the backend's interpreter (the current one, or the one
+`--backend-python` names: README "Backends in their own environments"), speaking over a
+socket pair with multiprocessing's framing; every message is poolconform.wire's encoding,
+so arrays cross numpy majors as raw bytes. The environment's site-packages are its own:
+the parent's sys.path travels only to a worker of the parent's own interpreter.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -29,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from poolconform import shapes
+from poolconform import shapes, wire
 from poolconform.backends.base import BackendSpec, Unsupported
 from poolconform.case import PoolCase
+from poolconform import adaptive
 from poolconform.contexts import SINGLE, translation_rejects
 from poolconform.errors import PoolconformError
 from poolconform.inputs import make_inputs
@@ -114,7 +124,53 @@ def _exit_when_orphaned(parent_pid: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="poolconform-orphan-watch", daemon=True).start()
 
 
-def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, parent_pid: int | None = None) -> None:
+class Channel:
+    """One end of the parent-worker socket: multiprocessing's framing, poolconform.wire's bytes."""
+
+    def __init__(self, fd: int) -> None:
+        from multiprocessing.connection import Connection
+
+        self._conn = Connection(fd)
+
+    def send(self, message: Any) -> None:
+        self._conn.send_bytes(wire.encode(message))
+
+    def recv(self) -> Any:
+        return wire.decode(self._conn.recv_bytes())
+
+    def poll(self, seconds: float | None) -> bool:
+        return self._conn.poll(seconds)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+#: Exit status of a worker whose interpreter cannot import poolconform.
+NO_POOLCONFORM = 87
+
+#: What a worker's interpreter runs: the config (JSON) is its one argument. It must run on
+#: every supported Python and import nothing of poolconform before sys.path is set.
+_BOOTSTRAP = (
+    "import json, sys\n"
+    "config = json.loads(sys.argv[1])\n"
+    "if config.get('sys_path') is not None: sys.path[:] = config['sys_path']\n"
+    "try:\n"
+    "    from poolconform.worker import child_main\n"
+    "except ImportError as exc:\n"
+    "    sys.stderr.write(f'poolconform worker: {sys.executable} cannot import poolconform: {exc}\\n')\n"
+    f"    sys.exit({NO_POOLCONFORM})\n"
+    "child_main(config)\n"
+)
+
+
+def child_main(config: dict[str, Any]) -> None:
+    """The worker process's entry point (see `_BOOTSTRAP`)."""
+    spec = BackendSpec(config["name"], config["target"], third_party=config["third_party"])
+    _serve(spec, Channel(config["fd"]), {}, config["log"], config["parent_pid"])
+
+
+def _serve(spec: BackendSpec, conn: Channel, env: dict[str, str], log_path: str | None,
+           parent_pid: int | None = None) -> None:
     """Worker main loop (runs in the child process)."""
     if parent_pid is not None:
         _exit_when_orphaned(parent_pid)
@@ -134,8 +190,8 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
         version = backend.version() if reason is None else ""
         device = backend.device
     except Exception as exc:  # noqa: BLE001  a broken plug-in is reported, not raised
-        why = str(exc) if isinstance(exc, PoolconformError) else f"cannot load backend: {_first_line(exc)}"
-        conn.send(("ready", why, "", ""))
+        failure = str(exc) if isinstance(exc, PoolconformError) else f"cannot load backend: {_first_line(exc)}"
+        conn.send(("ready", failure, "", ""))
         return
     conn.send(("ready", reason, version, device))
     if reason is not None:
@@ -150,7 +206,8 @@ def _serve(spec: BackendSpec, conn, env: dict[str, str], log_path: str | None, p
         for task in message[1]:
             start = time.perf_counter()
             try:
-                why = onnx_only_reason(task.case, getattr(backend, "contexts", SINGLE)) if not backend.reads_onnx else None
+                why = (onnx_only_reason(task.case, getattr(backend, "contexts", SINGLE)) if not backend.reads_onnx
+                       else adaptive.onnx_rejects(task.case))  # no ONNX operator to read
                 why = why or backend.supports(task.case)
                 if why:
                     conn.send(Outcome(task.key, "unsupported", message=why, seconds=time.perf_counter() - start))
@@ -222,6 +279,30 @@ def kill_all_workers(wait: float = 0.0) -> None:
             time.sleep(0.005)
 
 
+class _Process:
+    """The little of a worker process the driver needs, over subprocess.Popen."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        self.popen.kill()
+
+    def join(self, seconds: float) -> None:
+        try:
+            self.popen.wait(seconds)
+        except subprocess.TimeoutExpired:
+            pass
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+
 class BackendWorker:
     """A restartable worker process for one backend, driven from one parent thread.
 
@@ -243,9 +324,10 @@ class BackendWorker:
         self.start_timeout = start_timeout
         self.info = BackendInfo(spec.name, third_party=spec.third_party)
         self.stop = stop if stop is not None else threading.Event()
-        self._ctx = multiprocessing.get_context("spawn")
-        self._process: Any = None  # multiprocessing's SpawnProcess while one runs
-        self._conn: Any = None  # the parent's end of the pipe
+        #: The interpreter the worker runs under: the backend's own environment, or this one.
+        self.python = spec.python or sys.executable
+        self._process: _Process | None = None  # the worker while one runs
+        self._conn: Any = None  # the parent's end of the socket (a Channel)
         #: Seconds the last start took (mostly the framework's import): the price of another worker.
         self.start_seconds: float | None = None
         _LIVE.add(self)
@@ -274,31 +356,54 @@ class BackendWorker:
         if self.stop.is_set():
             self.info.unavailable = "the run was stopped"
             return self.info
-        parent, child = self._ctx.Pipe()
-        self._process = self._ctx.Process(
-            target=_serve, args=(self.spec, child, self.env, self.log_path, os.getpid()), daemon=True,
-            name=f"poolconform-{self.spec.name}",
-        )
-        # Spawned with SIGINT blocked: a Ctrl-C during the child's start-up must not kill it
-        # with a traceback on the terminal; the child ignores SIGINT before unblocking it.
+        self._process = None
+        if self._conn is not None:
+            self._conn.close()  # the last worker's end: it is gone
+            self._conn = None
+        parent, child = socket.socketpair()
+        config = {
+            "name": self.spec.name, "target": self.spec.target, "third_party": self.spec.third_party,
+            "fd": child.fileno(), "log": self.log_path, "parent_pid": os.getpid(),
+            # A worker of this very interpreter sees what the parent sees (as multiprocessing's
+            # spawn does); another environment keeps its own site-packages.
+            "sys_path": None if self.spec.python else list(sys.path),
+        }
+        env = {**os.environ, **self.env}
+        if self.spec.python:
+            for leak in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"):
+                env.pop(leak, None)
+        # Started with SIGINT blocked (exec keeps the mask): a Ctrl-C during the child's start-up
+        # must not kill it with a traceback on the terminal; it ignores SIGINT before unblocking it.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            self._process.start()
+            self._process = _Process(subprocess.Popen(
+                [self.python, "-c", _BOOTSTRAP, json.dumps(config)], stdin=subprocess.DEVNULL,
+                pass_fds=(child.fileno(),), env=env, close_fds=True,
+            ))
+        except OSError as exc:
+            self.info.unavailable = f"cannot start {self.python}: {exc.strerror or exc}"
+            return self.info
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        child.close()
-        self._conn = parent
+            child.close()
+            if self._process is None:
+                parent.close()
+        self._conn = Channel(parent.detach())
         if self.stop.is_set():  # stopped while spawning: the stopper may have missed this process
             self.kill_process()
-        if not parent.poll(_poll_seconds(self.start_timeout)):
+        if not self._conn.poll(_poll_seconds(self.start_timeout)):
             self._kill()
             self.info.unavailable = f"worker did not start within {self.start_timeout:.0f} s"
             return self.info
         try:
-            _, reason, version, device = parent.recv()
-        except EOFError:
+            _, reason, version, device = self._conn.recv()
+        except (EOFError, OSError):
             self._process.join(5)
-            self.info.unavailable = f"backend failed to load: {_describe_exit(self._process.exitcode)}"
+            if self._process.exitcode == NO_POOLCONFORM:
+                self.info.unavailable = (f"{self.python} cannot import poolconform; install it there "
+                                         f"(`poolconform env create`: README \"Backends in their own environments\")")
+            else:
+                self.info.unavailable = f"backend failed to load: {_describe_exit(self._process.exitcode)}"
             return self.info
         self.info.unavailable = reason
         self.info.version = version or self.info.version

@@ -74,7 +74,7 @@ def group_processes(pgid: int) -> dict[int, str]:
 
 
 def workers_of(pgid: int) -> dict[int, str]:
-    return {pid: cmd for pid, cmd in group_processes(pgid).items() if "spawn_main" in cmd}
+    return {pid: cmd for pid, cmd in group_processes(pgid).items() if "child_main" in cmd}  # poolconform.worker._BOOTSTRAP
 
 
 def wait_for(condition, seconds: float) -> bool:

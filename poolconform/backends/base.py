@@ -15,8 +15,9 @@ Backends that translate a case into their framework's own call derive from
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -34,8 +35,10 @@ class Backend(Protocol):
     """What poolconform needs from a backend (README "Third-party backends": must stay stable)."""
 
     name: str
-    #: Where it computes, as `poolconform backends` and every report's header show it.
-    device: str
+    #: Where it computes, as `poolconform backends` and every report's header show it
+    #: (read only: a class attribute or a property).
+    @property
+    def device(self) -> str: ...
     #: True when the backend reads the case's ONNX model itself, so it can run any stored
     #: model as it is (`check` on nodes outside poolconform's translation, old ceil rules).
     reads_onnx: bool
@@ -72,10 +75,14 @@ class BaseBackend:
     name: str = ""
     #: Distribution or module whose version `poolconform backends` shows.
     framework: str = ""
-    device: str = "cpu"
     reads_onnx: bool = False
     #: Runs only when named in --backends (slow, derived or converter checks).
     opt_in: ClassVar[bool] = False
+
+    @property
+    def device(self) -> str:
+        """`cpu`; a backend that computes elsewhere sets `device = "cuda"` (or a property)."""
+        return "cpu"
 
     def available(self) -> str | None:
         return None
@@ -144,6 +151,8 @@ class BackendSpec:
     name: str
     target: str  # "module:Class"
     third_party: bool = False
+    #: The interpreter of the backend's own environment (`--backend-python`); None: this one.
+    python: str | None = None
 
     def backend_class(self) -> type:
         module_name, _, class_name = self.target.partition(":")
@@ -184,14 +193,35 @@ def opt_in_backends() -> list[str]:
     return [spec.name for spec in registry().values() if spec.opt_in]
 
 
-def resolve_backend_names(names: list[str] | None) -> list[BackendSpec]:
-    """Specs for `--backends`; unknown names are a usage error that lists the known ones."""
+def split_tagged(name: str) -> tuple[str, str]:
+    """`onnxruntime-cpu@1.23` -> ("onnxruntime-cpu", "1.23"); a plain name has tag ""."""
+    base, _, tag = name.partition("@")
+    return base, tag
+
+
+def resolve_backend_names(names: list[str] | None, pythons: Mapping[str, str] | None = None) -> list[BackendSpec]:
+    """Specs for `--backends`; unknown names are a usage error that lists the known ones.
+
+    `pythons` maps a backend name to the interpreter its worker runs under (README "Backends
+    in their own environments"). A tagged name `NAME@TAG` is backend NAME run by the
+    interpreter given for `NAME@TAG`, and keeps its full name in every record."""
     known = registry()
+    pythons = dict(pythons or {})
     if not names:
-        return [spec for spec in known.values() if not spec.opt_in]
-    unknown = [n for n in names if n not in known]
+        return [dataclasses.replace(spec, python=pythons.get(spec.name)) for spec in known.values() if not spec.opt_in]
+    unknown = [n for n in names if split_tagged(n)[0] not in known or (n != split_tagged(n)[0] and not split_tagged(n)[1])]
     if unknown:
         raise PoolconformError(
             f"unknown backend {', '.join(repr(n) for n in unknown)}; known: {', '.join(known)}"
+            " (and NAME@TAG for NAME in another environment)"
         )
-    return [known[n] for n in dict.fromkeys(names)]
+    untied = [n for n in names if split_tagged(n)[1] and n not in pythons]
+    if untied:
+        raise PoolconformError(
+            f"backend {untied[0]!r} needs an interpreter: --backend-python {untied[0]}=PATH "
+            "(README \"Backends in their own environments\")"
+        )
+    return [
+        dataclasses.replace(known[split_tagged(n)[0]], name=n, python=pythons.get(n))
+        for n in dict.fromkeys(names)
+    ]

@@ -33,6 +33,16 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="backends computing at the same time (default: CPU count)")
     parser.add_argument("--expectations", type=Path, metavar="FILE", help="TOML file of known disagreements")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict line (and errors)")
+    add_backend_python_option(parser)
+
+
+def add_backend_python_option(parser: argparse.ArgumentParser) -> None:
+    """--backend-python NAME=PATH (README "Backends in their own environments")."""
+    from poolconform.envs import parse_backend_python
+
+    parser.add_argument("--backend-python", action="append", type=parse_backend_python, metavar="NAME=PATH",
+                        help="run backend NAME's worker under this interpreter (repeatable); NAME@TAG runs NAME "
+                             "a second time, e.g. onnxruntime-cpu@1.23=ENV/bin/python beside onnxruntime-cpu")
 
 
 def expectations_of(args: argparse.Namespace) -> list[Expectation] | None:
@@ -47,15 +57,19 @@ def expectations_of(args: argparse.Namespace) -> list[Expectation] | None:
 
 def selected_specs(args: argparse.Namespace) -> tuple[list[BackendSpec], list[str]]:
     """Backends from --backends plus every --require name; unknown names are errors."""
-    required = names(args.require)
+    from poolconform.backends.base import registry
+    from poolconform.envs import backend_pythons
+
+    required = names(getattr(args, "require", ""))
     chosen = names(args.backends)
     if chosen:
         chosen += [n for n in required if n not in chosen]
-    specs = resolve_backend_names(chosen or None)
+    pythons = backend_pythons(getattr(args, "backend_python", None), [*chosen, *required, *([] if chosen else registry())])
+    specs = resolve_backend_names(chosen or None, pythons)
     if required and not chosen:
-        resolve_backend_names(required)  # unknown required names are usage errors too
+        resolve_backend_names(required, pythons)  # unknown required names are usage errors too
         have = {s.name for s in specs}
-        specs += [s for s in resolve_backend_names(required) if s.name not in have]
+        specs += [s for s in resolve_backend_names(required, pythons) if s.name not in have]
     return specs, required
 
 
