@@ -47,32 +47,74 @@ def available_cpu_backends() -> list[str]:
     return [r["name"] for r in rows if r["available"] and r["name"] in CPU_BACKEND_IMPORTS]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", help="comma-separated backends (default: every available CPU backend)")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args(argv)
-    backends = [b for b in (args.backends or "").split(",") if b] or available_cpu_backends()
+def load_average() -> float | None:
+    """The 1-minute load average (other processes compete for the cores), None where unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def one_round(backends: list[str], jobs: int | None) -> dict:
+    """Imports, then the run, back to back: one ratio under one load."""
+    load_before = load_average()
     baseline = import_seconds("pass")
     imports = {b: import_seconds(CPU_BACKEND_IMPORTS.get(b, "pass")) for b in backends}
     import_sum = sum(max(0.0, s - baseline) for s in imports.values() if s is not None)
+    command = [sys.executable, "-m", "poolconform", "run", "--backends", ",".join(backends), "--quiet"]
+    if jobs:
+        command += ["--jobs", str(jobs)]
     with tempfile.TemporaryDirectory(prefix="poolconform-default-") as out:
         started = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "poolconform", "run", "--backends", ",".join(backends),
-                              "--out", out, "--quiet"], check=False)
+        run = subprocess.run(command + ["--out", out], check=False, capture_output=True, text=True)
         wall = time.perf_counter() - started
-        summary = json.loads((Path(out) / "summary.json").read_text())
-    print(f"default matrix: {summary['cases']} cases x {len(backends)} backends = {summary['records']} records")
-    print(f"  poolconform run wall: {wall:8.1f} s (exit {run.returncode})")
-    for name, seconds in imports.items():
-        shown = "failed" if seconds is None else f"{seconds - baseline:6.2f} s"
-        print(f"  import for {name:18s} {shown}")
-    print(f"  sum of imports:       {import_sum:8.1f} s  (bare interpreter start {baseline:.2f} s subtracted)")
-    print(f"  run / imports:        {wall / import_sum if import_sum else float('nan'):8.2f}")
+        summary_path = Path(out) / "summary.json"
+        if not summary_path.exists():
+            last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SystemExit(f"default_matrix: the run wrote no summary (exit {run.returncode}): {last}")
+        summary = json.loads(summary_path.read_text())
+        busy: dict[str, float] = {}  # worker seconds per backend, summed over its records
+        for line in (Path(out) / "results.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            busy[record["backend"]] = busy.get(record["backend"], 0.0) + float(record.get("seconds") or 0.0)
+    return {"wall_s": wall, "exit": run.returncode, "imports_s": imports, "import_sum_s": import_sum,
+            "interpreter_s": baseline, "ratio": wall / import_sum if import_sum else float("nan"),
+            "load_before": load_before, "load_after": load_average(), "cases": summary.get("cases"),
+            "records": summary.get("records"), "counts": summary.get("counts"),
+            "backend_seconds": {b: round(v, 2) for b, v in sorted(busy.items(), key=lambda kv: -kv[1])}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", help="comma-separated backends (default: every available CPU backend)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of imports + run (default 1)")
+    parser.add_argument("--jobs", type=int, help="passed to `poolconform run --jobs` (default: its own)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    backends = [b for b in (args.backends or "").split(",") if b] or available_cpu_backends()
+    rounds = []
+    for _ in range(args.repeat):
+        r = one_round(backends, args.jobs)
+        rounds.append(r)
+        print(f"default matrix: {r['cases']} cases x {len(backends)} backends = {r['records']} records "
+              f"on {os.cpu_count()} cores, load average {r['load_before']} -> {r['load_after']}")
+        print(f"  poolconform run wall: {r['wall_s']:8.1f} s (exit {r['exit']})")
+        for name, seconds in r["imports_s"].items():
+            shown = "failed" if seconds is None else f"{seconds - r['interpreter_s']:6.2f} s"
+            print(f"  import for {name:18s} {shown}")
+        print(f"  sum of imports:       {r['import_sum_s']:8.1f} s  "
+              f"(bare interpreter start {r['interpreter_s']:.2f} s subtracted)")
+        print(f"  run / imports:        {r['ratio']:8.2f}  (target <= 2)")
+        print("  worker seconds per backend (sum over its cases): "
+              + ", ".join(f"{b} {v:.1f}" for b, v in r["backend_seconds"].items()))
+    if len(rounds) > 1:
+        ratios = sorted(r["ratio"] for r in rounds)
+        print(f"run / imports over {len(rounds)} rounds: " + ", ".join(f"{x:.2f}" for x in ratios)
+              + f" (median {ratios[len(ratios) // 2]:.2f})")
     if args.json:
-        args.json.write_text(json.dumps({"backends": backends, "wall_s": wall, "imports_s": imports,
-                                         "import_sum_s": import_sum, "interpreter_s": baseline,
-                                         "records": summary["records"], "counts": summary["counts"]},
+        args.json.write_text(json.dumps({"backends": backends, "cores": os.cpu_count(), "rounds": rounds},
                                         indent=2) + "\n")
     return 0
 

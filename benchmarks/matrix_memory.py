@@ -6,10 +6,13 @@ on matrices of about 1,000, 10,000 and 100,000 cases.
 Each size runs in a fresh interpreter: the matrix is expanded (poolconform.matrix), one
 oracle job is made per case, and every job goes through the parent's whole per-case path
 as a run does it: inputs, float64 oracle, comparison with an answer (the oracle's values
-in the case's dtype, standing in for a backend) and a record, kept as the run keeps them.
+in the case's dtype, standing in for a backend) and a record, written batch by batch to a
+results.jsonl and read back at the end, as a run with --out does (its reports need them).
 No worker runs, so the figure is the parent alone; what a worker holds is one case.
-Printed per size: cases, seconds, resident memory after expansion and at the peak, and
-the peak's growth per case (what stays "bounded" means: not proportional to inputs).
+Printed per size: cases, seconds, resident memory after expansion, after judging every
+case, with the records read back, and at the peak, and the peak's growth per case (what
+stays "bounded" means: jobs hold no arrays once judged, so what grows is the case list
+and one compact record per case, not the inputs or outputs).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,11 +41,16 @@ BASE_TABLE = {
 }
 
 
-def table_for(cases: int) -> dict:
-    """A matrix of about `cases` cases: the base table times a channel list."""
+def tables_for(cases: int) -> list[dict]:
+    """Matrix tables of about `cases` cases in all: the base table times channel lists, cut
+    into tables under the 100,000-combination limit of one table (a matrix file may hold
+    several `[[matrix]]` tables, as here)."""
     per_channel = 5120  # combinations of BASE_TABLE; a few are dropped as impossible
-    return dict(BASE_TABLE, channels=list(range(1, max(1, round(cases / per_channel)) + 1))) if cases >= 5120 else \
-        dict(BASE_TABLE, input_size=list(range(8, 8 + max(1, round(cases / 256)))))
+    if cases < per_channel:
+        return [dict(BASE_TABLE, input_size=list(range(8, 8 + max(1, round(cases / 256)))))]
+    channels = list(range(1, max(1, round(cases / per_channel)) + 1))
+    step = 16  # 16 x 5120 = 81,920 combinations per table
+    return [dict(BASE_TABLE, channels=channels[i:i + step]) for i in range(0, len(channels), step)]
 
 
 def peak_mb() -> float:
@@ -65,25 +74,37 @@ def measure(cases: int) -> dict:
     from poolconform import dtypes
     from poolconform.job import oracle_job
     from poolconform.matrix import expand
+    from poolconform.results import RESULTS_FILE, ResultsWriter, read_records
     from poolconform.verdict import outcome_record
     from poolconform.worker import Outcome
 
     started = time.perf_counter()
     base = current_mb()
-    expansion = expand(table_for(cases))
-    jobs = [oracle_job(case) for case in expansion.cases]
+    jobs = [oracle_job(case) for table in tables_for(cases) for case in expand(table).cases]
     expanded = current_mb()
     expand_s = time.perf_counter() - started
-    records = []
-    for key, job in enumerate(jobs):
-        answer = [np.asarray(e).astype(dtypes.numpy_dtype(job.case.dtype) if i == 0 else np.int64)
-                  for i, e in enumerate(job.expected)]
-        records.append(outcome_record(job, "stand-in", Outcome(key, "outputs", answer)))
+    with tempfile.TemporaryDirectory(prefix="poolconform-memory-") as out:
+        path = Path(out) / RESULTS_FILE
+        writer = ResultsWriter(path, resume=False)
+        batch = []
+        for key, job in enumerate(jobs):
+            answer = [np.asarray(e).astype(dtypes.numpy_dtype(job.case.dtype) if i == 0 else np.int64)
+                      for i, e in enumerate(job.expected)]
+            batch.append(outcome_record(job, "stand-in", Outcome(key, "outputs", answer)))
+            job.release()  # as the runner does once every backend's answer is judged
+            if len(batch) == 64:  # as a run with --out writes them: batch by batch, not kept
+                writer.write(batch)
+                batch = []
+        writer.write(batch)
+        writer.close()
+        judged = current_mb()
+        records = read_records(path)  # what the reports are made from, as the pipeline does
     statuses: dict[str, int] = {}
     for r in records:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     return {"cases": len(jobs), "seconds": time.perf_counter() - started, "expand_seconds": expand_s,
-            "rss_start_mb": base, "rss_after_expansion_mb": expanded, "rss_peak_mb": peak_mb(),
+            "rss_start_mb": base, "rss_after_expansion_mb": expanded, "rss_after_judging_mb": judged,
+            "rss_with_records_mb": current_mb(), "rss_peak_mb": peak_mb(),
             "statuses": statuses}
 
 
@@ -105,11 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print("parent side of a run (expansion, jobs, inputs, oracle, comparison, records), one interpreter per size:")
     print(f"  {'cases':>7s} {'seconds':>8s} {'expand s':>8s} {'RSS start':>10s} {'after expand':>12s} "
-          f"{'peak':>8s} {'peak-start per case':>20s}")
+          f"{'judged':>8s} {'+records':>9s} {'peak':>8s} {'peak-start per case':>20s}")
     for r in rows:
         per_case_kb = (r["rss_peak_mb"] - r["rss_start_mb"]) * 1024 / max(1, r["cases"])
         print(f"  {r['cases']:7d} {r['seconds']:8.1f} {r['expand_seconds']:8.1f} {r['rss_start_mb']:8.0f}MB "
-              f"{r['rss_after_expansion_mb']:10.0f}MB {r['rss_peak_mb']:6.0f}MB {per_case_kb:17.2f} KB")
+              f"{r['rss_after_expansion_mb']:10.0f}MB {r['rss_after_judging_mb']:6.0f}MB "
+              f"{r['rss_with_records_mb']:7.0f}MB {r['rss_peak_mb']:6.0f}MB {per_case_kb:17.2f} KB")
         r["peak_kb_per_case"] = per_case_kb
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -24,7 +24,8 @@ from poolconform.case import PoolCase
 from poolconform.errors import CaseError
 from poolconform.generators import GENERATORS, SEED_INPUT, Generator
 
-__all__ = ["CACHE_BYTES", "GENERATORS", "SEED_INPUT", "Generator", "case_seed", "clear_cache", "make_inputs"]
+__all__ = ["CACHE_BYTES", "GENERATORS", "SEED_INPUT", "Generator", "case_seed", "clear_cache", "forget_inputs",
+           "make_inputs"]
 
 #: Most bytes of inputs one process keeps for reuse (least recently used go first).
 CACHE_BYTES = 64 * 2**20
@@ -68,6 +69,14 @@ def make_inputs(case: PoolCase) -> list[np.ndarray]:
             _, dropped = _cache.popitem(last=False)
             _cached_bytes -= sum(a.nbytes for a in dropped)
     return inputs
+
+
+def forget_inputs(case: PoolCase) -> None:
+    """Drop one case's kept inputs: its last user is done with them (poolconform.job.Job.release)."""
+    global _cached_bytes
+    dropped = _cache.pop(case.id, None)
+    if dropped is not None:
+        _cached_bytes -= sum(a.nbytes for a in dropped)
 
 
 def clear_cache() -> None:

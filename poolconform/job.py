@@ -4,21 +4,78 @@ The outputs are the float64 oracle's for `run`, `scan` and `explain`, the stored
 the oracle's) for `check`. Everything is computed when first needed, so the parent makes
 a case's inputs and oracle while the worker is already busy with the next case
 (docs/speed.md, "Inputs are made where they are used").
+
+A job holds only what it cannot remake. Inputs a case id determines live in the input
+cache (poolconform.inputs), and oracle outputs in a cache bounded in bytes
+(ORACLE_CACHE_BYTES) shared by every job of the process: a run of 100,000 cases keeps
+the oracle outputs of the cases still being judged, not of every case (docs/speed.md,
+"Memory as the matrix grows"). The runner releases a job's outputs and inputs once every
+backend's answer for it is judged; one evicted before then is simply computed again.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from poolconform.case import PoolCase
-from poolconform.inputs import make_inputs
+from poolconform.inputs import forget_inputs, make_inputs
 from poolconform.oracle import reference_outputs
 from poolconform.worker import Task
 
 if TYPE_CHECKING:
     from poolconform.stored_data import Judge
+
+#: Most bytes of oracle outputs one process keeps for jobs that may still need them.
+ORACLE_CACHE_BYTES = 128 * 2**20
+
+
+class _OracleCache:
+    """Jobs whose computed oracle outputs are kept, least recently used first, bounded in bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._held: OrderedDict[Job, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, job: Job, outputs: list[np.ndarray]) -> None:
+        size = sum(a.nbytes for a in outputs)
+        with self._lock:
+            if size > self.limit:
+                return  # too big to keep at all: remade on each use
+            self.bytes += size - self._held.pop(job, 0)  # a second thread may have made it too
+            job._computed = outputs
+            self._held[job] = size
+            while self.bytes > self.limit:
+                victim, dropped = self._held.popitem(last=False)
+                victim._computed = None
+                self.bytes -= dropped
+
+    def touch(self, job: Job) -> None:
+        with self._lock:
+            if job in self._held:
+                self._held.move_to_end(job)
+
+    def drop(self, job: Job) -> None:
+        with self._lock:
+            size = self._held.pop(job, None)
+            if size is not None:
+                job._computed = None
+                self.bytes -= size
+
+    def clear(self) -> None:
+        with self._lock:
+            for job in self._held:
+                job._computed = None
+            self._held.clear()
+            self.bytes = 0
+
+
+_oracle_cache = _OracleCache(ORACLE_CACHE_BYTES)
 
 
 class Job:
@@ -28,9 +85,11 @@ class Job:
     worker regenerates the same bytes itself. Stored inputs (check) travel with the task.
     `judge` replaces the default comparison (`check --against stored --atol/--rtol`);
     `record_fields` are added to every record of the job (`scan`'s node names).
+    Given inputs and outputs are held for the job's life; made ones are cached (see above).
     """
 
-    __slots__ = ("case", "expected_from", "judge", "record_fields", "_inputs", "_expected", "_stored_inputs")
+    __slots__ = ("case", "expected_from", "judge", "record_fields", "_given_inputs", "_given_expected",
+                 "_computed")
 
     def __init__(
         self,
@@ -45,27 +104,46 @@ class Job:
         self.expected_from = expected_from
         self.judge = judge
         self.record_fields = record_fields
-        self._stored_inputs = inputs is not None
-        self._inputs = inputs
-        self._expected = expected
+        self._given_inputs = inputs
+        self._given_expected = expected
+        self._computed: list[np.ndarray] | None = None
 
     @property
     def inputs(self) -> list[np.ndarray]:
-        if self._inputs is None:
-            self._inputs = make_inputs(self.case)
-        return self._inputs
+        """The given inputs, or the case's own (a fresh copy from the process's input cache)."""
+        if self._given_inputs is not None:
+            return self._given_inputs
+        return make_inputs(self.case)
 
     @property
     def expected(self) -> list[np.ndarray]:
-        if self._expected is None:
-            self._expected = reference_outputs(self.case, self.inputs)
-        return self._expected
+        """The given outputs, or the oracle's on the inputs (kept in the bounded oracle cache)."""
+        if self._given_expected is not None:
+            return self._given_expected
+        computed = self._computed
+        if computed is not None:
+            _oracle_cache.touch(self)
+            return computed
+        computed = reference_outputs(self.case, self.inputs)
+        _oracle_cache.keep(self, computed)
+        return computed
+
+    def release(self) -> None:
+        """Every answer for this job is judged: free its computed oracle outputs and inputs now."""
+        _oracle_cache.drop(self)
+        if self._given_inputs is None:
+            forget_inputs(self.case)
 
     def task(self, key: int) -> Task:
         """What the worker needs: the case, plus the inputs only when they are stored ones."""
-        return Task(key, self.case, self._inputs if self._stored_inputs else None)
+        return Task(key, self.case, self._given_inputs)
 
 
 def oracle_job(case: PoolCase) -> Job:
     """A job whose inputs come from the case id and expected outputs from the float64 oracle."""
     return Job(case)
+
+
+def clear_oracle_cache() -> None:
+    """Forget every kept oracle output (tests; a process about to do something else)."""
+    _oracle_cache.clear()

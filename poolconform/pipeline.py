@@ -183,7 +183,8 @@ def _run(jobs: list[Job], session: Session, err: Console, started: float, done: 
         def sink(records: list[Record]) -> None:
             if writer:
                 writer.write(records)
-            collected.extend(records)
+            else:  # with --out, results.jsonl is read back once at the end: one copy of each record
+                collected.extend(records)
             written[0] += len(records)
             progress.advance(task, len(records))
 

@@ -163,6 +163,7 @@ def read_records(path: Path) -> list[Record]:
     if not path.exists():
         return []
     by_key: dict[tuple[str, str], Record] = {}
+    shared = _Shared()
     torn: int | None = None
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -178,8 +179,45 @@ def read_records(path: Path) -> list[Record]:
             problem = record_problem(record)
             if problem:
                 raise PoolconformError(f"{str(path)!r} line {number}: {problem}")
+            record = shared.compact(record)
             by_key[record_key(record)] = record
     return list(by_key.values())
+
+
+class _Shared:
+    """Equal parts of records made one object, so a run's records cost memory per record,
+    not per parsed copy (docs/speed.md, "Memory as the matrix grows").
+
+    json.loads makes fresh key strings and values on every line; a run's records repeat
+    their keys, case ids (once per backend), statuses, and a case's `params` (one per
+    backend, equal). Only immutable values (strings) and values equal by content (a case's
+    params, compared before sharing) are shared; records stay plain, independent dicts
+    for every reader except that such an equal sub-dict is one object.
+    """
+
+    __slots__ = ("_strings", "_params")
+
+    def __init__(self) -> None:
+        self._strings: dict[str, str] = {}
+        self._params: dict[str, Any] = {}
+
+    def _string(self, text: str) -> str:
+        return self._strings.setdefault(text, text)
+
+    def compact(self, record: dict) -> Record:
+        strings = self._strings
+        out: Record = {}
+        for key, value in record.items():
+            key = strings.setdefault(key, key)
+            if isinstance(value, str) and len(value) <= 200:
+                value = strings.setdefault(value, value)
+            out[key] = value
+        params = out.get("params")
+        if isinstance(params, dict):
+            kept = self._params.setdefault(out["case"], params)
+            if kept is not params and kept == params:
+                out["params"] = kept
+        return out
 
 
 def record_problem(record: Any) -> str | None:

@@ -121,6 +121,11 @@ class _Loop:
         self.specs = {name: workers[name].spec for name in pending}
         self.helpers: dict[str, list[BackendWorker]] = {name: [] for name in pending}
         self.records: dict[int, list[Record]] = {}
+        #: Answers still to judge per job; at 0 its oracle outputs are released (poolconform/job.py).
+        self.unjudged = [0] * len(jobs)
+        for keys in pending.values():
+            for key in keys:
+                self.unjudged[key] += 1
         for name in pending:
             self._add_pump(workers[name], name)
 
@@ -146,8 +151,12 @@ class _Loop:
 
     def _handle(self, kind: str, wid: int, payload: Any) -> list[Record] | None:
         if kind == "outcome":
-            record = outcome_record(self.jobs[payload.key], self.backend[wid], payload)
+            job = self.jobs[payload.key]
+            record = outcome_record(job, self.backend[wid], payload)
             self.records.setdefault(wid, []).append(record)
+            self.unjudged[payload.key] -= 1
+            if self.unjudged[payload.key] <= 0:
+                job.release()
             self.scheduler.mark_done(wid, payload.key, payload.seconds)
         elif kind == "batch-done":
             self.scheduler.batch_done(wid)

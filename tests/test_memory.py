@@ -1,0 +1,105 @@
+"""The parent's memory stays flat as a run grows: jobs keep no arrays once judged, oracle
+outputs live in a cache bounded in bytes, records read back share their equal parts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poolconform import inputs, job as job_module
+from poolconform.job import Job, oracle_job
+from poolconform.oracle import reference_outputs
+from poolconform.results import read_records
+from poolconform.validation import make_case
+
+
+def cases(n: int) -> list:
+    return [make_case("AveragePool", (1, 2, 8 + i, 8 + i), kernel=3, strides=1, pads=1) for i in range(n)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    job_module.clear_oracle_cache()
+    inputs.clear_cache()
+    yield
+    job_module.clear_oracle_cache()
+    inputs.clear_cache()
+
+
+def test_the_oracle_cache_stays_under_its_byte_limit_and_evicted_outputs_are_remade_equal(monkeypatch):
+    limit = 20_000
+    monkeypatch.setattr(job_module._oracle_cache, "limit", limit)
+    jobs = [oracle_job(c) for c in cases(12)]
+    first = [[a.copy() for a in j.expected] for j in jobs]
+    assert 0 < job_module._oracle_cache.bytes <= limit
+    held = [j for j in jobs if j._computed is not None]
+    assert 0 < len(held) < len(jobs)  # the oldest were evicted
+    assert jobs[0]._computed is None
+    for j, before in zip(jobs, first):  # an evicted job's outputs come back identical
+        again = j.expected
+        assert len(again) == len(before)
+        assert all(np.array_equal(a, b) for a, b in zip(again, before))
+        assert job_module._oracle_cache.bytes <= limit
+
+
+def test_release_frees_outputs_and_inputs_and_the_values_come_back_the_same():
+    j = oracle_job(cases(1)[0])
+    expected = [a.copy() for a in j.expected]
+    assert j._computed is not None and j.case.id in inputs._cache
+    j.release()
+    assert j._computed is None
+    assert j.case.id not in inputs._cache
+    assert job_module._oracle_cache.bytes == 0
+    assert np.array_equal(j.expected[0], expected[0])
+    assert np.array_equal(j.expected[0], reference_outputs(j.case, inputs.generate_inputs(j.case))[0])
+
+
+def test_given_inputs_and_outputs_are_never_dropped():
+    case = cases(1)[0]
+    given_in = [np.full(case.input_shape, 7.0, dtype=np.float32)]
+    given_out = [np.zeros((1, 2, 8, 8))]  # deliberately not the oracle's: check's stored truth
+    j = Job(case, given_in, given_out, expected_from="stored")
+    j.release()
+    job_module.clear_oracle_cache()
+    assert j.expected is given_out
+    assert j.inputs is given_in
+    assert j.task(3).inputs is given_in
+
+
+def test_a_run_releases_every_job_it_judged(tmp_path: Path):
+    pytest.importorskip("onnxruntime", reason="the run needs a real backend worker")
+    from poolconform.backends.base import registry
+    from poolconform.runner import RunOptions, run_jobs, start_workers
+
+    jobs = [oracle_job(c) for c in cases(5)]
+    options = RunOptions(timeout=120, jobs=1, batch_size=2, log_dir=tmp_path)
+    workers = start_workers([registry()["onnxruntime-cpu"]], options)
+    records: list[dict] = []
+    run_jobs(jobs, workers, options, records.extend)
+    assert sorted(r["case"] for r in records) == sorted(j.case.id for j in jobs)
+    assert {r["status"] for r in records} == {"pass"}
+    assert job_module._oracle_cache.bytes == 0
+    assert all(j._computed is None for j in jobs)
+    assert not any(j.case.id in inputs._cache for j in jobs)
+
+
+def test_records_read_back_share_a_cases_equal_params_but_not_unequal_ones(tmp_path: Path):
+    params = {"op": "MaxPool", "kernel": [2, 2]}
+    rows = [
+        {"case": "c1", "backend": "a", "status": "pass", "params": dict(params), "detail": "same words"},
+        {"case": "c1", "backend": "b", "status": "mismatch", "params": dict(params), "detail": "same words"},
+        {"case": "c1", "backend": "c", "status": "pass", "params": {"op": "MaxPool", "kernel": [3, 3]}},
+        {"case": "c2", "backend": "a", "status": "pass", "params": {"op": "AveragePool"}},
+    ]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = read_records(path)
+    assert records == rows  # values unchanged
+    a, b, c, d = records
+    assert a["params"] is b["params"]
+    assert c["params"] == {"op": "MaxPool", "kernel": [3, 3]} and c["params"] is not a["params"]
+    assert d["params"] == {"op": "AveragePool"}
+    assert a["detail"] is b["detail"]
