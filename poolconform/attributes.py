@@ -18,8 +18,13 @@ from typing import Literal
 WINDOWED_OPS = ("MaxPool", "AveragePool", "LpPool")
 GLOBAL_OPS = ("GlobalMaxPool", "GlobalAveragePool", "GlobalLpPool")
 OPS = WINDOWED_OPS + GLOBAL_OPS
+#: Framework ops that exporters lower, not ONNX operators (docs/conformance-space.md, "Adaptive
+#: pooling"): judged through the frameworks and their exporters, never written as an ONNX node.
+ADAPTIVE_OPS = ("AdaptiveAveragePool", "AdaptiveMaxPool")
+#: Every op a case may have: the ONNX pooling operators and the adaptive ones.
+ALL_OPS = OPS + ADAPTIVE_OPS
 #: Ops that compute a sum (and so round): averages and Lp norms.
-AVERAGING_OPS = ("AveragePool", "GlobalAveragePool", "LpPool", "GlobalLpPool")
+AVERAGING_OPS = ("AveragePool", "GlobalAveragePool", "LpPool", "GlobalLpPool", "AdaptiveAveragePool")
 
 #: Ops with a quantized form (docs/conformance-space.md): QLinearAveragePool, QLinearGlobalAveragePool
 #: (com.microsoft) and MaxPool between DequantizeLinear and QuantizeLinear.
@@ -28,7 +33,8 @@ QUANT_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 #: The graph a pooling node sits in: alone, after a Pad node, with symbolic N, C, H, W, or feeding MaxUnpool.
 CONTEXTS = ("single", "pad", "dynamic", "unpool")
 #: The Pad node's modes in the `pad` context.
-PAD_MODES = ("constant", "edge", "reflect")
+PadMode = Literal["constant", "edge", "reflect"]
+PAD_MODES: tuple[PadMode, ...] = ("constant", "edge", "reflect")
 #: How the id writes a choice's non-default values.
 CHOICE_TOKENS = {"context": {"pad": "pad", "dynamic": "dyn", "unpool": "unpool"},
                  "pad_mode": {"edge": "edge", "reflect": "reflect"}}
@@ -106,6 +112,9 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("pad_mode", None, "constant", OPS, _per_op(OPS, *(11,) * len(OPS)), "", "choice", "changed",
               "changed", "never"),
     Attribute("unpool_shape", None, False, ("MaxPool",), {"MaxPool": 11}, "oshape", "flag", "changed", "changed",
+              "never"),
+    # Adaptive pooling's output size per axis: a framework argument, never on an ONNX node (no opset).
+    Attribute("output_size", None, 1, ADAPTIVE_OPS, _per_op(ADAPTIVE_OPS, 1, 1), "os", "axes", "always", "always",
               "never"),
 )
 BY_NAME = {a.name: a for a in ATTRIBUTES}

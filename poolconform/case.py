@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from poolconform.attributes import (
+    ADAPTIVE_OPS,
     ATTRIBUTES,
     AUTO_PADS,
     AVERAGING_OPS,
@@ -82,6 +84,8 @@ class PoolCase:
     pad_mode: str = "constant"
     #: In the `unpool` context, whether MaxUnpool gets the input's shape as output_shape.
     unpool_shape: bool = False
+    #: Adaptive pooling's output size per spatial axis, () for every other op (poolconform.adaptive).
+    output_size: tuple[int, ...] = ()
     #: A name that replaces the generated id (cases read back by `check` keep their folder name).
     label: str | None = field(default=None, compare=False)
     #: The serialized model when the case came from a file: ONNX backends run it as it is.
@@ -109,7 +113,10 @@ class PoolCase:
 
     @property
     def window(self) -> tuple[int, ...]:
-        """The kernel, or the whole spatial extent for global ops."""
+        """The kernel, or the whole spatial extent for global ops (for adaptive ops, the largest
+        window: ceil(n/o) + 1 at most, poolconform.adaptive)."""
+        if self.op in ADAPTIVE_OPS:
+            return tuple(min(n, -(-n // o) + 1) for n, o in zip(self.spatial, self.output_size))
         return self.spatial if self.is_global else self.kernel
 
     @property
@@ -171,7 +178,8 @@ class PoolCase:
             out[row.name] = list(value) if isinstance(value, tuple) else value
         return out
 
-    def onnx_attributes(self) -> dict[str, object]:
-        """The attributes of the case's ONNX node: those the op has and the case needs written."""
+    def onnx_attributes(self) -> dict[str, Any]:
+        """The attributes of the case's ONNX node: those the op has and the case needs written
+        (values typed as onnx.helper.make_node's keywords are: Any)."""
         return {row.onnx: onnx_value(row, getattr(self, row.name))
                 for row in self._rows("written") if row.onnx is not None}

@@ -7,6 +7,7 @@ same attribute table (poolconform/attributes.py); docs/conformance-space.md spel
     OP-<rank>d[-k<K>-s<S>-(p<P>|valid|sameupper|samelower)[-d<D>][-ceil][-cip]][-L<p>]
       [-idx|-idxcol|-col][-q<xs>_<xz>_<ys>_<yz>][-pad[-edge|-reflect]|-dyn|-unpool[-oshape]]
       -<dtype>-n<N>[-b<N>c<C>][-o<opset>][-g<generator>]
+    AdaptiveAveragePool|AdaptiveMaxPool-<rank>d-os<O>-<dtype>-n<N>[-b<N>c<C>][-o<opset>][-g<generator>]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from poolconform.attributes import ATTRIBUTES, CHOICE_TOKENS, GLUED, OPS, Attribute, read_token
+from poolconform.attributes import ALL_OPS, ATTRIBUTES, CHOICE_TOKENS, GLUED, Attribute, read_token
 from poolconform.case import DEFAULT_GENERATOR, DTYPE_TAGS, ID_IMPLICIT_OPSET, PoolCase
 from poolconform.errors import CaseError
 from poolconform.validation import validate_case
@@ -52,10 +53,10 @@ def parse_case_id(text: str) -> PoolCase:
         return CaseError(f"{where}: token {_shown(token)} is not {' or '.join(expected)}{why}")
 
     op = tokens[0]
-    if op not in OPS:
-        close = difflib.get_close_matches(op, OPS, n=1)
+    if op not in ALL_OPS:
+        close = difflib.get_close_matches(op, ALL_OPS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise CaseError(f"{where}: {_shown(op)} is not an op{hint}; allowed: {', '.join(OPS)}")
+        raise CaseError(f"{where}: {_shown(op)} is not an op{hint}; allowed: {', '.join(ALL_OPS)}")
     rest = [t for token in tokens[1:] for t in _UNGLUED.get(token, (token,))]
     m = re.fullmatch(rf"({_NUMBER})d", rest[0]) if rest else None
     if not m:
@@ -127,4 +128,4 @@ def parse_case_id(text: str) -> PoolCase:
 def looks_like_case_id(text: str) -> bool:
     """Whether the text starts like an id (an op and a rank), so a parse error is worth showing."""
     head = text.split("-", 2)
-    return len(head) >= 2 and head[0] in OPS and re.fullmatch(r"[0-9]+d", head[1]) is not None
+    return len(head) >= 2 and head[0] in ALL_OPS and re.fullmatch(r"[0-9]+d", head[1]) is not None

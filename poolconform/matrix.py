@@ -21,7 +21,8 @@ from typing import Any
 
 
 from poolconform.attributes import CONTEXTS, PAD_MODES
-from poolconform.case import AUTO_PADS, DTYPES, OPS, PoolCase
+from poolconform.attributes import ADAPTIVE_OPS, ALL_OPS
+from poolconform.case import AUTO_PADS, DTYPES, PoolCase
 from poolconform.generators import SEED_SHAPE
 from poolconform.validation import make_case
 from poolconform.tomlfile import loads, read_toml
@@ -51,15 +52,16 @@ KEYS: dict[str, tuple[str, Any]] = {
     "pad_mode": (f"one of {', '.join(PAD_MODES)}: the Pad node's mode in the pad context", "constant"),
     "unpool_output_shape": ("true/false: MaxUnpool gets the input's shape (unpool context)", False),
     "quant": ('"none" or [x_scale, x_zero_point, y_scale, y_zero_point]: quantized pooling', "none"),
+    "output_size": ("output size per axis of the adaptive ops (AdaptiveAveragePool, AdaptiveMaxPool)", 1),
 }
 
-_PER_AXIS = ("kernel", "stride", "input_size", "pads", "dilation")
+_PER_AXIS = ("kernel", "stride", "input_size", "pads", "dilation", "output_size")
 _BOOLS = ("ceil_mode", "count_include_pad", "indices", "unpool_output_shape")
 _INTS = ("rank", "batch", "channels", "opset", "p", "storage_order")
 _STRINGS = ("ops", "auto_pad", "dtype", "generator", "context", "pad_mode")
 #: Keys whose values come from a fixed list: (what a value is called, the allowed values).
 #: `generator` too, read from the registry at parse time (see _choices).
-_CHOICES = {"ops": ("op", OPS), "auto_pad": ("auto_pad", AUTO_PADS), "dtype": ("dtype", DTYPES),
+_CHOICES = {"ops": ("op", ALL_OPS), "auto_pad": ("auto_pad", AUTO_PADS), "dtype": ("dtype", DTYPES),
             "context": ("context", CONTEXTS), "pad_mode": ("pad_mode", PAD_MODES)}
 #: Integer keys with a fixed range: (lowest, highest or None, what the range means).
 #: `opset` is a set, not a range: exactly what the exporter writes (see _check_range).
@@ -190,7 +192,7 @@ def _values(key: str, raw: Any) -> list[Any]:
     if key in _INTS:
         for v in out:
             _check_range(key, v)
-    if key in ("kernel", "stride", "input_size", "dilation"):
+    if key in ("kernel", "stride", "input_size", "dilation", "output_size"):
         for v in out:
             if any(x < 1 for x in (v if isinstance(v, tuple) else (v,))):
                 raise MatrixError(f"matrix key {key!r}: {_shown(v)} must be >= 1")
@@ -282,6 +284,12 @@ def _combination_case(v: dict[str, Any]) -> PoolCase:
     size = v["input_size"]
     spatial = _axis(size, rank, "input_size")
     shape = (v["batch"], v["channels"], *spatial)
+    if op in ADAPTIVE_OPS:  # a framework op (poolconform.adaptive): no window, context or quantized form
+        if v["context"] != "single" or v["quant"]:
+            raise CaseError("adaptive pooling has no context or quantized form",
+                            category="adaptive pooling in a context or quantized")
+        return make_case(op, shape, output_size=_axis(v["output_size"], rank, "output_size"), dtype=v["dtype"],
+                         opset=v["opset"], generator=v["generator"])
     rest: dict[str, Any] = dict(dtype=v["dtype"], opset=v["opset"], generator=v["generator"],
                                 context=v["context"], quant=v["quant"])
     if v["context"] == "pad":

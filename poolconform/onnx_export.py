@@ -8,6 +8,7 @@ exporter that disagrees with the spec stops here, not in a backend.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import onnx
@@ -48,7 +49,7 @@ def opsets_text() -> str:
     return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
-def node_attributes(case: PoolCase) -> dict[str, object]:
+def node_attributes(case: PoolCase) -> dict[str, Any]:
     """The ONNX attributes of the case's node, only those its op and opset define
     (the table in poolconform/attributes.py says which)."""
     return case.onnx_attributes()
@@ -108,6 +109,10 @@ def _quant_nodes(case: PoolCase) -> tuple[list[onnx.NodeProto], list[onnx.Tensor
 def build_model(case: PoolCase, check: bool = True) -> onnx.ModelProto:
     """The case as an ONNX model (input `X`, outputs `Y` and maybe `Indices`): the pooling node
     alone, or in its context's small graph (poolconform.contexts, poolconform.quantized)."""
+    if case.output_size:  # adaptive pooling has no ONNX operator (poolconform.adaptive)
+        from poolconform.adaptive import ONNX_REFUSAL
+
+        raise CaseError(f"{case.id}: {ONNX_REFUSAL}")
     elem = dtypes.ONNX_TYPES[case.dtype]
     out_shape: list[int | str] = list(contexts.graph_output_shape(case))
     if case.context != "unpool":

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from poolconform import dtypes, shapes
 from poolconform.case import PoolCase
@@ -126,7 +127,7 @@ class _Scratch:
     def __init__(self) -> None:
         self._buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
 
-    def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def get(self, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
         dtype, size = np.dtype(dtype), math.prod(shape)
         buf = self._buffers.get((name, dtype))
         if buf is None or buf.size < size:
@@ -233,20 +234,20 @@ def _sum_type(x: np.ndarray) -> np.dtype:
 
 
 def _per_chunk(
-    x: np.ndarray, axes: list[_Axis] | None, out_shape: tuple[int, ...], out_dtype: type,
+    x: np.ndarray, axes: list[_Axis] | None, out_shape: tuple[int, ...], out_dtype: DTypeLike,
     work: Callable[[np.ndarray, list[_Axis], np.ndarray, int, int], None],
 ) -> np.ndarray:
     """Run `work(block of input, its axes, its part of the output, r0, r1)` over blocks of
     (N x C) planes (and of rows of the first spatial axis); work writes the output part."""
     planes = x.reshape((-1,) + x.shape[2:])
-    out = np.empty((planes.shape[0],) + out_shape, out_dtype)
-    first = axes[0] if axes else None
+    out: np.ndarray = np.empty((planes.shape[0],) + out_shape, out_dtype)
+    first, rest = (axes[0], axes[1:]) if axes else (None, [])
     for sl, r0, r1 in _blocks(planes.shape[0], x.shape[2:], first):
         if first is None:
             work(planes[sl], [], out[sl], sl.start, sl.stop)
             continue
         sub, start, stop = first.block(r0, r1) if (r0, r1) != (0, first.out) else (first, 0, first.n)
-        work(planes[sl, start:stop], [sub, *axes[1:]], out[sl, r0:r1], sl.start, r0)
+        work(planes[sl, start:stop], [sub, *rest], out[sl, r0:r1], sl.start, r0)
     return out.reshape(x.shape[:2] + out_shape)
 
 
@@ -449,6 +450,10 @@ def _fix_negative_infinity(
 def window_counts(case: PoolCase) -> np.ndarray:
     """How many input elements each output window holds, shaped (1, 1, outs...) to broadcast
     against the output: W of the tolerance model, and 0 marks a window with no element."""
+    if case.output_size:  # adaptive pooling: poolconform/oracle_adaptive.py
+        from poolconform import oracle_adaptive
+
+        return oracle_adaptive.window_counts(case)
     lead = (1, 1)
     if case.is_global:
         return np.full(lead + (1,) * case.rank, int(np.prod(case.spatial)), dtype=np.int64)
@@ -463,6 +468,10 @@ def window_counts(case: PoolCase) -> np.ndarray:
 def window_abs_means(case: PoolCase, x: np.ndarray) -> np.ndarray:
     """sum |x_i| over each window, over the op's divisor (float64): the scale of the rounding
     error an average can carry. Only for AveragePool and GlobalAveragePool."""
+    if case.output_size:  # adaptive pooling: poolconform/oracle_adaptive.py
+        from poolconform import oracle_adaptive
+
+        return oracle_adaptive.window_abs_means(case, x)
     a = np.abs(_as_array(x))
     if case.op == "GlobalAveragePool":
         return _global(case, a, "avg")
@@ -483,7 +492,7 @@ def accumulated_outputs(case: PoolCase, x: np.ndarray, dtype: str) -> np.ndarray
     with np.errstate(all="ignore"):
         terms = (np.abs(x).astype(t) ** case.p).astype(t) if lp else x.astype(t)
         if case.is_global:
-            flat = terms.reshape(x.shape[:2] + (-1,))
+            flat: np.ndarray = terms.reshape(x.shape[:2] + (-1,))
             total = np.add.accumulate(flat, axis=-1, dtype=t)[..., -1].reshape(x.shape[:2] + (1,) * case.rank)
             divisor = t.type(flat.shape[-1])
         else:
@@ -516,6 +525,10 @@ def _as_array(x: np.ndarray) -> np.ndarray:
 
 def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """The expected outputs of `case` in float64 (Indices as int64)."""
+    if case.output_size:  # adaptive pooling, not an ONNX operator: poolconform/oracle_adaptive.py
+        from poolconform.oracle_adaptive import reference_outputs as adaptive
+
+        return adaptive(case, inputs)
     if case.context != "single" or case.quant:  # a graph around the node: poolconform/oracle_contexts.py
         from poolconform.oracle_contexts import reference_outputs as in_context
 

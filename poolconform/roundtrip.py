@@ -18,10 +18,11 @@ import importlib.util
 import io
 import logging
 import os
+import re
 import tempfile
 import warnings
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -35,6 +36,9 @@ from poolconform.backends.torch_backend import TorchPlan
 from poolconform.case import DEFAULT_GENERATOR, OPS, PoolCase
 
 P = TypeVar("P", bound=Plan)
+#: What a round trip exported, called on the inputs for its own outputs: a torch module,
+#: a Keras model or a tf.function.
+FrameworkModel = Callable[..., Any]
 
 #: The lowest opset the dynamo exporters write; older cases are exported at this one.
 MIN_EXPORT_OPSET = 18
@@ -136,21 +140,21 @@ class _RoundTrip(PlannedBackend[P]):
         self._notes[key] = f"{exported}; {versus}"
         return self._to_onnx_outputs(case, ort_outputs)
 
-    def _export_described(self, case: PoolCase) -> tuple[bytes, object, str]:
+    def _export_described(self, case: PoolCase) -> tuple[bytes, FrameworkModel, str]:
         plan = self.plan(case)
         if isinstance(plan, Unsupported):
             raise Unsupported(plan.reason)
         try:
             model, framework_model = self._export(case, plan)
         except Exception as exc:  # noqa: BLE001  the exporter refused: its own words, not a crash
-            raise Unsupported(f"unsupported: {self.exporter} refuses: {_first_line(exc)}") from None
+            raise Unsupported(f"unsupported: {self.exporter} refuses: {_refusal(exc)}") from None
         return model, framework_model, describe_export(onnx.load_from_string(model))
 
-    def _export(self, case: PoolCase, plan: P) -> tuple[bytes, object]:
+    def _export(self, case: PoolCase, plan: P) -> tuple[bytes, FrameworkModel]:
         """The serialized exported model and the framework object that was exported."""
         raise NotImplementedError
 
-    def _own_outputs(self, framework_model: object, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def _own_outputs(self, framework_model: FrameworkModel, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
     def _framework_inputs(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -164,6 +168,16 @@ class _RoundTrip(PlannedBackend[P]):
 def _first_line(exc: BaseException) -> str:
     line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def _refusal(exc: BaseException) -> str:
+    """The exporter's words: the first line, plus the root cause's where the first line is a
+    generic wrapper (the dynamo exporter's ConversionError names the aten op only in its cause)."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", _first_line(exc))  # no terminal colours in a record
+    return text if root is exc else f"{text} (caused by {_first_line(root)})"
 
 
 def _key(case: PoolCase) -> PoolCase:
@@ -202,7 +216,7 @@ class _TorchExport(_RoundTrip[TorchPlan]):
     def translate(self, case: PoolCase) -> TorchPlan | Unsupported:
         return torch_backend.translate(case)
 
-    def _export(self, case: PoolCase, plan: TorchPlan) -> tuple[bytes, object]:
+    def _export(self, case: PoolCase, plan: TorchPlan) -> tuple[bytes, FrameworkModel]:
         import torch
 
         module = torch_module(plan).eval()
@@ -211,17 +225,19 @@ class _TorchExport(_RoundTrip[TorchPlan]):
             if self.dynamo:
                 program = torch.onnx.export(module, (sample,), dynamo=True, opset_version=_export_opset(case),
                                             verbose=False)
+                assert program is not None  # dynamo=True always returns the ONNXProgram
                 return program.model_proto.SerializeToString(), module
             buffer = io.BytesIO()
-            torch.onnx.export(module, (sample,), buffer, dynamo=False, opset_version=_export_opset(case),
+            # torch hints `f` as a path only; the TorchScript exporter (dynamo=False) also writes to a file object
+            torch.onnx.export(module, (sample,), buffer, dynamo=False, opset_version=_export_opset(case),  # type: ignore[arg-type]
                               input_names=["X"], output_names=["Y", "Indices"] if case.with_indices else ["Y"])
             return buffer.getvalue(), module
 
-    def _own_outputs(self, module: object, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def _own_outputs(self, module: FrameworkModel, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
         with torch.no_grad():
-            result = module(torch_backend._to_torch(inputs[0], "cpu"))  # type: ignore[operator]
+            result = module(torch_backend._to_torch(inputs[0], "cpu"))
         return [torch_backend._to_numpy(t) for t in (result if isinstance(result, tuple) else (result,))]
 
     def _to_onnx_outputs(self, case: PoolCase, outputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -305,7 +321,7 @@ class KerasExportOnnxRuntime(_RoundTrip[KerasPooling]):
             raise RuntimeError(f"keras runs on {keras.config.backend()!r} here, the export needs 'torch'")
         return keras
 
-    def _export(self, case: PoolCase, plan: KerasPooling) -> tuple[bytes, object]:
+    def _export(self, case: PoolCase, plan: KerasPooling) -> tuple[bytes, FrameworkModel]:
         keras = self._keras()
         layer = getattr(keras.layers, plan.layer)(**plan.kwargs())
         inp = keras.Input(shape=case.input_shape[1:], batch_size=case.input_shape[0], dtype="float32")
@@ -318,9 +334,9 @@ class KerasExportOnnxRuntime(_RoundTrip[KerasPooling]):
             with open(path, "rb") as f:
                 return f.read(), model
 
-    def _own_outputs(self, model: object, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def _own_outputs(self, model: FrameworkModel, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         keras = self._keras()
-        y = model(keras.ops.convert_to_tensor(inputs[0], dtype="float32"))  # type: ignore[operator]
+        y = model(keras.ops.convert_to_tensor(inputs[0], dtype="float32"))
         return [np.asarray(keras.ops.convert_to_numpy(y))]
 
 
@@ -350,7 +366,7 @@ class Tf2OnnxOnnxRuntime(_RoundTrip[TFPlan]):
     def translate(self, case: PoolCase) -> TFPlan | Unsupported:
         return tensorflow_backend.translate(case)
 
-    def _export(self, case: PoolCase, plan: TFPlan) -> tuple[bytes, object]:
+    def _export(self, case: PoolCase, plan: TFPlan) -> tuple[bytes, FrameworkModel]:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import tensorflow as tf
         import tf2onnx
@@ -367,8 +383,8 @@ class Tf2OnnxOnnxRuntime(_RoundTrip[TFPlan]):
     def _framework_inputs(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return [np.ascontiguousarray(np.moveaxis(inputs[0], 1, -1))]
 
-    def _own_outputs(self, function: object, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return [np.asarray(y) for y in function(inputs[0])]  # type: ignore[operator]
+    def _own_outputs(self, function: FrameworkModel, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(y) for y in function(inputs[0])]
 
     def _to_onnx_outputs(self, case: PoolCase, outputs: list[np.ndarray]) -> list[np.ndarray]:
         values = np.ascontiguousarray(np.moveaxis(outputs[0], -1, 1))

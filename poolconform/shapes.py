@@ -104,6 +104,8 @@ def resolve_pads(case: PoolCase) -> tuple[int, ...]:
 
 def spatial_output_shape(case: PoolCase) -> tuple[int, ...]:
     """Spatial output sizes of the case."""
+    if case.output_size:  # adaptive pooling: the sizes asked for (poolconform.adaptive)
+        return tuple(case.output_size)
     if case.is_global:
         return (1,) * case.rank
     if case.auto_pad in ("SAME_UPPER", "SAME_LOWER"):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from poolconform import shapes
-from poolconform.attributes import ATTRIBUTES, AUTO_PADS, GLOBAL_OPS, OPS
+from poolconform.adaptive import check_adaptive
+from poolconform.attributes import ADAPTIVE_OPS, ALL_OPS, ATTRIBUTES, AUTO_PADS, GLOBAL_OPS
 from poolconform.budget import check_budget
 from poolconform.contexts import check_context
 from poolconform.case import DTYPES, PoolCase
@@ -41,7 +42,16 @@ def make_case(
     if len(shape) < 3:
         raise CaseError(f"input_shape must be (N, C, spatial...) with 1-3 spatial axes, got {shape!r}")
     rank = len(shape) - 2
-    if op in GLOBAL_OPS:
+    if op in ADAPTIVE_OPS:  # output_size broadcasts like a kernel (poolconform.adaptive)
+        given = {"kernel": kernel, "strides": strides, "pads": pads, "dilations": dilations}
+        window = [name for name, value in given.items() if value is not None]
+        if window:
+            raise CaseError(f"{op} has no {', '.join(window)}: its windows follow from output_size",
+                            category=f"{window[0]} on an op without it")
+        size = rest.pop("output_size", None)
+        output_size = _per_axis("output_size", size, rank, None)  # type: ignore[arg-type]
+        case = PoolCase(op=op, input_shape=shape, output_size=output_size, **rest)  # type: ignore[arg-type]
+    elif op in GLOBAL_OPS:
         case = PoolCase(op=op, input_shape=shape, **rest)  # type: ignore[arg-type]
     else:
         given = {"kernel": kernel, "strides": strides, "pads": pads, "dilations": dilations}
@@ -82,8 +92,8 @@ def _per_axis(
 
 def validate_case(case: PoolCase) -> None:
     """Raise CaseError with the reason when ONNX cannot express the case."""
-    if case.op not in OPS:
-        raise CaseError(f"unknown op {case.op!r}; allowed: {', '.join(OPS)}")
+    if case.op not in ALL_OPS:
+        raise CaseError(f"unknown op {case.op!r}; allowed: {', '.join(ALL_OPS)}")
     if not 1 <= case.rank <= 3:
         raise CaseError(f"rank must be 1, 2 or 3, got {case.rank!r} (input_shape={case.input_shape!r})")
     if any(v < 0 for v in case.input_shape[:2]) or any(v < 1 for v in case.input_shape[2:]):
@@ -102,6 +112,11 @@ def validate_case(case: PoolCase) -> None:
     if case.storage_order not in (0, 1):
         raise CaseError(f"storage_order must be 0 or 1, got {case.storage_order!r}")
     _check_foreign_attributes(case)
+    if case.op in ADAPTIVE_OPS:  # not an ONNX operator: no schema, context or quantized form to ask
+        check_adaptive(case)
+        _check_generator(case)
+        check_budget(case)
+        return
     check_context(case)
     check_quant(case)
     _validate_against_onnx(case)
@@ -127,7 +142,7 @@ def _check_window(case: PoolCase) -> None:
     """The window attributes of a windowed op: lengths, ranges, and a window that sees the input."""
     rank = case.rank
     for row in ATTRIBUTES:
-        if row.kind not in ("axes", "pads"):
+        if row.kind not in ("axes", "pads") or case.op not in row.ops:
             continue
         values, length = getattr(case, row.name), (2 * rank if row.kind == "pads" else rank)
         if len(values) != length:
@@ -172,6 +187,11 @@ def _validate_against_onnx(case: PoolCase) -> None:
         else:
             category = "attribute not defined at this opset"
         raise CaseError(reason, category=category)
+    _check_generator(case)
+
+
+def _check_generator(case: PoolCase) -> None:
+    """Whether the case's input generator can make its inputs."""
     reason = generator_rejects(case.generator, case.dtype, case.input_shape)
     if reason:
         category = (f"seed input needs shape {'x'.join(map(str, SEED_SHAPE))}" if case.generator == "seed"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poolconform.attributes import ATTRIBUTES, AUTO_PADS, CONTEXTS, GLOBAL_OPS, GRAPH_ROWS, OPS, PAD_MODES
+from poolconform.attributes import ADAPTIVE_OPS, ATTRIBUTES, AUTO_PADS, CONTEXTS, GLOBAL_OPS, GRAPH_ROWS, OPS, PAD_MODES
 from poolconform.case import DTYPES, PoolCase
 from poolconform.case_ids import parse_case_id
 from poolconform.cli import build_parser, main
@@ -25,7 +25,7 @@ from poolconform.validation import make_case, validate_case
 ROOT = Path(__file__).resolve().parents[1]
 MATRICES = sorted((ROOT / "matrices").glob("*.toml"))
 #: An id as the docs write one: an op, a rank, then tokens (a trailing glob character marks a pattern).
-ID_IN_TEXT = re.compile(r"(?<![\w-])(?:Global)?(?:Max|Average|Lp)Pool-\d+d(?:-[A-Za-z0-9_]+)*(?P<glob>[*?\[])?")
+ID_IN_TEXT = re.compile(r"(?<![\w-])(?:Global|Adaptive)?(?:Max|Average|Lp)Pool-\d+d(?:-[A-Za-z0-9_]+)*(?P<glob>[*?\[])?")
 
 
 @pytest.mark.parametrize("matrix", [None, *MATRICES], ids=lambda m: "default" if m is None else m.name)
@@ -197,7 +197,29 @@ def test_the_table_feeds_id_params_and_node_alike() -> None:
     assert "count_include_pad" not in make_case("AveragePool", (1, 1, 6, 6), kernel=3, opset=1).onnx_attributes()
 
 
-@pytest.mark.parametrize("attribute", [a for a in ATTRIBUTES if a.name not in GRAPH_ROWS], ids=lambda a: a.name)
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(ADAPTIVE_OPS), st.integers(1, 3), st.data())
+def test_adaptive_ids_round_trip(op: str, rank: int, data: st.DataObject) -> None:
+    """Adaptive cases (no ONNX node) write their output size as `os<O>` and read back whole."""
+    axes = lambda lo, hi: st.lists(st.integers(lo, hi), min_size=rank, max_size=rank).map(tuple)  # noqa: E731
+    case = make_case(op, (data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3)), *data.draw(axes(1, 9))),
+                     output_size=data.draw(axes(1, 9)), dtype=data.draw(st.sampled_from(("float32", "float16"))),
+                     generator=data.draw(st.sampled_from(("normal", "ties"))))
+    assert parse_case_id(case.id) == case
+    assert parse_case_id(case.id).output_size == case.output_size and "-os" in case.id
+
+
+def test_adaptive_ids_refuse_what_the_op_lacks() -> None:
+    assert parse_case_id("AdaptiveMaxPool-2d-os3x2-f32-n7-b2c3").output_size == (3, 2)
+    for bad in ("AdaptiveMaxPool-2d-k3-f32-n7", "AdaptiveAveragePool-2d-os3-i8-n7", "MaxPool-2d-os3-f32-n7",
+                "AdaptiveAveragePool-2d-os0-f32-n7", "AdaptiveAveragePool-2d-os3x3x3-f32-n7",
+                "AdaptiveAveragePool-2d-os3-pad-f32-n7"):
+        with pytest.raises(CaseError):
+            parse_case_id(bad)
+
+
+@pytest.mark.parametrize("attribute", [a for a in ATTRIBUTES if a.name not in GRAPH_ROWS
+                                       and not set(a.ops) <= set(ADAPTIVE_OPS)], ids=lambda a: a.name)
 def test_the_tables_opsets_are_the_installed_onnx_schemas(attribute) -> None:
     """`since` of every row is the first opset whose schema has the attribute (or the Indices output)."""
     for op in attribute.ops:

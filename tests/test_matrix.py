@@ -181,4 +181,4 @@ def test_full_matrix_reaches_every_axis_including_contexts_and_quantization():
     assert {"single", "pad", "dynamic", "unpool"} <= contexts
     assert any(c.quant for c in cases) and {"uint8", "int8"} <= {c.dtype for c in cases if c.quant}
     assert {c.op for c in cases} >= {"MaxPool", "AveragePool", "LpPool", "GlobalMaxPool", "GlobalAveragePool",
-                                     "GlobalLpPool"}
+                                     "GlobalLpPool", "AdaptiveAveragePool", "AdaptiveMaxPool"}

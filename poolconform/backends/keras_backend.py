@@ -59,7 +59,7 @@ class KerasPooling:
     @property
     def note(self) -> str:
         """The layer and layout the run uses, then how the attributes were mapped."""
-        call = self.layer if self.is_global else f"{self.layer}(padding={self.padding!r})"
+        call = self.layer if self.is_global or self.is_adaptive else f"{self.layer}(padding={self.padding!r})"
         layout = f"{call} as keras.ops, {RUN_DATA_FORMAT} (NHWC via transpose)"
         return "; ".join(filter(None, [layout, self.remark, self.backend_remark]))
 
@@ -67,8 +67,15 @@ class KerasPooling:
     def is_global(self) -> bool:
         return self.layer.startswith("Global")
 
+    @property
+    def is_adaptive(self) -> bool:
+        """AdaptiveAveragePooling2D etc. (Keras 3.12+): pool_size holds the output size."""
+        return self.layer.startswith("Adaptive")
+
     def kwargs(self) -> dict[str, object]:
         """Constructor arguments; strides are always explicit (Keras defaults them to pool_size)."""
+        if self.is_adaptive:
+            return {"output_size": self.pool_size, "data_format": DATA_FORMAT}
         if self.is_global:
             return {"data_format": DATA_FORMAT, "keepdims": True}
         return {
@@ -85,6 +92,9 @@ def translate(case: PoolCase) -> KerasPooling | Unsupported:
         return Unsupported("unsupported: Keras has no Lp pooling layer")
     if case.with_indices:
         return Unsupported("unsupported: Keras pooling has no Indices output")
+    if case.output_size:  # adaptive pooling (poolconform.adaptive): checked for in the layer call
+        kind = "Max" if case.op == "AdaptiveMaxPool" else "Average"
+        return KerasPooling(f"Adaptive{kind}Pooling{case.rank}D", case.output_size)
     layer = f"{_KINDS[case.op]}{case.rank}D"
     if case.is_global:
         return KerasPooling(layer)
@@ -222,7 +232,12 @@ class _Keras(PlannedBackend[KerasPooling]):
 
 def layer_call(keras, plan: KerasPooling) -> Callable:
     """The body of the plan's layer call() in channels_last: the same keras.ops call with
-    the same arguments (keras/src/layers/pooling/*.py), minus the Layer machinery."""
+    the same arguments (keras/src/layers/pooling/*.py), minus the Layer machinery.
+    Adaptive layers run as the layer itself (only Keras 3.12+ has them)."""
+    if plan.is_adaptive:
+        if not hasattr(keras.layers, plan.layer):
+            raise Unsupported(f"unsupported: keras {keras.__version__} has no {plan.layer} layer")
+        return getattr(keras.layers, plan.layer)(output_size=plan.pool_size, data_format=RUN_DATA_FORMAT)
     if plan.is_global:
         rank = int(plan.layer[-2])  # "GlobalAveragePooling2D" -> 2
         reduce = keras.ops.max if plan.layer.startswith("GlobalMax") else keras.ops.mean

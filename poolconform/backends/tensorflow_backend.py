@@ -60,37 +60,39 @@ def _dtype_reason(case: PoolCase, is_max: bool) -> str | None:
     return None
 
 
-def _padding(case: PoolCase, is_max: bool) -> tuple[str | tuple[tuple[int, int], ...] | None, str, str | None]:
-    """(tf padding, how it was chosen, reason it cannot be expressed)."""
+def _padding(case: PoolCase, is_max: bool) -> tuple[str | tuple[tuple[int, int], ...], str] | Unsupported:
+    """(tf padding, how it was chosen), or why it cannot be expressed."""
     rank = case.rank
     pads = shapes.resolve_pads(case)
     same_upper = shapes.resolve_pads(case.replace(auto_pad="SAME_UPPER", pads=(0,) * (2 * rank)))
     same_shape = tuple(-(-n // s) for n, s in zip(case.spatial, case.strides))
     if not any(pads):
-        return "VALID", "", None
+        return "VALID", ""
     if pads == same_upper and shapes.spatial_output_shape(case) == same_shape:
         if not is_max and case.count_include_pad:
-            return None, "", (
+            return Unsupported(
                 f"unsupported: TF 'SAME' excludes padding from averages; count_include_pad=1 "
                 f"with pads {pads!r} is not expressible"
             )
         how = "" if case.auto_pad == "SAME_UPPER" else f"pads {pads!r} run as 'SAME' (the same pads)"
-        return "SAME", how, None
+        return "SAME", how
     explicit = tuple((pads[a], pads[a + rank]) for a in range(rank))
     if not is_max:
-        return None, "", (
+        return Unsupported(
             f"unsupported: tf.nn.avg_pool takes only 'SAME' or 'VALID', not explicit pads {pads!r} "
             f"(SAME would be {same_upper!r})"
         )
     if case.with_indices:
-        return None, "", f"unsupported: tf.nn.max_pool_with_argmax takes only 'SAME' or 'VALID', not pads {pads!r}"
+        return Unsupported(f"unsupported: tf.nn.max_pool_with_argmax takes only 'SAME' or 'VALID', not pads {pads!r}")
     if rank == 3:
-        return None, "", f"unsupported: tf.nn.max_pool3d takes only 'SAME' or 'VALID', not explicit pads {pads!r}"
-    return explicit, f"explicit paddings {[list(p) for p in explicit]!r}", None
+        return Unsupported(f"unsupported: tf.nn.max_pool3d takes only 'SAME' or 'VALID', not explicit pads {pads!r}")
+    return explicit, f"explicit paddings {[list(p) for p in explicit]!r}"
 
 
 def translate(case: PoolCase) -> TFPlan | Unsupported:
     """The tf.nn call for `case`, or the one-line reason raw TensorFlow cannot express it."""
+    if case.output_size:
+        return Unsupported(f"unsupported: tf.nn has no adaptive pooling op ({case.op})")
     if case.op in ("LpPool", "GlobalLpPool"):
         return Unsupported(f"unsupported: tf.nn has no Lp pooling op ({case.op})")
     if case.with_indices and case.rank != 2:
@@ -112,9 +114,10 @@ def translate(case: PoolCase) -> TFPlan | Unsupported:
             return Unsupported(f"unsupported: tf.nn pooling has no ceil_mode (ceil gives {ceil_shape!r}, "
                     f"floor {floor_shape!r})")
         notes.append("ceil_mode gives the floor-mode shape here: run without it")
-    padding, how, reason = _padding(case, is_max)
-    if reason:
-        return Unsupported(reason)
+    padded = _padding(case, is_max)
+    if isinstance(padded, Unsupported):
+        return padded
+    padding, how = padded
     if how:
         notes.append(how)
     dilated = any(d != 1 for d in case.dilations)

@@ -50,7 +50,8 @@ def onnx_indices(plane_indices: np.ndarray, spatial: tuple[int, ...], storage_or
     if storage_order == 1:
         coords = np.unravel_index(idx, spatial)
         column_strides = [int(np.prod(spatial[:a])) for a in range(len(spatial))]
-        idx = sum(coord.astype(np.int64) * stride for coord, stride in zip(coords, column_strides))
+        idx = sum((coord.astype(np.int64) * stride for coord, stride in zip(coords, column_strides)),
+                  start=np.zeros(idx.shape, np.int64))
     base = (np.arange(n, dtype=np.int64)[:, None] * c + np.arange(c, dtype=np.int64)[None, :]) * plane
     return idx + base.reshape((n, c) + (1,) * len(spatial))
 
@@ -103,6 +104,10 @@ def translate(case: PoolCase) -> TorchPlan | Unsupported:
     """The torch.nn.functional call for `case`, or why PyTorch cannot express it."""
     rank = case.rank
     notes = []
+    if case.output_size:  # adaptive pooling (poolconform.adaptive): torch's own op, one to one
+        kind = "max" if case.op == "AdaptiveMaxPool" else "avg"
+        size = case.output_size[0] if rank == 1 else case.output_size
+        return TorchPlan(f"adaptive_{kind}_pool{rank}d", (size,), (), "")
     if case.is_global:
         if case.op == "GlobalLpPool":
             spatial = case.spatial[0] if rank == 1 else case.spatial  # lp_pool1d multiplies by an int
@@ -127,7 +132,8 @@ def translate(case: PoolCase) -> TorchPlan | Unsupported:
         order = "column-major" if case.storage_order == 1 else "row-major"
         notes.append(f"Indices converted from per-(N,C)-plane to whole-tensor {order} flattening")
     note = "; ".join(notes)
-    kernel, stride = case.kernel, case.strides
+    kernel: int | tuple[int, ...] = case.kernel
+    stride: int | tuple[int, ...] = case.strides
     ceil_mode = case.ceil_mode and case.auto_pad == "NOTSET"
     if case.op == "MaxPool":
         return TorchPlan(f"max_pool{rank}d", (kernel, stride, padding, case.dilations),
@@ -137,7 +143,7 @@ def translate(case: PoolCase) -> TorchPlan | Unsupported:
                          (("ceil_mode", ceil_mode), ("count_include_pad", case.count_include_pad)), note)
     if case.op == "LpPool":
         if rank == 1:  # lp_pool1d multiplies by kernel_size, so it needs an int
-            kernel, stride = kernel[0], stride[0]
+            kernel, stride = case.kernel[0], case.strides[0]
         return TorchPlan(f"lp_pool{rank}d", (case.p, kernel), (("stride", stride), ("ceil_mode", ceil_mode)), note)
     return Unsupported(f"unsupported: PyTorch has no translation for op {case.op!r}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from poolconform.matrix import load_matrix
@@ -22,9 +23,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from poolconform.adaptive import ADAPTIVE_OPS, ONNX_REFUSAL
+    from poolconform.errors import PoolconformError
     from poolconform.testdirs import corpus_cases, export_cases
 
     cases = load_matrix(args.matrix).cases if args.matrix else corpus_cases()
+    adaptive = [c for c in cases if c.op in ADAPTIVE_OPS]
+    if adaptive:  # no ONNX operator to write: said, never a silent skip
+        cases = [c for c in cases if c.op not in ADAPTIVE_OPS]
+        print(f"poolconform: export declines {len(adaptive)} adaptive case(s): {ONNX_REFUSAL}", file=sys.stderr)
+        if not cases:
+            raise PoolconformError(f"nothing to export: every case is adaptive pooling ({ONNX_REFUSAL})")
     manifest = export_cases(cases, args.out)
     print(f"wrote {len(cases)} backend-test directories and {manifest}")
     return 0
