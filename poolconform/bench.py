@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -197,8 +198,8 @@ def run_bench(
     return rows
 
 
-def _row(case: PoolCase, backend: str, status: str, **figures: object) -> BenchRow:
-    return BenchRow(case.id, case.op, list(case.input_shape), backend, status, **figures)  # type: ignore[arg-type]
+def _row(case: PoolCase, backend: str, status: str, **figures: Any) -> BenchRow:
+    return BenchRow(case.id, case.op, list(case.input_shape), backend, status, **figures)
 
 
 def _timed_row(case, backend, inputs, expected, warm, timed, copy_bytes_per_s: float) -> BenchRow:

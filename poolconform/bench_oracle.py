@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,10 +28,10 @@ SHAPE = (1, 64, 512, 512)
 TARGET_RATIO = 4.0
 
 
-def _windowed(op: str, shape: tuple[int, ...], kernel: int, stride: int, pad: int, **rest: object) -> PoolCase:
+def _windowed(op: str, shape: tuple[int, ...], kernel: int, stride: int, pad: int, **rest: Any) -> PoolCase:
     rank = len(shape) - 2
     return PoolCase(op, shape, kernel=(kernel,) * rank, strides=(stride,) * rank, pads=(pad,) * (2 * rank),
-                    dilations=(1,) * rank, **rest)  # type: ignore[arg-type]
+                    dilations=(1,) * rank, **rest)
 
 
 def oracle_cases(shape: tuple[int, ...] = SHAPE) -> dict[str, PoolCase]:

@@ -136,7 +136,7 @@ def output_digest(outputs: list[np.ndarray]) -> str:
             nan = np.isnan(a)
             if nan.any():
                 a = np.where(nan, np.array(np.nan, dtype=a.dtype), a)
-        h.update(a.reshape(-1).view(np.uint8))
+        h.update(a.reshape(-1).view(np.uint8).data)
     return h.hexdigest()[:16]
 
 

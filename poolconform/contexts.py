@@ -17,10 +17,12 @@ This module is pure arithmetic on the case (no framework, no onnx import).
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from poolconform import shapes
-from poolconform.attributes import CONTEXTS, PAD_MODES
+from poolconform.attributes import CONTEXTS, PAD_MODES, PadMode
 from poolconform.case import PoolCase
 from poolconform.errors import CaseError
 
@@ -113,7 +115,8 @@ def pool_view(case: PoolCase, inputs: list[np.ndarray] | None = None) -> tuple[P
     if inputs is None:
         return inner, None
     x = np.asarray(inputs[0])
-    return inner, [np.pad(x, width, mode=case.pad_mode)]
+    mode = cast(PadMode, case.pad_mode)  # check_context admits PAD_MODES only
+    return inner, [np.pad(x, width, mode=mode)]
 
 
 def judged_view(case: PoolCase, inputs: list[np.ndarray]) -> tuple[PoolCase, list[np.ndarray]]:

@@ -28,7 +28,7 @@ ONNX_TYPES: dict[str, int] = {
 }
 
 #: Same-width unsigned integers, to read a float's bits as an ordered integer.
-_BITS = {2: np.int16, 4: np.int32, 8: np.int64}
+_BITS: dict[int, type[np.signedinteger]] = {2: np.int16, 4: np.int32, 8: np.int64}
 
 
 def numpy_dtype(name: str) -> np.dtype:

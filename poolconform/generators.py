@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
+from numpy.typing import ArrayLike
 
 from poolconform import dtypes
 from poolconform.errors import CaseError
@@ -42,7 +43,7 @@ INF_PERIOD, POS_INF_OFFSET, NEG_INF_OFFSET = 11, 2, 7
 KNOWNMEAN_BITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 37}
 
 
-def _representable(values: np.ndarray, dtype: str) -> np.ndarray:
+def _representable(values: ArrayLike, dtype: str) -> np.ndarray:
     """Round float64 values to the dtype and back, so the cast in make_inputs is exact."""
     return np.asarray(values, dtype=np.float64).astype(dtypes.numpy_dtype(dtype)).astype(np.float64)
 

@@ -16,7 +16,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -28,6 +30,18 @@ from poolconform.errors import PoolconformError
 #: Written last into a generated suite folder: its presence means the folder is complete.
 COMPLETE_MARKER = "poolconform-onnx-suite.txt"
 _NODE_PACKAGE = "onnx.backend.test.case.node"
+
+
+class NodeTestCase(Protocol):
+    """What this module reads of onnx's TestCase: a node test always has its model and data
+    (onnx types both as optional because its model-zoo cases carry a URL instead)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def model(self) -> onnx.ModelProto: ...
+    @property
+    def data_sets(self) -> Sequence[tuple[Sequence[Any], Sequence[Any]]]: ...
 
 
 def pooling_modules() -> list[str]:
@@ -67,18 +81,18 @@ def installed_data_dirs() -> list[Path]:
     )
 
 
-def collect_pooling_testcases() -> list:
+def collect_pooling_testcases() -> list[NodeTestCase]:
     """onnx's TestCase objects for every single-node pooling test, in a private collection.
 
     expect() appends to module globals of onnx.backend.test.case.node; they are swapped
     for fresh ones while the pooling exports run, so an earlier collect_testcases() (or a
     filter it left set) neither hides nor duplicates cases.
     """
-    node = importlib.import_module(_NODE_PACKAGE)
+    from onnx.backend.test.case import node
     from onnx.backend.test.case.base import Base
 
     saved = (node._NodeTestCases, node._existing_names, node._TargetOpType)
-    collected: list = []
+    collected: list[NodeTestCase] = []
     node._NodeTestCases, node._existing_names, node._TargetOpType = collected, {}, None
     try:
         for module_name in pooling_modules():
@@ -109,13 +123,13 @@ def _tensor(value: object, name: str) -> bytes:
     return numpy_helper.from_array(np.asarray(value), name).SerializeToString()
 
 
-def write_testcase(case: object, directory: Path) -> Path:
+def write_testcase(case: NodeTestCase, directory: Path) -> Path:
     """One onnx TestCase as `model.onnx` + `test_data_set_N/{input,output}_K.pb` (as onnx's cmd_tools)."""
-    model = case.model  # type: ignore[attr-defined]
-    target = directory / case.name  # type: ignore[attr-defined]
+    model = case.model
+    target = directory / case.name
     target.mkdir(parents=True, exist_ok=True)
     (target / "model.onnx").write_bytes(model.SerializeToString())
-    for i, (inputs, outputs) in enumerate(case.data_sets):  # type: ignore[attr-defined]
+    for i, (inputs, outputs) in enumerate(case.data_sets):
         data = target / f"test_data_set_{i}"
         data.mkdir(exist_ok=True)
         for j, value in enumerate(inputs):

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -67,6 +68,18 @@ class PoolGroup:
         return config_text(self.case)
 
 
+class ScanSource(TypedDict):
+    """How a Keras file or torch factory became the scanned ONNX model (poolconform.scan_sources)."""
+
+    kind: str
+    #: How many pooling layers the source has.
+    layers: int
+    #: The layers the exporter changed, as LayerChange fields.
+    changed: list[dict[str, object]]
+    #: node name -> the source layers it came from.
+    layer_of_node: dict[str, list[str]]
+
+
 @dataclass
 class ScannedModel:
     """The pooling nodes of one model and what was assumed to find their shapes."""
@@ -77,7 +90,7 @@ class ScannedModel:
     nodes: list[PoolNode]
     notes: list[str] = field(default_factory=list)
     #: For a Keras file or torch factory: how it was exported and which layers became what.
-    source: dict[str, object] | None = None
+    source: ScanSource | None = None
     #: One line per pooling layer the exporter changed (`layer \`gap\` (...) became ...`).
     changes: list[str] = field(default_factory=list)
 
@@ -218,14 +231,14 @@ def resolve_inputs(model: onnx.ModelProto, given: dict[str, tuple[int, ...]]) ->
                                        f"at {have} ({_text(declared)})")
         _set_dims(inputs[name], list(dims))
     for name, value in inputs.items():
-        dims = _dims(value)
-        if name in given or dims is None or _static(dims) or not dims:
+        found = _dims(value)
+        if name in given or found is None or _static(found) or not found:
             continue
-        if not (isinstance(dims[0], int) and dims[0] > 0):
-            notes.append(f"input {name!r}: batch axis {dims[0]!r} set to 1 (pass --input-shape {name}=... "
+        if not (isinstance(found[0], int) and found[0] > 0):
+            notes.append(f"input {name!r}: batch axis {found[0]!r} set to 1 (pass --input-shape {name}=... "
                          "to choose another)")
-            dims[0] = 1
-            _set_dims(value, dims)
+            found[0] = 1
+            _set_dims(value, found)
     return notes
 
 
@@ -304,7 +317,7 @@ def scan_model(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = Non
             continue
         value = types.get(node.input[0]) if node.input else None
         dims = _dims(value) if value is not None else None
-        if not _static(dims):
+        if value is None or not _static(dims):
             if unresolved:
                 blocked.append(name)
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,13 +71,14 @@ def judge_stored(case: PoolCase, spec: list[np.ndarray], stored: list[np.ndarray
     literals' written precision explains every difference; otherwise the data, or the
     oracle, is wrong and the record fails the run like any disagreement.
     """
-    common = dict(op=case.op, dtype=case.dtype, opset=case.opset, params=case.describe(), expected_from="oracle")
+    common: dict[str, Any] = dict(op=case.op, dtype=case.dtype, opset=case.opset, params=case.describe(), expected_from="oracle")
     single = case.replace(with_indices=False)
     worst = None
     for k, (e, s) in enumerate(zip(spec, stored)):
         if k == 0:
             result = compare.compare_outputs(single, [e], [s], inputs)
         else:  # Indices: exact
+            assert worst is not None  # output 0 came first, and passed
             same = s.shape == e.shape and np.array_equal(s.astype(np.int64), e.astype(np.int64))
             result = dataclasses.replace(worst, status="pass") if same else compare.Comparison(
                 "mismatch" if s.shape == e.shape else "shape-mismatch", list(e.shape), list(s.shape),

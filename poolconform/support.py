@@ -75,7 +75,8 @@ def onnx_rejects(case: PoolCase) -> str | None:
         if attribute not in schema.attributes:
             return f"{where} has no {attribute!r} attribute (needed for {feature}={getattr(case, feature)!r})"
         if feature == "p" and schema.attributes[attribute].type != AttributeProto.INT:
-            kind = AttributeProto.AttributeType.Name(schema.attributes[attribute].type)
+            # onnx's stub declares OpSchema.AttrType without the int value the pybind enum holds
+            kind = AttributeProto.AttributeType.Name(schema.attributes[attribute].type)  # type: ignore[arg-type]
             return f"{where} takes p as {kind}, poolconform's p={case.p!r} is an integer attribute"
     if case.with_indices and len(schema.outputs) < 2:
         return f"{where} has no Indices output (with_indices={case.with_indices!r})"

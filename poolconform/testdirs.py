@@ -13,9 +13,10 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import onnx
@@ -427,6 +428,7 @@ def _parse_case(model: onnx.ModelProto, label: str, raw: bytes, raw_dir: Path | 
     if graph is None and (len(nodes) != 1 or ops[0] not in OPS):
         raise ModelError(f"{label}: expected one pooling node ({', '.join(OPS)}) or a context graph "
                          f"poolconform exports, found ops {ops!r}")
+    extra: GraphFields
     node, extra = graph if graph is not None else (nodes[0], {})
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
@@ -444,7 +446,7 @@ def _parse_case(model: onnx.ModelProto, label: str, raw: bytes, raw_dir: Path | 
     case, problem = case_from_node(node, shape, dtype, int(opset), label=label, model_bytes=raw)
     if not extra:
         return case, problem
-    extra = dict(extra)
+    extra = extra.copy()
     problems = [p for p in (problem or "").split("; ") if p.startswith("attribute ")]  # unknown attributes
     if "pad_node" in extra:
         if any(case.pads):
@@ -461,7 +463,20 @@ def _parse_case(model: onnx.ModelProto, label: str, raw: bytes, raw_dir: Path | 
     return case, ("; ".join(problems) or None)
 
 
-def read_graph(model: onnx.ModelProto, label: str) -> tuple[onnx.NodeProto, dict[str, object]] | None:
+class GraphFields(TypedDict, total=False):
+    """What a context graph sets around its pooling node: case fields, and the Pad node's pads
+    and MaxUnpool's output_shape, which become case fields once checked."""
+
+    context: str
+    pad_mode: str
+    pads: tuple[int, ...]
+    unpool_shape: bool
+    quant: tuple[float, int, float, int]
+    pad_node: tuple[int, ...]
+    unpool_output: tuple[int, ...]
+
+
+def read_graph(model: onnx.ModelProto, label: str) -> tuple[onnx.NodeProto, GraphFields] | None:
     """The pooling node of a context graph `export` writes (docs/conformance-space.md, "Contexts
     and quantized pooling") and the case fields the graph around it sets; None for any other graph."""
     nodes = list(model.graph.node)
@@ -482,7 +497,7 @@ def read_graph(model: onnx.ModelProto, label: str) -> tuple[onnx.NodeProto, dict
         shaped = len(nodes[1].input) > 2 and nodes[1].input[2] != ""
         if shaped and nodes[1].input[2] not in inits:
             return None
-        fields: dict[str, object] = {"context": "unpool", "unpool_shape": shaped}
+        fields: GraphFields = {"context": "unpool", "unpool_shape": shaped}
         if shaped:
             fields["unpool_output"] = tuple(int(v) for v in inits[nodes[1].input[2]])
         return pool, fields
@@ -558,7 +573,7 @@ def case_from_node(
     problems = [f"attribute {k}={v!r} is not one poolconform knows" for k, v in sorted(attrs.items())
                 if k not in _KNOWN_ATTRIBUTES]
     with_indices = len(node.output) > 1 and node.output[1] != ""
-    params: dict[str, object] = dict(
+    params: dict[str, Any] = dict(  # PoolCase's fields, as the node gives them
         op=node.op_type,
         input_shape=shape,
         auto_pad=str(attrs.get("auto_pad", "")) or "NOTSET",  # "" is the ONNX default written out
@@ -581,7 +596,7 @@ def case_from_node(
             pads=tuple(int(v) for v in attrs.get("pads", (0,) * (2 * rank))),
             dilations=tuple(int(v) for v in attrs.get("dilations", (1,) * rank)),
         )
-    case = PoolCase(**params)  # type: ignore[arg-type]
+    case = PoolCase(**params)
     if params["auto_pad"] not in AUTO_PADS:
         problems.append(f"auto_pad {params['auto_pad']!r} is not one of {', '.join(AUTO_PADS)}")
     else:
@@ -639,7 +654,7 @@ def _read_data_set(
     directory: Path, model: onnx.ModelProto, case: PoolCase, label: str
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     inputs = _read_tensors(directory, "input", 1, [(case.input_shape, case.dtype)], label)
-    declared = []
+    declared: list[tuple[tuple[int, ...], str] | None] = []
     for value in model.graph.output:
         try:
             declared.append(_declared(value, label, "output"))
@@ -653,7 +668,8 @@ def _read_data_set(
 
 
 def _read_tensors(
-    directory: Path, kind: str, count: int, declared: list, label: str, bound: int = MAX_INPUT_ELEMENTS
+    directory: Path, kind: str, count: int, declared: Sequence[tuple[tuple[int, ...], str] | None], label: str,
+    bound: int = MAX_INPUT_ELEMENTS,
 ) -> list[np.ndarray]:
     files = sorted(directory.glob(f"{kind}_*.pb"), key=lambda p: p.name)
     names = [f"{kind}_{k}.pb" for k in range(count)]
@@ -694,9 +710,9 @@ def _read_tensor(
         raise ModelError(f"{where}: holds {dtype}{list(shape)!r}, the model declares {want}")
     if tensor.HasField("raw_data"):
         itemsize = 8 if dtype == "int64" else dtypes.numpy_dtype(dtype).itemsize
-        want = int(np.prod(shape, dtype=object)) * itemsize
-        if len(tensor.raw_data) != want:
-            raise ModelError(f"{where}: raw data has {len(tensor.raw_data)} bytes, shape {shape!r} needs {want}")
+        size = int(np.prod(shape, dtype=object)) * itemsize
+        if len(tensor.raw_data) != size:
+            raise ModelError(f"{where}: raw data has {len(tensor.raw_data)} bytes, shape {shape!r} needs {size}")
     try:
         return numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as exc:

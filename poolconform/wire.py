@@ -81,7 +81,8 @@ class _Decoder(pickle.Unpickler):
 
 def encode(message: Any) -> bytes:
     """`message` as one frame; numpy arrays, scalars and dtypes travel out of band."""
-    file, buffers = io.BytesIO(), []
+    file = io.BytesIO()
+    buffers: list[bytes] = []
     _Encoder(file, buffers).dump(message)
     body = file.getvalue()
     parts = [_HEAD.pack(len(buffers), len(body)), body]

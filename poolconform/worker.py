@@ -443,8 +443,10 @@ class BackendWorker:
                         self._kill()
                         yield Outcome(task.key, "timeout", message=f"no answer within {timeout:g} s; worker restarted")
                     else:
-                        self._process.join(5)
-                        yield Outcome(task.key, "crash", message=f"{_describe_exit(self._process.exitcode)}; worker restarted")
+                        process = self._process
+                        assert process is not None  # started at the top of this loop
+                        process.join(5)
+                        yield Outcome(task.key, "crash", message=f"{_describe_exit(process.exitcode)}; worker restarted")
                         self._process = None
                     pending.pop(0)
                     break

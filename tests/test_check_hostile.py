@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from conftest import run_cli
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.inputs import make_inputs
 from poolconform.stored_data import STORED_DATA, literal_precision_explains
 from poolconform.testdirs import discover, expected_outputs, write_case_dir

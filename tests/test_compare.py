@@ -3,7 +3,7 @@
 import numpy as np
 
 from poolconform import dtypes
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.compare import compare_outputs, element_tolerance, tolerance
 from poolconform.inputs import make_inputs
 from poolconform.oracle import reference_outputs

@@ -119,10 +119,12 @@ def test_interpreter_without_poolconform_is_unavailable(tmp_path: Path) -> None:
 def test_two_onnxruntime_releases_in_one_run(tmp_path: Path) -> None:
     """ORT 1.23 on numpy 1.x in its own environment beside this ORT on numpy 2.x."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp_path / "dl"),
+    probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                            "-d", str(tmp_path / "dl"),
                             f"onnxruntime=={ORT_OLD}", "numpy<2"], capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:
-        pytest.skip(f"pip cannot fetch onnxruntime=={ORT_OLD}: {probe.stderr.strip().splitlines()[-1:]}")
+        pytest.skip(f"no wheels of onnxruntime=={ORT_OLD} and numpy<2 for this Python: "
+                    f"{probe.stderr.strip().splitlines()[-1:]}")
     made = run_cli("env", "create", "ort-old", f"onnxruntime=={ORT_OLD}", "numpy<2", "--dir", str(tmp_path / "envs"),
                    timeout=900)
     assert made.returncode == 0, made.stderr[-2000:]

@@ -7,7 +7,7 @@ today's versions' behaviour: when a release changes it, the test says so.
 import numpy as np
 import pytest
 
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.compare import compare_outputs
 from poolconform.oracle import reference_outputs
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from poolconform import dtypes
-from poolconform.case import DTYPES, make_case
+from poolconform.case import DTYPES
+from poolconform.validation import make_case
 from poolconform.errors import CaseError
 from poolconform.generators import KNOWNMEAN_BITS, SPECIAL_GENERATORS, generator_rejects, inf_masks, nan_mask
 from poolconform.inputs import GENERATORS, make_inputs

@@ -12,9 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.cli import main
 from poolconform.testdirs import write_case_dir
+
+from conftest import make_model
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = "[matrix]\nops = ['MaxPool']\nkernel = 2\ninput_size = 4\n"
@@ -198,7 +200,7 @@ def _hostile_dirs(root: Path) -> dict[str, str]:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])
     node = helper.make_node("GlobalMaxPool", ["x"], ["y"])
     graph = helper.make_graph([node], "g", [x], [y])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)]),
+    onnx.save(make_model(graph, 22),
               root / "absurd_size" / "model.onnx")
     expected["absurd_size"] = "more than MAX_INPUT_ELEMENTS"
 
@@ -211,7 +213,7 @@ def _hostile_dirs(root: Path) -> dict[str, str]:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)]),
+    onnx.save(make_model(graph, 22),
               root / "not_pooling" / "model.onnx")
     expected["not_pooling"] = "expected one pooling node (MaxPool, AveragePool, LpPool"
     return expected
@@ -241,3 +243,45 @@ def test_check_refuses_paths_that_hold_no_model(tmp_path, capsys):
     line = refusal(["check", str(tmp_path / "empty")], capsys)
     assert "no backend-test directory (a folder with model.onnx)" in line
     assert "at least one PATH" in refusal(["check"], capsys)
+
+
+def _cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "poolconform", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("generator = 'nromal'", "unknown generator 'nromal' (did you mean 'normal'?); allowed: "),
+        ("storage_order = 2\nindices = true", "storage_order must be 0 or 1, got 2"),
+        ("ops = ['LpPool']\np = -1", "p must be >= 1, got -1"),
+        ("opset = 2", "opset must be one the exporter can write (1, 5-"),
+        ("kernel = " + "[" * 5000 + "]" * 5000, "is nested too deeply to parse"),
+    ],
+    ids=["generator", "storage_order", "p", "opset", "nested-5000"],
+)
+def test_matrix_typos_and_hostile_nesting_are_one_line_from_the_cli(tmp_path, body, expected):
+    """Refused like an op or dtype typo (exit 2, one line), never dropped as 'impossible' or a traceback."""
+    matrix = matrix_file(tmp_path, f"[matrix]\nops = ['MaxPool']\n{body}\n".replace("ops = ['MaxPool']\nops", "ops"))
+    result = _cli(tmp_path, "run", "--matrix", str(matrix), "--backends", "onnxruntime-cpu", "--out", str(tmp_path / "out"))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("poolconform: error: ") and expected in lines[0], lines
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_a_matrix_path_with_a_non_utf8_byte_runs_and_is_recorded_escaped(tmp_path):
+    """A file named with byte 0xff used to fail writing report.html after the whole run."""
+    pytest.importorskip("onnxruntime", reason="the run uses onnxruntime-cpu")
+    name = b"m\xff.toml"
+    with open(bytes(tmp_path) + b"/" + name, "wb") as f:
+        f.write(GOOD.encode())
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable.encode(), b"-m", b"poolconform", b"run", b"--matrix", name,
+                             b"--backends", b"onnxruntime-cpu", b"--out", bytes(out)],
+                            cwd=tmp_path, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"Traceback" not in result.stderr
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["matrix"] == "m\\xff.toml"
+    assert "m\\xff.toml" in (out / "report.html").read_text(encoding="utf-8")

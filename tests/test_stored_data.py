@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from poolconform import oracle, stored_data
-from poolconform.case import make_case
+from poolconform.validation import make_case
 
 
 def test_against_stored_refuses_a_wrong_dtype_even_when_values_fit() -> None:

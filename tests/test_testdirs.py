@@ -15,10 +15,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from poolconform import oracle, shapes, testdirs
-from poolconform.case import make_case
+from poolconform.validation import make_case
 from poolconform.errors import ModelError
 from poolconform.inputs import SEED_INPUT, make_inputs
 from poolconform.onnx_export import build_model
+
+from conftest import make_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -144,7 +146,7 @@ def test_refuses_a_graph_that_is_not_one_pooling_node(case_dir: Path) -> None:
         nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2, 7, 7])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
     )
-    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)]), case_dir)
+    _save(make_model(graph, 22), case_dir)
     with pytest.raises(ModelError, match=r"found ops \['Relu', 'MaxPool'\]"):
         testdirs.load_test_dir(case_dir)
 
@@ -230,7 +232,7 @@ def test_hand_written_golden_cases_load(tmp_path: Path, op: str, attrs: dict, pr
     )
     directory = tmp_path / f"golden_{op}"
     (directory / "test_data_set_0").mkdir(parents=True)
-    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), directory)
+    _save(make_model(graph, 13), directory)
     data = directory / "test_data_set_0"
     (data / "input_0.pb").write_bytes(numpy_helper.from_array(SEED_INPUT.astype(np.float32), "x").SerializeToString())
     (data / "output_0.pb").write_bytes(numpy_helper.from_array(expected, "y").SerializeToString())
@@ -273,8 +275,8 @@ def test_documented_backend_test_snippet_runs_on_corpus_dirs(tmp_path: Path, mon
     namespace: dict = {"__name__": "corpus_snippet"}
     exec(compile(_readme_snippet(), "models/README.md", "exec"), namespace)
     result: unittest.TestResult = namespace["result"]
-    ran = result.testsRun - len(result.skipped)  # the CUDA variants skip on a CPU build
-    assert ran == len(picked) + 1
+    assert len(result.passed) == len(picked)  # counted directly: testsRun differs between CPython releases
+    assert len(result.skipped) == len(picked) + 1  # the CUDA variants skip on a CPU build
     assert [t.id().split(".")[-1] for t, _ in result.failures] == ["test_wrong_cpu"]
     assert result.errors == []
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from poolconform.backends.base import BaseBackend
 from poolconform.case import PoolCase
 from poolconform.onnx_export import model_bytes
+
+if TYPE_CHECKING:
+    from onnx.reference import ReferenceEvaluator
 
 
 class OnnxReference(BaseBackend):
@@ -15,7 +20,7 @@ class OnnxReference(BaseBackend):
     reads_onnx = True
 
     def __init__(self) -> None:
-        self._evaluators: dict[bytes, object] = {}
+        self._evaluators: dict[bytes, ReferenceEvaluator] = {}
 
     def available(self) -> str | None:
         try:

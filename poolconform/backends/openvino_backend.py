@@ -73,7 +73,7 @@ class OpenVINOCPU(BaseBackend):
         return ov.get_version().split("-")[0]
 
     @property
-    def device(self) -> str:  # type: ignore[override]
+    def device(self) -> str:
         """`cpu`, plus the forced precision where this CPU's default is lower (a fact of the
         machine, not of any case)."""
         default = self.default_precision()

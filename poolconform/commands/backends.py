@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TypedDict
 
 from rich.console import Console
 from rich.table import Table
@@ -11,6 +12,18 @@ from rich.table import Table
 from poolconform.backends.base import opt_in_backends, resolve_backend_names
 from poolconform.commands.options import names
 from poolconform.runner import RunOptions, start_workers
+
+
+class BackendRow(TypedDict):
+    """One backend as `--json` prints it and the table shows it."""
+
+    name: str
+    available: bool
+    version: str
+    device: str
+    reason: str | None
+    source: str  # "built-in" or "plug-in"
+    default: bool  # runs without being named in --backends (not opt-in)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
         have = {s.name for s in specs}
         specs += [s for s in resolve_backend_names(sorted(opt_in_backends())) if s.name not in have]
     workers = start_workers(specs, RunOptions())
-    rows = []
+    rows: list[BackendRow] = []
     for spec in specs:
         info = workers[spec.name].info
         workers[spec.name].close()

@@ -116,7 +116,7 @@ def _job(item: StoredCase, against_stored_outputs: bool, judge: Judge | None) ->
         job: Job = Job(case, item.inputs, stored, expected_from=item.expected_from)
         if judge is not None:
             job = _JudgedJob(case, item.inputs, stored, expected_from=item.expected_from)
-            job.judge = judge  # type: ignore[attr-defined]
+            job.judge = judge
         return job, None, None
     try:
         spec = reference_outputs(case, item.inputs)

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from poolconform.commands.options import add_backend_options, expectations_of, selected_specs
 from poolconform.pipeline import Session, execute
@@ -72,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         if args.opset is not None and not 7 <= args.opset <= 30:
             raise PoolconformError(f"--opset {args.opset}: expected an ONNX opset between 7 and 30")
         scanned = scan_source(args.model, kind, shapes, args.opset, args.keras_backend, scan_model)
-    layer_of = dict((scanned.source or {}).get("layer_of_node", {}))  # type: ignore[call-overload]
+    layer_of = dict(scanned.source["layer_of_node"]) if scanned.source else {}
     specs, required = selected_specs(args)
     groups = scanned.groups()
     if not args.quiet:
@@ -83,12 +84,12 @@ def main(args: argparse.Namespace) -> int:
     jobs: list[Job] = []
     early: list[Record] = []
     for group in groups:
-        fields: dict[str, object] = {"nodes": list(group.nodes), "config": group.config}
+        fields: dict[str, Any] = {"nodes": list(group.nodes), "config": group.config}
         if layer_of:
             fields["layers"] = [layer for node in group.nodes for layer in layer_of.get(node, [])]
         if group.problem is None and group.case is not None:
             job = ScanJob(group.case)
-            job.record_fields = fields  # type: ignore[attr-defined]
+            job.record_fields = fields
             jobs.append(job)
         else:
             early.append(make_record(group.case_id, SCAN_BACKEND, "unsupported", op=group.op,

@@ -117,9 +117,9 @@ def induce_rule(positives: list[set[Test]], negatives: list[set[Test]], remainin
     if not negatives:
         return [], remaining
     seen: set[Test] = set()
-    for i, tests in enumerate(positives):
+    for i, facts in enumerate(positives):
         if remaining >> i & 1:
-            seen |= tests
+            seen |= facts
     pos = {t: _mask(positives, t) & remaining for t in seen}
     neg = {t: _mask(negatives, t) for t in seen}
     tests = sorted(seen, key=lambda t: (-pos[t].bit_count(), str(t)))
@@ -170,8 +170,8 @@ def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, membe
         "expected": bool(members) and len(expected) == len(members),
         "unexpected": len(members) - len(expected),
     }
-    reasons = sorted({r.get("expected_reason") for r in expected if r.get("expected_reason")})
-    links = sorted({r.get("expected_link") for r in expected if r.get("expected_link")})
+    reasons = sorted({r["expected_reason"] for r in expected if r.get("expected_reason")})
+    links = sorted({r["expected_link"] for r in expected if r.get("expected_link")})
     if reasons:
         finding["expected_reason"] = reasons[0]
     if links:

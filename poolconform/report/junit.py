@@ -46,6 +46,7 @@ def testcase(record: Record) -> TestCase:
     status = record["status"]
     if status == "pass":
         return case
+    result: Skipped | Failure | Error
     if record.get("expected"):
         result = Skipped(_clean(f"expected {status}: {record.get('expected_reason', '')}"))
         result.text = _message(record)
@@ -66,6 +67,7 @@ def finding_case(finding: dict) -> TestCase:
     case = TestCase(_clean(finding["summary"]), FINDINGS_SUITE)
     text = _clean(f"{finding['count']} record(s); minimal case {finding['minimal_case']}: "
                   f"{finding.get('minimal_detail', '')}; reproduce: {finding.get('reproduce', '')}")
+    result: Skipped | Failure
     if finding.get("expected"):
         result = Skipped(_clean(f"expected: {finding.get('expected_reason', '')} {finding.get('link', '')}".strip()))
     else:
