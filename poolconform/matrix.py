@@ -380,7 +380,7 @@ def expand_all(tables: list[Any]) -> Expansion:
     total = Expansion(cases=[])
     seen: dict[PoolCase, None] = {}
     for number, table in enumerate(tables, 1):
-        if not isinstance(table, dict):
+        if not isinstance(table, dict) and len(tables) > 1:
             raise MatrixError(f"[[matrix]] entry {number} is not a table")
         try:
             part = expand(table)

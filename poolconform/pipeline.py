@@ -52,6 +52,8 @@ class Session:
     extra: dict = field(default_factory=dict)
     #: Records known before running (models that failed to load).
     preset_records: list[Record] = field(default_factory=list)
+    #: A fresh run's identity, stored in --out (emptying results.jsonl) once the backends start.
+    fresh_identity: dict | None = None
 
 
 def _console() -> Console:
@@ -113,14 +115,27 @@ def _check_identity(jobs: list[Job], session: Session, results_path: Path) -> se
                 raise PoolconformError(f"--resume: {str(session.out)!r} holds another run: {why}; "
                                        "choose another --out, or drop --resume to start over")
         done = {record_key(r) for r in previous}
+        _store_identity(session.out, identity)
     else:
-        ResultsWriter(results_path, resume=False).close()  # empty before the new identity is stored
-    try:
-        write_json(session.out / outdir.IDENTITY_FILE, identity)
-    except OSError as exc:
-        raise PoolconformError(f"cannot write {str(session.out / outdir.IDENTITY_FILE)!r}: "
-                               f"{exc.strerror or exc}") from None
+        session.fresh_identity = identity  # stored once the backends are known to run (_start_fresh)
     return done
+
+
+def _store_identity(out: Path, identity: dict) -> None:
+    try:
+        write_json(out / outdir.IDENTITY_FILE, identity)
+    except OSError as exc:
+        raise PoolconformError(f"cannot write {str(out / outdir.IDENTITY_FILE)!r}: {exc.strerror or exc}") from None
+
+
+def _start_fresh(session: Session, results_path: Path | None) -> None:
+    """A new run replaces what --out held, but only once it is sure to run: a refusal
+    (a required backend missing, none available) leaves the previous run's records intact."""
+    identity = session.fresh_identity
+    if results_path is None or session.out is None or identity is None:
+        return
+    ResultsWriter(results_path, resume=False).close()  # empty before the new identity is stored
+    _store_identity(session.out, identity)
 
 
 def _on_interrupt(stop: threading.Event):
@@ -162,6 +177,12 @@ def _run(jobs: list[Job], session: Session, err: Console, started: float, done: 
             w.close()
         reasons = "; ".join(f"{n}: {i.unavailable}" for n, i in infos.items())
         raise PoolconformError(f"no selected backend is available here ({reasons})")
+    try:
+        _start_fresh(session, results_path)
+    except PoolconformError:
+        for w in workers.values():
+            w.close()
+        raise
     # an unavailable backend is named once: in the summary's "not run" lines
     preset = [r for r in session.preset_records if record_key(r) not in done]
     done |= {record_key(r) for r in preset}

@@ -122,7 +122,8 @@ def test_unknown_backend_names_are_refused_with_the_known_ones(tmp_path, capsys)
     path = matrix_file(tmp_path, GOOD)
     line = refusal(["run", "--matrix", str(path), "--backends", "onnxruntime-cpu,onnxrt,torch"], capsys)
     assert "unknown backend 'onnxrt', 'torch'" in line
-    assert "known: onnxruntime-cpu, onnxruntime-cuda, onnx-reference, torch-cpu" in line
+    known = line.split("known: ", 1)[1]
+    assert {"onnxruntime-cpu", "onnxruntime-cuda", "onnx-reference", "torch-cpu"} <= set(known.replace(",", " ").split())
     line = refusal(["run", "--matrix", str(path), "--require", "cuda"], capsys)
     assert "unknown backend 'cuda'" in line
 
@@ -285,3 +286,19 @@ def test_a_matrix_path_with_a_non_utf8_byte_runs_and_is_recorded_escaped(tmp_pat
     assert b"Traceback" not in result.stderr
     assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["matrix"] == "m\\xff.toml"
     assert "m\\xff.toml" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_refused_run_leaves_the_previous_records_in_out(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-cuda may be available on this machine")
+    path = matrix_file(tmp_path, GOOD)
+    out = tmp_path / "out"
+    assert main(["run", "--matrix", str(path), "--backends", "onnxruntime-cpu", "--out", str(out), "--quiet"]) == 0
+    before = (out / "results.jsonl").read_bytes()
+    assert before
+    refusal(["run", "--matrix", str(path), "--backends", "onnxruntime-cpu", "--require", "onnxruntime-cuda",
+             "--out", str(out), "--quiet"], capsys)
+    assert (out / "results.jsonl").read_bytes() == before  # nothing ran, nothing lost
