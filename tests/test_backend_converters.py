@@ -103,8 +103,9 @@ def test_onnxsim_says_whether_it_changed_the_graph():
 def test_onnx2torch_is_usable_or_says_why_in_one_line():
     backend = load("onnx2torch")
     reason = backend.available()
-    if importlib.util.find_spec("onnx2torch") is None:
-        assert reason == "onnx2torch is not installed (pip install 'poolconform[onnx2torch]')"
+    missing = [m for m in ("torch", "onnx2torch") if importlib.util.find_spec(m) is None]
+    if missing:
+        assert reason == f"{missing[0]} is not installed (pip install 'poolconform[onnx2torch]')"
         return
     if reason is not None:  # e.g. a torchvision built for another torch
         assert "\n" not in reason and "torchvision" in reason

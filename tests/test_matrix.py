@@ -139,7 +139,7 @@ def test_impossible_combinations_of_valid_values_are_still_dropped_and_counted()
     assert expansion.dropped == {"dtype not allowed by the op at this opset": 1}
 
 
-@pytest.mark.parametrize("depth", [450, 5000])
+@pytest.mark.parametrize("depth", [200, 5000])  # 200 parses on tomllib and on 3.10's tomli
 def test_deeply_nested_arrays_are_one_line(tmp_path, depth):
     """tomllib recurses per level (RecursionError); a shallower one parses but must not
     become a huge message either."""
