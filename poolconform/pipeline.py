@@ -9,6 +9,7 @@ and the exit status is 130; a second Ctrl-C exits at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -198,7 +199,8 @@ def _run(jobs: list[Job], session: Session, err: Console, started: float, done: 
     show = err.is_terminal and not session.quiet
     progress = Progress(TextColumn("running"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=err, transient=True, disable=not show)
-    with progress:
+    # Entered only when shown: rich < 14 prints a newline on stop even when disabled.
+    with progress if show else contextlib.nullcontext():
         task = progress.add_task("records", total=total)
 
         def sink(records: list[Record]) -> None:

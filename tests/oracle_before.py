@@ -165,7 +165,7 @@ def accumulated_outputs(case: PoolCase, x: np.ndarray, dtype: str) -> np.ndarray
     with np.errstate(all="ignore"):
         total = np.zeros(window.shape[:-1], dtype=t)
         for k in range(window.shape[-1]):
-            total = (total + np.where(real[..., k], terms[..., k], 0).astype(t)).astype(t)
+            total = (total + np.where(real[..., k], terms[..., k], t.type(0)).astype(t)).astype(t)
         if lp:
             result = (total ** (t.type(1) / t.type(case.p))).astype(t)
         else:
