@@ -81,3 +81,21 @@ def tiny_matrix(tmp_path: Path) -> Path:
         "batch = 2\nchannels = 2\n"
     )
     return path
+
+
+def load(name: str):
+    """A built-in backend, loaded in this process."""
+    from poolconform.backends.base import BUILTIN_BACKENDS, BackendSpec
+
+    return BackendSpec(name, BUILTIN_BACKENDS[name]).load()
+
+
+def usable(name: str, *modules: str):
+    """The backend, or a skip naming the missing module or the backend's own reason."""
+    for module in modules:
+        pytest.importorskip(module, reason=f"{name} needs {module}")
+    backend = load(name)
+    reason = backend.available()
+    if reason:
+        pytest.skip(f"{name}: {reason}")
+    return backend

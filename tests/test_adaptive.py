@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from poolconform import adaptive, oracle
-from poolconform.backends.base import BUILTIN_BACKENDS, BackendSpec, Unsupported
+from poolconform.backends.base import Unsupported
 from poolconform.case_ids import parse_case_id
 from poolconform.compare import compare_outputs, element_tolerance
 from poolconform.errors import CaseError
@@ -20,22 +20,9 @@ from poolconform.inputs import make_inputs
 from poolconform.matrix import load_matrix
 from poolconform.onnx_export import build_model
 from poolconform.validation import make_case
+from conftest import load, usable
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(name: str):
-    return BackendSpec(name, BUILTIN_BACKENDS[name]).load()
-
-
-def usable(name: str, *modules: str):
-    for module in modules:
-        pytest.importorskip(module, reason=f"{name} needs {module}")
-    backend = load(name)
-    reason = backend.available()
-    if reason:
-        pytest.skip(f"{name}: {reason}")
-    return backend
 
 
 def brute_force(case, x: np.ndarray) -> np.ndarray:

@@ -8,28 +8,15 @@ import importlib.util
 import numpy as np
 import pytest
 
-from poolconform.backends.base import BUILTIN_BACKENDS, BackendSpec, Unsupported, registry
+from poolconform.backends.base import Unsupported, registry
 from poolconform.inputs import make_inputs
 from poolconform.oracle import reference_outputs
 from poolconform.validation import make_case
+from conftest import load, usable
 
 NEW = ("onnxruntime-cpu-noopt", "torch-dynamo-export->onnxruntime-cpu", "tf2onnx->onnxruntime-cpu",
        "onnxsim->onnxruntime-cpu", "onnx2torch")
 CEIL_AVG = make_case("AveragePool", (2, 2, 6, 6), kernel=3, strides=2, pads=1, count_include_pad=True, ceil_mode=True)
-
-
-def load(name: str):
-    return BackendSpec(name, BUILTIN_BACKENDS[name]).load()
-
-
-def usable(name: str, *modules: str):
-    for module in modules:
-        pytest.importorskip(module, reason=f"{name} needs {module}")
-    backend = load(name)
-    reason = backend.available()
-    if reason:
-        pytest.skip(f"{name}: {reason}")
-    return backend
 
 
 def agrees(backend, case) -> list[np.ndarray]:
