@@ -6,11 +6,13 @@ the output's size; no (out x kernel) gather). Positions outside the input (expli
 padding, ceil-mode overhang) are never read: each kernel offset j covers one contiguous
 range of outputs, the interior where every offset is real is one vectorised chain, and the
 few border outputs are combined from their real offsets only. The work runs over chunks of
-(N x C) planes, so intermediates stay in cache and memory stays input plus output.
+(N x C) planes, so intermediates stay in cache and memory stays input plus output; chunks
+are independent, so POOLCONFORM_ORACLE_THREADS > 1 spreads them over threads.
 
 - Max is computed exactly in the input's own values (16-bit floats and integers in float32,
-  which holds them exactly); Indices by scoring each window offset where it equals the
-  maximum (the first maximum scores highest), never gathering windows.
+  which holds them exactly); Indices in the same pass, by a separable first-maximum search
+  (last axis first, a running maximum replaced only by a strictly greater value, carrying
+  the kernel offset), never gathering windows.
 - Sums (average, Lp) accumulate in float64, exact for almost all windows of 16- and 32-bit
   inputs; float64 inputs accumulate in np.longdouble so the mean of values near the type's
   maximum does not overflow to inf in the oracle.
@@ -24,8 +26,11 @@ elements are all -inf (or none) points at its first position, clipped into the i
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
+import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -35,9 +40,30 @@ from numpy.typing import DTypeLike
 from poolconform import dtypes, shapes
 from poolconform.case import PoolCase
 
-#: Elements of input per chunk of planes: big enough that NumPy's per-call cost vanishes,
-#: small enough that a chunk's float64 intermediates stay in cache.
+#: Elements of input per block for a stride-1 float64 average, which holds 32 bytes per input
+#: element (work copy, one intermediate per axis, output): 4 MiB a block. Other ops get as
+#: many elements as hold the same bytes (a float32 MaxPool k3 s2 about 3.5x as many):
+#: big enough that NumPy's per-call cost fades, small enough to stay in cache (measured best
+#: here, against blocks of half and twice the size).
 CHUNK_ELEMENTS = 1 << 17
+_CHUNK_BYTES_PER_ELEMENT = 32
+
+
+def oracle_threads() -> int:
+    """Threads one oracle call may spread its blocks over: POOLCONFORM_ORACLE_THREADS, else 1.
+
+    One by default: during a run the oracle is computed in the parent while the backend
+    workers keep the cores busy, and on this project's shared 2-core machine a second thread
+    measured no faster (docs/speed.md). Set it on an idle many-core machine to go faster on
+    large inputs; outputs are the same bytes for any count."""
+    env = os.environ.get("POOLCONFORM_ORACLE_THREADS", "").strip()
+    if not env:
+        return 1
+    if not env.isdigit() or int(env) < 1:
+        from poolconform.errors import PoolconformError
+
+        raise PoolconformError(f"POOLCONFORM_ORACLE_THREADS must be a positive integer, not {env!r}")
+    return int(env)
 
 
 class _Axis(NamedTuple):
@@ -126,6 +152,8 @@ class _Scratch:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
+        #: What a buffer kept between blocks holds (see _block_base).
+        self.keys: dict[str, object] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
         dtype, size = np.dtype(dtype), math.prod(shape)
@@ -206,17 +234,18 @@ def _cast(chunk: np.ndarray, t: np.dtype, scratch: _Scratch) -> np.ndarray:
     return y
 
 
-def _blocks(planes: int, spatial: tuple[int, ...], first: _Axis | None) -> Iterator[tuple[slice, int, int]]:
-    """(planes, output rows r0..r1 of the first spatial axis) per block of about CHUNK_ELEMENTS
+def _blocks(planes: int, spatial: tuple[int, ...], first: _Axis | None, elements: int,
+            ) -> Iterator[tuple[slice, int, int]]:
+    """(planes, output rows r0..r1 of the first spatial axis) per block of about `elements`
     input elements; a plane larger than that is cut along its first axis."""
     plane = math.prod(spatial)
-    if first is None or plane <= CHUNK_ELEMENTS:
-        step = max(1, CHUNK_ELEMENTS // max(1, plane))
+    if first is None or plane <= elements:
+        step = max(1, elements // max(1, plane))
         rows = first.out if first is not None else 1
         for start in range(0, planes, step):
             yield slice(start, min(planes, start + step)), 0, rows
         return
-    rows = max(1, CHUNK_ELEMENTS // (first.s * math.prod(spatial[1:])))
+    rows = max(1, elements // (first.s * math.prod(spatial[1:])))
     for p in range(planes):
         for r0 in range(0, first.out, rows):
             yield slice(p, p + 1), r0, min(first.out, r0 + rows)
@@ -235,33 +264,77 @@ def _sum_type(x: np.ndarray) -> np.dtype:
 
 def _per_chunk(
     x: np.ndarray, axes: list[_Axis] | None, out_shape: tuple[int, ...], out_dtype: DTypeLike,
-    work: Callable[[np.ndarray, list[_Axis], np.ndarray, int, int], None],
+    work: Callable[[np.ndarray, list[_Axis], np.ndarray, int, int, _Scratch], None], itemsize: int = 8,
+    out_itemsize: int = 8,
 ) -> np.ndarray:
-    """Run `work(block of input, its axes, its part of the output, r0, r1)` over blocks of
-    (N x C) planes (and of rows of the first spatial axis); work writes the output part."""
+    """Run `work(block of input, its axes, its part of the output, p0, r0, scratch)` over blocks
+    of (N x C) planes (and of rows of the first spatial axis); work writes the output part.
+
+    Blocks are independent, so with several threads (oracle_threads()) each thread takes a
+    contiguous run of them with buffers of its own; results do not depend on the count.
+    `itemsize`, `out_itemsize`: bytes per element of the work type and of the outputs (all
+    of them), which set the block size (see CHUNK_ELEMENTS)."""
     planes = x.reshape((-1,) + x.shape[2:])
     out: np.ndarray = np.empty((planes.shape[0],) + out_shape, out_dtype)
     first, rest = (axes[0], axes[1:]) if axes else (None, [])
-    for sl, r0, r1 in _blocks(planes.shape[0], x.shape[2:], first):
-        if first is None:
-            work(planes[sl], [], out[sl], sl.start, sl.stop)
-            continue
-        sub, start, stop = first.block(r0, r1) if (r0, r1) != (0, first.out) else (first, 0, first.n)
-        work(planes[sl, start:stop], [sub, *rest], out[sl, r0:r1], sl.start, r0)
+    held, kept = float(itemsize), 1.0  # bytes a block holds per input element
+    for g in axes or []:
+        kept *= g.out / max(1, g.n)
+        held += itemsize * kept
+    held += out_itemsize * kept
+    elements = max(1, int(CHUNK_ELEMENTS * _CHUNK_BYTES_PER_ELEMENT / held))
+    blocks = list(_blocks(planes.shape[0], x.shape[2:], first, elements))
+
+    def run(part: list[tuple[slice, int, int]]) -> None:
+        scratch = _Scratch()
+        for sl, r0, r1 in part:
+            if first is None:
+                work(planes[sl], [], out[sl], sl.start, sl.stop, scratch)
+                continue
+            sub, start, stop = first.block(r0, r1) if (r0, r1) != (0, first.out) else (first, 0, first.n)
+            work(planes[sl, start:stop], [sub, *rest], out[sl, r0:r1], sl.start, r0, scratch)
+
+    n = min(oracle_threads(), len(blocks) // 2) if len(blocks) >= 4 else 1
+    if n <= 1:
+        run(blocks)
+    else:
+        _in_threads(run, [blocks[i * len(blocks) // n : (i + 1) * len(blocks) // n] for i in range(n)])
     return out.reshape(x.shape[:2] + out_shape)
+
+
+def _in_threads(run: Callable[[list], None], parts: list[list]) -> None:
+    """run(part) for every part, the first in this thread and the others in threads of their
+    own, each in a copy of this thread's context (so np.errstate carries over); the first
+    exception is raised once all are done."""
+    errors: list[BaseException] = []
+
+    def guarded(part: list) -> None:
+        try:
+            run(part)
+        except BaseException as exc:  # re-raised in the calling thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(guarded, part), daemon=True)
+               for part in parts[1:]]
+    for t in threads:
+        t.start()
+    guarded(parts[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _window_max(case: PoolCase, x: np.ndarray) -> np.ndarray:
     axes = _axes(case)
     t = _max_type(x)
-    scratch = _Scratch()
 
-    def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, *_: int) -> None:
+    def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, _p0: int, _r0: int, scratch: _Scratch) -> None:
         y = _reduce_all(_cast(chunk, t, scratch), block, _maximum, t, -np.inf, dst, scratch)
         if y is not dst:
             np.copyto(dst, y)
 
-    return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work)
+    return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work, t.itemsize)
 
 
 def _maximum(a: np.ndarray, b: np.ndarray, out: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -306,7 +379,6 @@ def _window_sum(case: PoolCase, x: np.ndarray, p: int | None, divide: bool) -> n
     """Window sums of x (p None), or of |x|**p then the p-th root; averaged when `divide`."""
     axes = _axes(case)
     t = _sum_type(x)
-    scratch = _Scratch()
     divisor = None
     if divide:
         divisor = np.ones((1,) * len(axes))
@@ -315,21 +387,24 @@ def _window_sum(case: PoolCase, x: np.ndarray, p: int | None, divide: bool) -> n
             shape[a] = g.out
             divisor = divisor * g.counts(case.count_include_pad).reshape(shape)
         divisor = divisor[None].astype(t)
+        if divisor.size and divisor.min() == divisor.max():  # one count everywhere: a scalar
+            divisor = divisor.ravel()[:1]
 
-    def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, _: int, r0: int) -> None:
+    def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, _: int, r0: int, scratch: _Scratch) -> None:
         y = scratch.get("input", chunk.shape, t)
         np.copyto(y, chunk, casting="unsafe")
         _powers(y, p)
         y = _reduce_all(y, block, _add, t, 0.0, dst, scratch)
         if divisor is not None:
+            by = divisor if divisor.ndim == 1 else divisor[:, r0 : r0 + dst.shape[1]]
             with np.errstate(invalid="ignore", divide="ignore"):
-                np.divide(y, divisor[:, r0 : r0 + dst.shape[1]], out=y)
+                np.divide(y, by, out=y)
         if p is not None:
             y = _root(y, p)
         if y is not dst:
             dst[...] = y
 
-    return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work)
+    return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work, t.itemsize)
 
 
 def _global(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
@@ -338,7 +413,7 @@ def _global(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
     t = _sum_type(x)
     size = math.prod(x.shape[2:])
 
-    def work(chunk: np.ndarray, _: list[_Axis], dst: np.ndarray, *__: int) -> None:
+    def work(chunk: np.ndarray, _: list[_Axis], dst: np.ndarray, *__: object) -> None:
         flat = chunk.reshape(chunk.shape[0], -1)
         if kind == "max":
             y = flat.astype(_max_type(x), copy=False).max(axis=1)
@@ -356,10 +431,11 @@ def _max_with_indices(case: PoolCase, x: np.ndarray) -> tuple[np.ndarray, np.nda
     per plane), in one pass over blocks, never materialising a window.
 
     Indices point at the first maximum in row-major window order (a NaN counting as the
-    maximum, padding as -inf at its position clipped into the input). Per block: the maxima M
-    first (as for the values), then every window offset in reverse row-major order marks the
-    outputs where its element equals M (or is NaN), so the last mark is the first maximum.
-    An output's index is then a per-position base plus a per-offset delta. Outputs whose
+    maximum, padding as -inf at its position clipped into the input). The first maximum is
+    separable: reduce the last axis first, keeping per output the first offset holding its
+    row's maximum, then each earlier axis, keeping the first row whose maximum is the largest
+    together with that row's code (`_argmax_axis`). The code is the window offset in row-major
+    order; an output's index is a per-position base plus a per-offset delta. Outputs whose
     maximum is -inf (no element above padding) are recomputed from their positions.
     """
     axes = _axes(case)
@@ -373,7 +449,7 @@ def _max_with_indices(case: PoolCase, x: np.ndarray) -> tuple[np.ndarray, np.nda
     plane = math.prod(spatial)
     kernel = tuple(g.k for g in axes)
     offsets = list(np.ndindex(*kernel))
-    choice_type = np.uint8 if len(offsets) <= 255 else np.uint32  # holds K - offset
+    code_type = np.dtype(np.uint8 if len(offsets) <= 256 else np.uint32)  # the row-major offset
     delta = np.array([sum(j * g.d * st for j, g, st in zip(js, axes, plane_strides)) for js in offsets], np.int64)
     # Index of each output's offset-0 position (unclipped), as one array per plane.
     base = np.zeros(tuple(g.out for g in axes), np.int64)
@@ -382,39 +458,113 @@ def _max_with_indices(case: PoolCase, x: np.ndarray) -> tuple[np.ndarray, np.nda
         shape[a] = g.out
         base += ((np.arange(g.out) * g.s - g.pb) * plane_strides[a]).reshape(shape)
     values = np.empty((math.prod(x.shape[:2]),) + base.shape, np.float64)
-    scratch = _Scratch()
 
-    def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, p0: int, r0: int) -> None:
+    def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, p0: int, r0: int, scratch: _Scratch) -> None:
         y = _cast(chunk, t, scratch)
-        best = _reduce_all(y, block, _maximum, t, -np.inf, scratch.get("best", dst.shape, t), scratch)
-        np.copyto(values[p0 : p0 + dst.shape[0], r0 : r0 + dst.shape[1]], best)
-        nan_aware = t.kind == "f" and bool(np.isnan(best).any())
-        # score[o] = K - (first matching offset): the largest over offsets of match * (K - c),
-        # branch-free (a masked copy mispredicts on every scattered match).
-        score = scratch.get("score", dst.shape, choice_type)
-        score[...] = 0
-        mask = scratch.get("mask", dst.shape, np.bool_)
-        term = scratch.get("term", dst.shape, choice_type)
-        for c in range(len(offsets)):
-            box = [g.valid(j) for g, j in zip(block, offsets[c])]
-            if any(lo >= hi for lo, hi in box):
-                continue
-            sel = (slice(None),) + tuple(slice(lo, hi) for lo, hi in box)
-            v = y[(slice(None),) + tuple(_span(g, j, lo, hi) for g, j, (lo, hi) in zip(block, offsets[c], box))]
-            m = np.equal(v, best[sel], out=mask[sel])
-            if nan_aware:
-                m |= np.isnan(v)
-            np.multiply(m.view(np.uint8), choice_type(len(offsets) - c), out=term[sel], dtype=choice_type)
-            np.maximum(score[sel], term[sel], out=score[sel])
-        np.subtract(choice_type(len(offsets)), score, out=score)  # the offset; K where none matched (-inf, fixed below)
-        np.take(delta, score, out=dst, mode="clip")
-        dst += base[r0 : r0 + dst.shape[1]]
-        dst += (np.arange(p0, p0 + dst.shape[0], dtype=np.int64) * plane).reshape((-1,) + (1,) * rank)
+        vals, code = _first_maxima(y, block, scratch, code_type, nan_aware=False)
+        if t.kind == "f" and vals.size and np.isnan(vals.max()):  # max propagates NaN: a window holds one
+            vals, code = _first_maxima(y, block, scratch, code_type, nan_aware=True)
+        np.copyto(values[p0 : p0 + dst.shape[0], r0 : r0 + dst.shape[1]], vals)
+        np.take(delta + p0 * plane, code, out=dst, mode="clip")
+        dst += _block_base(base, dst.shape, r0, plane, scratch)
         if t.kind == "f" or any(g.borders() for g in block):
-            _fix_negative_infinity(y, block, best, dst, p0, r0, axes, plane_strides, plane, offsets)
+            _fix_negative_infinity(y, block, vals, dst, p0, r0, axes, plane_strides, plane, offsets)
 
-    indices = _per_chunk(x, axes, base.shape, np.int64, work)
+    indices = _per_chunk(x, axes, base.shape, np.int64, work, t.itemsize + 1, 16)
     return values.reshape(indices.shape), indices
+
+
+def _first_maxima(
+    y: np.ndarray, block: list[_Axis], scratch: _Scratch, code_type: np.dtype, nan_aware: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A block's maxima and the row-major kernel offset of each one's first occurrence,
+    reducing the last axis first (see _argmax_axis)."""
+    vals, code = y, None
+    after = 1  # kernel offsets per step of this axis, in row-major order
+    for a in reversed(range(len(block))):
+        g = block[a]
+        shape = list(vals.shape)
+        shape[1 + a] = g.out
+        new_vals = scratch.get(f"vals{a}", tuple(shape), vals.dtype)
+        new_code = scratch.get(f"code{a}", tuple(shape), code_type)
+        _argmax_axis(vals, code, 1 + a, g, after, new_vals, new_code, nan_aware, scratch)
+        vals, code = new_vals, new_code
+        after *= g.k
+    assert code is not None  # a windowed case has at least one spatial axis
+    return vals, code
+
+
+def _block_base(base: np.ndarray, shape: tuple[int, ...], r0: int, plane: int, scratch: _Scratch) -> np.ndarray:
+    """base (rows from r0) plus each plane's offset relative to the block's first plane, for a
+    block of `shape`; kept in the thread's scratch, since most blocks share it."""
+    key = (shape, r0)
+    if scratch.keys.get("base") != key:
+        out = scratch.get("base", shape, np.int64)
+        np.add(base[None, r0 : r0 + shape[1]],
+               (np.arange(shape[0], dtype=np.int64) * plane).reshape((-1,) + (1,) * (len(shape) - 1)), out=out)
+        scratch.keys["base"] = key
+    return scratch.get("base", shape, np.int64)
+
+
+def _argmax_axis(
+    a: np.ndarray, code: np.ndarray | None, axis: int, g: _Axis, after: int, out: np.ndarray,
+    out_code: np.ndarray, nan_aware: bool, scratch: _Scratch,
+) -> None:
+    """Max over the k offsets of `axis` into `out`, and into `out_code` the code of the first
+    offset j holding it: j * after + code there (code None: just j). Offsets run in order and
+    replace the running maximum only when strictly greater (or the first NaN), so the first
+    maximum stays; the code is updated branch-free, in wrapping unsigned arithmetic."""
+    ct = out_code.dtype.type
+    lo, hi, borders = _plan(g)
+
+    def step(m: np.ndarray, c: np.ndarray, m0: np.ndarray, c0: np.ndarray | None, v: np.ndarray,
+             cv: np.ndarray | None, j: int) -> None:
+        """(m, c) = the running (max, code) (m0, c0) after offset j's values v and codes cv;
+        c0 None is code 0 everywhere (only before j = 1, so 0/1 is the bool `v > m0`)."""
+        first = c0 is None and cv is None
+        upd = np.greater(v, m0, out=c.view(np.bool_) if first else scratch.get("upd", m.shape, np.bool_))
+        if nan_aware:
+            fresh = np.isnan(v, out=scratch.get("nan", m.shape, np.bool_))
+            fresh &= ~np.isnan(m0)
+            upd |= fresh
+        np.maximum(m0, v, out=m)
+        if first:
+            return
+        assert c0 is not None  # only the first step (handled above) starts from no code
+        if cv is None:  # codes grow with j: the running code is the largest j that updated
+            np.maximum(c0, np.multiply(upd.view(np.uint8), ct(j), out=scratch.get("term", m.shape, c.dtype)), out=c)
+            return
+        term = np.add(cv, ct(j * after), out=scratch.get("term", m.shape, c.dtype))
+        term -= c0
+        term *= upd.view(np.uint8)
+        np.add(c0, term, out=c)
+
+    if lo < hi:
+        dst, views = _interior(a, out, axis, g, lo, hi)
+        cdst, cviews = _interior(code, out_code, axis, g, lo, hi) if code is not None else (None, None)
+        if cdst is None:
+            cdst = _interior(a, out_code, axis, g, lo, hi)[0]
+        c = (lambda j: cviews[j]) if cviews is not None else (lambda j: None)  # noqa: E731
+        if g.k == 1:
+            dst[...] = views[0]
+            cdst[...] = cviews[0] if cviews is not None else 0
+        else:
+            step(dst, cdst, views[0], c(0), views[1], c(1), 1)
+            for j in range(2, g.k):
+                step(dst, cdst, dst, cdst, views[j], c(j), j)
+    for o, real in borders:
+        dst, cdst = _at(out, axis, o), _at(out_code, axis, o)
+        if not real:
+            dst[...] = -np.inf
+            cdst[...] = 0
+            continue
+        j0 = real[0]
+        dst[...] = _at(a, axis, o * g.s + g.first(j0))
+        cdst[...] = (_at(code, axis, o * g.s + g.first(j0)) if code is not None else 0) + ct(j0 * after)
+        for j in real[1:]:
+            at = o * g.s + g.first(j)
+            step(dst, cdst, dst, cdst, _at(a, axis, at), _at(code, axis, at) if code is not None else None, j)
+    return None
 
 
 def _fix_negative_infinity(
@@ -423,6 +573,8 @@ def _fix_negative_infinity(
 ) -> None:
     """Indices of the outputs whose maximum is -inf: the first offset that is -inf or padding,
     at its position clipped into the input (padding never equals M in the main search)."""
+    if not best.size or np.fmin.reduce(best, axis=None) != -np.inf:  # a reduction, no mask; fmin skips NaN
+        return
     where = np.nonzero(best == -np.inf)
     if not where[0].size:
         return

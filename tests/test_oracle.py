@@ -158,3 +158,65 @@ def test_a_wrong_oracle_fails_the_equivalence_check():
     assert _same(indices, indices.copy(), True) and not _same(indices, wrong, True)
     value = np.array([0.3])
     assert not _same(value, value * (1 + 4e-15), False) and _same(value, np.nextafter(value, 1), False)
+
+
+def test_indices_take_the_first_maximum_in_row_major_order():
+    """Ties are broken row first, then column (a column-first search would answer 3), NaN is
+    the maximum and its first occurrence wins, and -0.0 ties with 0.0."""
+    case = make_case("MaxPool", (1, 1, 3, 3), kernel=3, strides=1, with_indices=True)
+    for rows, index in (([[0, 0, 5], [5, 0, 0], [0, 0, 0]], 2), ([[0, 1, 2], [3, np.nan, 9], [np.nan, 0, 0]], 4),
+                        ([[-0.0, 0.0, -1], [0.0, -0.0, -2], [-3, -4, -5]], 0),
+                        ([[-np.inf] * 3, [-np.inf] * 3, [-np.inf, -np.inf, -np.inf]], 0)):
+        values, indices = reference_outputs(case, [np.array([[rows]], np.float32)])
+        assert indices.ravel().tolist() == [index], rows
+    # a maximum in an earlier row beats a later one in a kernel with padding, in every block size
+    case = make_case("MaxPool", (1, 1, 4, 4), kernel=3, strides=2, pads=1, with_indices=True)
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = 7
+    assert reference_outputs(case, [x])[1][0, 0, 0, 0] == 1
+
+
+@pytest.mark.parametrize("op,extra", [("MaxPool", {"with_indices": True}), ("MaxPool", {}),
+                                      ("AveragePool", {"count_include_pad": True}), ("LpPool", {"p": 2, "opset": 18})])
+def test_oracle_threads_split_blocks_without_changing_a_bit(monkeypatch, op, extra):
+    """With small blocks there are many, so several threads share them: the outputs must be
+    the same bytes as on one thread (Indices' plane offsets and block seams included)."""
+    from poolconform import oracle
+
+    case = make_case(op, (2, 5, 13, 11), kernel=3, strides=2, pads=1, **extra)
+    x = make_inputs(case)
+    monkeypatch.setattr(oracle, "CHUNK_ELEMENTS", 40)
+    monkeypatch.setenv("POOLCONFORM_ORACLE_THREADS", "1")
+    one = reference_outputs(case, x)
+    monkeypatch.setenv("POOLCONFORM_ORACLE_THREADS", "3")
+    assert oracle.oracle_threads() == 3
+    three = reference_outputs(case, x)
+    for a, b in zip(one, three):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_oracle_thread_count_is_refused_in_one_line(monkeypatch, value):
+    from poolconform import oracle
+    from poolconform.errors import PoolconformError
+
+    monkeypatch.setenv("POOLCONFORM_ORACLE_THREADS", value)
+    with pytest.raises(PoolconformError, match="POOLCONFORM_ORACLE_THREADS"):
+        oracle.oracle_threads()
+
+
+def test_bench_oracle_times_every_op_against_a_copy_and_names_its_threads(monkeypatch, capsys):
+    from poolconform import bench_oracle
+
+    monkeypatch.setenv("POOLCONFORM_ORACLE_THREADS", "2")
+    rows = bench_oracle.bench_oracle(repeat=3, warmup=1, shape=(1, 2, 16, 16))
+    assert [r.op for r in rows] == list(bench_oracle.oracle_cases())
+    for r in rows:
+        assert r.median_ms > 0 and r.copy_median_ms > 0 and r.cpu_ms >= 0
+        assert r.ratio == pytest.approx(r.median_ms / r.copy_median_ms) and r.meets_target == (r.ratio <= 4)
+    env = bench_oracle.environment()
+    assert env["oracle_threads"] == 2 and env["copy_threads"] == 1
+    bench_oracle.print_rows(rows, 3, 1, (1, 2, 16, 16))
+    out = capsys.readouterr().out
+    assert "oracle on 2 thread(s), copy on 1" in out
+    assert [line[:40].rstrip() for line in out.splitlines() if line[:40].rstrip() in {r.op for r in rows}] == [r.op for r in rows]
