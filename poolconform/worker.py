@@ -370,8 +370,11 @@ class BackendWorker:
         }
         env = {**os.environ, **self.env}
         if self.spec.python:
-            for leak in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"):
+            for leak in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"):
                 env.pop(leak, None)
+            # Tools a framework starts as commands (onnx2tf runs `onnxsim`) come from its own
+            # environment first, not from the parent's.
+            env["PATH"] = os.pathsep.join([os.path.dirname(self.python), env.get("PATH", "")]).rstrip(os.pathsep)
         # Started with SIGINT blocked (exec keeps the mask): a Ctrl-C during the child's start-up
         # must not kill it with a traceback on the terminal; it ignores SIGINT before unblocking it.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

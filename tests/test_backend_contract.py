@@ -14,7 +14,7 @@ from poolconform.validation import make_case
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 ONNX_READERS = {"onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-cpu-noopt", "onnx-reference", "openvino-cpu",
-                "onnxsim->onnxruntime-cpu", "onnx2torch"}
+                "onnxsim->onnxruntime-cpu", "onnx2torch", "onnx2tf->litert"}
 
 
 def test_every_builtin_backend_declares_the_whole_contract_itself():

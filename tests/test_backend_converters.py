@@ -15,7 +15,7 @@ from poolconform.validation import make_case
 from conftest import load, usable
 
 NEW = ("onnxruntime-cpu-noopt", "torch-dynamo-export->onnxruntime-cpu", "tf2onnx->onnxruntime-cpu",
-       "onnxsim->onnxruntime-cpu", "onnx2torch")
+       "onnxsim->onnxruntime-cpu", "onnx2torch", "onnx2tf->litert")
 CEIL_AVG = make_case("AveragePool", (2, 2, 6, 6), kernel=3, strides=2, pads=1, count_include_pad=True, ceil_mode=True)
 
 
@@ -34,7 +34,8 @@ def test_new_backends_are_registered_opt_in_with_their_kind():
         assert specs[name].opt_in, name
     reads = {name: load(name).reads_onnx for name in NEW}
     assert reads == {"onnxruntime-cpu-noopt": True, "torch-dynamo-export->onnxruntime-cpu": False,
-                     "tf2onnx->onnxruntime-cpu": False, "onnxsim->onnxruntime-cpu": True, "onnx2torch": True}
+                     "tf2onnx->onnxruntime-cpu": False, "onnxsim->onnxruntime-cpu": True, "onnx2torch": True,
+                     "onnx2tf->litert": True}
 
 
 def test_noopt_runs_ort_with_every_graph_optimization_off():

@@ -141,6 +141,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "tf2onnx->onnxruntime-cpu": "poolconform.roundtrip:Tf2OnnxOnnxRuntime",
     "onnxsim->onnxruntime-cpu": "poolconform.backends.converters:OnnxSimOnnxRuntime",
     "onnx2torch": "poolconform.backends.converters:Onnx2Torch",
+    "onnx2tf->litert": "poolconform.backends.converters:Onnx2TfLiteRT",
 }
 
 

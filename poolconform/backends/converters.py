@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -142,3 +146,153 @@ class Onnx2Torch(_Converter):
         with torch.no_grad():
             result = module(*[_to_torch(x, "cpu") for x in inputs])  # type: ignore[operator]
         return [_to_numpy(t) for t in (result if isinstance(result, (tuple, list)) else (result,))]
+
+
+#: onnx2tf fetches this file from GitHub for its own shape-estimation inference when every
+#: input is a 4-D image batch of 3 channels, unless the current folder holds it. Offline it
+#: would fail, so the worker writes one (uniform [0, 1), fixed seed) in its scratch folder:
+#: the data feed onnx2tf's checks, not the converted model.
+ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+ONNX2TF_ENV_HINT = ("it pins its own TensorFlow, onnx, onnxruntime and numpy 1.x, so it lives in its own "
+                    "environment: poolconform env create onnx2tf onnx2tf==1.29.24, then pass the "
+                    "--backend-python 'onnx2tf->litert=...' it prints (README \"Backends in their own environments\")")
+
+
+def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(N, C, D1..Dk) -> (N, D1..Dk, C): the layout onnx2tf gives tensors of rank 3 and more."""
+    return (shape[0], *shape[2:], shape[1]) if len(shape) >= 3 else shape
+
+
+def _moved(declared: tuple[int, ...], onnx_shape: tuple[int, ...], default: bool) -> bool:
+    """Whether a tflite tensor declared as `declared` is the channels-last form of the ONNX
+    tensor of `onnx_shape`. Where both read alike (C equal to every spatial size), `default`:
+    onnx2tf makes every tensor of rank 3 and more channels-last unless told otherwise."""
+    last = _channels_last(onnx_shape)
+    if declared == last and declared != onnx_shape:
+        return True
+    return default and declared == last
+
+
+@dataclass
+class _LiteRTModel:
+    """A converted model and the layout of each tensor, decided once from the declared shapes."""
+
+    interpreter: Any
+    inputs: list[tuple[int, bool]]  # (tensor index, fed channels-last) in ONNX input order
+    outputs: list[tuple[int, bool]]  # (tensor index, comes out channels-last) in ONNX output order
+    note: str
+
+
+def _onnx_shapes(values: Any) -> list[tuple[int, ...]]:
+    return [tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in values]
+
+
+def _by_name(details: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The tflite tensors in the ONNX graph's order (onnx2tf copies the ONNX names when told;
+    tflite may suffix them), falling back to tensor order."""
+    found = [next((d for d in details if d["name"] == n or d["name"].startswith(n + ":")), None) for n in names]
+    if all(found) and len({id(d) for d in found}) == len(found):
+        return found  # type: ignore[return-value]
+    return sorted(details, key=lambda d: d["index"])
+
+
+class Onnx2TfLiteRT(_Converter):
+    """onnx2tf.convert(model) -> its float32 .tflite flatbuffer, run on the LiteRT interpreter.
+
+    onnx2tf turns NCHW into NHWC: the tflite model takes and gives channels-last tensors,
+    so each input is transposed to the layout the model declares and each output back to
+    the ONNX layout (decided from the declared shapes against the ONNX model's own); the
+    note says so. Conversion (TensorFlow tracing plus the TFLite converter) costs about a
+    second per distinct model.
+    """
+
+    name = "onnx2tf->litert"
+    framework = "onnx2tf"
+    converter = "onnx2tf.convert"
+
+    def available(self) -> str | None:
+        for module, distribution in (("onnx2tf", "onnx2tf"), ("ai_edge_litert", "ai-edge-litert")):
+            if importlib.util.find_spec(module) is None:
+                return f"{distribution} is not installed in {sys.executable}: {ONNX2TF_ENV_HINT}"
+        return None
+
+    def version(self) -> str:
+        return (f"{framework_version('onnx2tf')} on TensorFlow {framework_version('tensorflow')}, "
+                f"LiteRT {framework_version('ai-edge-litert')}")
+
+    def _convert(self, model: bytes) -> tuple[object, str]:
+        import onnx
+        from ai_edge_litert.interpreter import Interpreter
+
+        graph = onnx.shape_inference.infer_shapes(onnx.load_from_string(model)).graph
+        interpreter = Interpreter(model_content=_onnx2tf_flatbuffer(model))
+        interpreter.allocate_tensors()
+        ins = _by_name(interpreter.get_input_details(), [v.name for v in graph.input])
+        outs = _by_name(interpreter.get_output_details(), [v.name for v in graph.output])
+        declared = [tuple(int(n) for n in d["shape"]) for d in ins]
+        inputs = [(d["index"], _moved(s, o, True)) for d, s, o in zip(ins, declared, _onnx_shapes(graph.input))]
+        fed_last = any(moved for _, moved in inputs)
+        outputs = [(d["index"], _moved(tuple(int(n) for n in d["shape"]), o, fed_last))
+                   for d, o in zip(outs, _onnx_shapes(graph.output))]
+        moves = [what for what, moved in (("the input to channels-last", fed_last),
+                                          ("the output back", any(m for _, m in outputs))) if moved]
+        note = ("onnx2tf float32 .tflite on LiteRT (input declared "
+                + ", ".join("x".join(map(str, s)) for s in declared)
+                + (f"); poolconform transposed {' and '.join(moves)}" if moves else "); no transpose"))
+        return _LiteRTModel(interpreter, inputs, outputs, note), note
+
+    def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        converted = self._runnable(case)
+        assert isinstance(converted, _LiteRTModel)
+        interpreter = converted.interpreter
+        for (index, last), x in zip(converted.inputs, inputs):
+            interpreter.set_tensor(index, np.ascontiguousarray(np.moveaxis(x, 1, -1)) if last else x)
+        interpreter.invoke()
+        outputs = []
+        for index, last in converted.outputs:
+            y = np.array(interpreter.get_tensor(index))
+            outputs.append(np.ascontiguousarray(np.moveaxis(y, -1, 1)) if last else y)
+        return outputs
+
+
+def _onnx2tf_flatbuffer(model: bytes) -> bytes:
+    """The float32 .tflite that onnx2tf writes for `model`, converted as its command line does
+    (`onnx2tf -i model.onnx`: from a file, so it runs onnxsim on it three times first) in a
+    scratch folder (it writes a SavedModel and both tflite precisions there, and reads its
+    sample data from the current folder). A refusal raises with the last error it printed."""
+    import contextlib
+    import io
+    import os
+    import tempfile
+
+    import onnx2tf
+
+    said = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="poolconform-onnx2tf-") as scratch:
+        np.save(os.path.join(scratch, ONNX2TF_SAMPLE_FILE),
+                np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+        source = os.path.join(scratch, "model.onnx")
+        with open(source, "wb") as f:
+            f.write(model)
+        here = os.getcwd()
+        os.chdir(scratch)
+        try:
+            with contextlib.redirect_stdout(said):  # its own command line's path: a file, onnxsim x3
+                onnx2tf.convert(input_onnx_file_path=source, output_folder_path=scratch,
+                                copy_onnx_input_output_names_to_tflite=True, verbosity="error")
+        except SystemExit as exc:  # onnx2tf reports a refusal by printing it and exiting
+            raise RuntimeError(_last_error(said.getvalue()) or f"onnx2tf exited with {exc.code}") from None
+        finally:
+            os.chdir(here)
+        flatbuffer = os.path.join(scratch, "model_float32.tflite")
+        if not os.path.isfile(flatbuffer):
+            raise RuntimeError(_last_error(said.getvalue()) or "onnx2tf wrote no model_float32.tflite")
+        with open(flatbuffer, "rb") as f:
+            return f.read()
+
+
+def _last_error(printed: str) -> str:
+    """The last line onnx2tf printed as an error (ANSI colours removed), or ''."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in printed.splitlines()]
+    errors = [ln for ln in lines if "ERROR" in ln.upper()]
+    return errors[-1] if errors else ""

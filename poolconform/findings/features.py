@@ -34,9 +34,11 @@ _FLAGS = {
     "dilated": ("dilation", "no dilation"),
     "ceil_window_in_pad": ("the last ceil_mode window starts past the input's end",
                            "no ceil_mode window starts past the input's end"),
+    "ceil_window_past_pad": ("the last ceil_mode window lies wholly past the padding (it covers nothing)",
+                             "no ceil_mode window lies wholly past the padding"),
 }
 #: Tests that explain rather than enumerate: preferred when two rules cover the same cases.
-DERIVED = frozenset({"padded", "dilated", "ceil_overhang", "ceil_window_in_pad"})
+DERIVED = frozenset({"padded", "dilated", "ceil_overhang", "ceil_window_in_pad", "ceil_window_past_pad"})
 
 
 def _tag(values: Any) -> str:
@@ -68,29 +70,31 @@ def case_tests(params: dict[str, Any] | None) -> set[Test]:
         if key in params:
             tests.add((key, bool(params[key])))
     tests.add(("with_indices", bool(params.get("with_indices"))))
-    overhang, in_pad = _ceil_windows(params, shape)
+    overhang, in_pad, empty = _ceil_windows(params, shape)
     if overhang is not None:
         tests |= {("ceil_overhang", t) for t in range(overhang + 1)}
         tests.add(("ceil_window_in_pad", in_pad))
+        tests.add(("ceil_window_past_pad", empty))
     return tests
 
 
-def _ceil_windows(params: dict[str, Any], shape: list[int]) -> tuple[int | None, bool]:
+def _ceil_windows(params: dict[str, Any], shape: list[int]) -> tuple[int | None, bool, bool]:
     """(how far the last ceil_mode window reaches past the padded input, on the worst axis;
-    whether that window starts past the input's end).
+    whether that window starts past the input's end on some axis; whether it starts past the
+    end padding too, covering nothing, which every rule drops).
 
     The ceil formula alone, before any rule drops a window: exactly where frameworks differ.
     """
     kernel = params.get("kernel")
     if not kernel or params.get("auto_pad", "NOTSET") != "NOTSET" or len(shape) < 3:
-        return None, False
+        return None, False, False
     if not params.get("ceil_mode"):
-        return 0, False
+        return 0, False, False
     rank = len(shape) - 2
     pads = list(params.get("pads") or [0] * 2 * rank)
     strides = params.get("strides") or [1] * rank
     dilations = params.get("dilations") or [1] * rank
-    overhang, in_pad = 0, False
+    overhang, in_pad, empty = 0, False, False
     try:
         for a in range(rank):
             n, k, s, d = shape[2 + a], int(kernel[a]), int(strides[a]), int(dilations[a])
@@ -102,9 +106,10 @@ def _ceil_windows(params: dict[str, Any], shape: list[int]) -> tuple[int | None,
             if counted > span // s + 1:  # ceil counts one window more than floor
                 overhang = max(overhang, (counted - 1) * s - span)
                 in_pad |= (counted - 1) * s >= n + begin
+                empty |= (counted - 1) * s >= n + begin + end
     except (IndexError, TypeError, ValueError, ZeroDivisionError):
-        return None, False
-    return overhang, in_pad
+        return None, False, False
+    return overhang, in_pad, empty
 
 
 def phrase(test: Test) -> str:
