@@ -133,6 +133,20 @@ def test_backends_lists_every_backend_with_reasons():
     assert rows["onnxruntime-cpu"]["available"] and rows["onnxruntime-cpu"]["version"]
 
 
+def test_backends_at_80_columns_keeps_names_whole_and_lists_tagged_environments():
+    pytest.importorskip("onnxruntime", reason="the tagged backend is onnxruntime-cpu")
+    proc = run_cli("backends", "--backends", "onnxruntime-cpu@again,onnx2tf->litert",
+                   "--backend-python", f"onnxruntime-cpu@again={sys.executable}", env={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert any(line.startswith("onnxruntime-cpu@again  available  ") for line in lines), lines
+    assert any(line.startswith("onnx2tf->litert  ") for line in lines), lines
+    listed = json.loads(run_cli("backends", "--json", "--backend-python",
+                                f"onnxruntime-cpu@again={sys.executable}").stdout)
+    assert "onnxruntime-cpu@again" in {r["name"] for r in listed}
+
+
 def test_check_runs_a_node_poolconform_cannot_translate_only_on_onnx_readers(tmp_path):
     pytest.importorskip("torch", reason="the framework backend that must decline is torch-cpu")
     from poolconform import testdirs

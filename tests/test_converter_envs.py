@@ -50,6 +50,7 @@ def test_outside_their_environment_they_say_how_to_build_it():
         assert "\n" not in reason
 
 
+@pytest.mark.timeout(900)
 def test_onnx2torch_refuses_opset_22_and_drops_the_ceil_window_that_starts_in_padding(tmp_path):
     python = env_python("onnx2torch")
     summary, records = run_in_env(tmp_path, "onnx2torch", python, (
@@ -70,6 +71,7 @@ def test_onnx2torch_refuses_opset_22_and_drops_the_ceil_window_that_starts_in_pa
     assert opset22 and all(r["status"] == "unsupported" and "version=22" in r["detail"] for r in opset22)
 
 
+@pytest.mark.timeout(900)
 def test_onnx2tf_litert_agrees_in_nchw_after_transposing_back(tmp_path):
     python = env_python("onnx2tf")
     summary, records = run_in_env(tmp_path, "onnx2tf->litert", python, (

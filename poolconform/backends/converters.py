@@ -155,7 +155,7 @@ class Onnx2Torch(_Converter):
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 ONNX2TF_ENV_HINT = ("it pins its own TensorFlow, onnx, onnxruntime and numpy 1.x, so it lives in its own "
                     "environment: poolconform env create onnx2tf onnx2tf==1.29.24, then pass the "
-                    "--backend-python 'onnx2tf->litert=...' it prints (README \"Backends in their own environments\")")
+                    "--backend-python 'onnx2tf->litert=...' it prints (README \"Converters\")")
 
 
 def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
