@@ -73,7 +73,9 @@ def load_expectations(path: Path, backends: list[str] | None = None) -> list[Exp
 
     `backends` are the names a `backend` glob may match (default: every registered
     backend, and `check`'s `stored-data`); a name or glob that matches none is refused
-    with a did-you-mean.
+    with a did-you-mean. `NAME@TAG` (NAME run in another environment, README "Backends in
+    their own environments") is accepted when NAME matches one of them other than
+    `stored-data`, which is never run anywhere, and TAG is not empty.
     """
     where = shown_path(path)
     data = read_toml(path, "expectations file", ExpectationError)
@@ -83,12 +85,14 @@ def load_expectations(path: Path, backends: list[str] | None = None) -> list[Exp
     entries = data.get("expect", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ExpectationError(f"{where}: 'expect' must be an array of tables, written [[expect]]")
+    from poolconform.stored_data import STORED_DATA
+
     if backends is None:
         from poolconform.backends.base import registry
-        from poolconform.stored_data import STORED_DATA
 
         backends = [*registry(), STORED_DATA]
-    return [_entry(e, where, i, tuple(backends)) for i, e in enumerate(entries, 1)]
+    return [_entry(e, where, i, tuple(backends), tuple(b for b in backends if b != STORED_DATA))
+            for i, e in enumerate(entries, 1)]
 
 
 def _shown(value: Any) -> str:
@@ -108,7 +112,27 @@ def _check_glob(glob: str, key: str, where: str) -> None:
         raise ExpectationError(f"{where}: {key!r} glob {glob!r} has an unclosed '['")
 
 
-def _entry(raw: dict[str, Any], file: str, index: int, backends: tuple[str, ...]) -> Expectation:
+def _names_a_backend(glob: str, backends: tuple[str, ...], taggable: tuple[str, ...]) -> bool:
+    """Whether the backend glob can match a record: a known name, or NAME@TAG with NAME known."""
+    if any(fnmatch.fnmatchcase(name, glob) for name in backends):
+        return True
+    base, at, tag = glob.partition("@")
+    return bool(at and tag) and any(fnmatch.fnmatchcase(name, base) for name in taggable)
+
+
+def _backend_hint(glob: str, backends: tuple[str, ...], taggable: tuple[str, ...]) -> str:
+    base, at, tag = glob.partition("@")
+    if at and tag:  # a tagged typo: suggest the known NAME with the same tag
+        close = difflib.get_close_matches(base, taggable, n=1)
+        if close:
+            return f"; did you mean {close[0] + at + tag!r}?"
+    close = difflib.get_close_matches(glob, backends, n=1)
+    known = f"; known: {', '.join(backends)} (and NAME@TAG for NAME in another environment)"
+    return f"; did you mean {close[0]!r}?" if close else known
+
+
+def _entry(raw: dict[str, Any], file: str, index: int, backends: tuple[str, ...],
+           taggable: tuple[str, ...] = ()) -> Expectation:
     where = f"{file}: [[expect]] #{index}"
     for key in raw:
         if key not in KEYS:
@@ -122,10 +146,9 @@ def _entry(raw: dict[str, Any], file: str, index: int, backends: tuple[str, ...]
     _check_glob(raw["case"], "case", where)
     backend = raw.get("backend", "*")
     _check_glob(backend, "backend", where)
-    if backends and not any(fnmatch.fnmatchcase(name, backend) for name in backends):
-        close = difflib.get_close_matches(backend, backends, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(backends)}"
-        raise ExpectationError(f"{where}: backend {backend!r} matches no known backend{hint}")
+    if backends and not _names_a_backend(backend, backends, taggable):
+        raise ExpectationError(f"{where}: backend {backend!r} matches no known backend"
+                               f"{_backend_hint(backend, backends, taggable)}")
     status = raw.get("status", list(DEFAULT_STATUSES))
     statuses = status if isinstance(status, list) else [status]
     if not statuses:

@@ -44,13 +44,55 @@ def test_a_regression_a_fix_and_numeric_drift_are_told_apart(tmp_path, capsys):
     assert "onnxruntime-cpu: 1.20 -> 1.21" in out and "regressed: 1" in out and "fixed: 1" in out
 
 
-def test_no_regression_exits_0_and_one_sided_entries_are_listed(tmp_path):
+def test_one_sided_entries_are_listed_and_a_lost_backend_fails(tmp_path, capsys):
     a = _run(tmp_path / "a", {CASES[0].id: "mismatch"})
     b = _run(tmp_path / "b", {}, backend="onnx-reference")
-    assert main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")]) == 0
+    assert main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")]) == 1  # B never ran onnxruntime-cpu
     data = json.loads((tmp_path / "d.json").read_text())
     assert data["only_in_a"]["backends"] == ["onnxruntime-cpu"] and data["only_in_b"]["backends"] == ["onnx-reference"]
     assert data["regressed"] == data["fixed"] == data["changed"] == []
+    assert [(e["backend"], e["before"], e["after"]) for e in data["lost"]] == [
+        ("onnxruntime-cpu", "mismatch", "missing"), ("onnxruntime-cpu", "pass", "missing"),
+        ("onnxruntime-cpu", "pass", "missing")]
+    assert [e["backend"] for e in data["new"]] == ["onnx-reference"] * 3 and data["exit_status"] == 1
+    out = capsys.readouterr().out
+    assert "lost (in A, missing from B): 3" in out and "diff: FAIL (exit 1): 3 lost" in out
+
+
+def _write(folder: Path, pairs: list[tuple[str, str]]) -> Path:
+    folder.mkdir()
+    (folder / "results.jsonl").write_text("".join(json.dumps(make_record(c, b, "pass")) + "\n" for c, b in pairs))
+    return folder
+
+
+def test_a_pair_lost_while_every_case_and_backend_remain_fails(tmp_path, capsys):
+    """B keeps every case (on some backend) and every backend (on some case) but lacks one pair:
+    the case and backend sets agree, the pairs do not, and that is a lost record (exit 1)."""
+    ids = [c.id for c in CASES]
+    both = [(c, b) for c in ids for b in ("onnxruntime-cpu", "onnx-reference")]
+    a = _write(tmp_path / "a", both)
+    b = _write(tmp_path / "b", both[1:])  # (CASES[0], onnxruntime-cpu) is gone
+    assert main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")]) == 1
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["only_in_a"] == data["only_in_b"] == {"cases": [], "backends": []}
+    assert [(e["case"], e["backend"], e["before"]) for e in data["lost"]] == [(ids[0], "onnxruntime-cpu", "pass")]
+    out = capsys.readouterr().out
+    assert f"{ids[0]} on onnxruntime-cpu: pass -> missing" in out and "diff: FAIL (exit 1): 1 lost" in out
+    # the reverse: B checks more than A, nothing lost or regressed
+    assert main(["diff", str(b), str(a), "--json", str(tmp_path / "r.json")]) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["lost"] == [] and [(e["case"], e["after"]) for e in data["new"]] == [(ids[0], "pass")]
+    assert "new (in B only): 1" in capsys.readouterr().out
+
+
+def test_an_empty_run_b_loses_everything(tmp_path):
+    a = _run(tmp_path / "a", {})
+    b = tmp_path / "b"
+    b.mkdir()
+    (b / "results.jsonl").write_text("")
+    assert main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")]) == 1
+    assert len(json.loads((tmp_path / "d.json").read_text())["lost"]) == len(CASES)
+    assert main(["diff", str(b), str(a)]) == 0  # an empty A: all new
 
 
 def test_an_expected_disagreement_is_not_a_regression(tmp_path):

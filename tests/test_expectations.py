@@ -235,3 +235,65 @@ def test_a_bad_expectations_file_stops_before_anything_runs(tmp_path: Path, comm
     assert lines == [f"poolconform: error: {bad}: [[expect]] #1: backend 'onnxruntime-cpi' matches no known backend; "
                      "did you mean 'onnxruntime-cpu'?"]
     assert not (out / "results.jsonl").exists()
+
+
+# --------------------------------------------------------------------------- NAME@TAG backends
+# A backend run in another environment (README "Backends in their own environments") keeps its
+# full name, `onnxruntime-cpu@1.23`, in every record: an entry may name it, and names only it.
+
+def test_a_tagged_backend_name_is_accepted_and_names_only_that_run(tmp_path: Path) -> None:
+    entries = load_expectations(write(tmp_path, """
+[[expect]]
+case = "Avg-1"
+backend = "onnxruntime-cpu@1.23"
+status = "mismatch"
+reason = "the 1.23 release"
+[[expect]]
+case = "Avg-2"
+backend = "onnx*@*"
+status = "mismatch"
+reason = "any tagged onnx backend"
+"""))
+    assert [e.backend for e in entries] == ["onnxruntime-cpu@1.23", "onnx*@*"]
+    records = [
+        make_record("Avg-1", "onnxruntime-cpu@1.23", "mismatch"),
+        make_record("Avg-1", "onnxruntime-cpu", "mismatch"),  # the plain backend is another run
+        make_record("Avg-1", "onnxruntime-cpu@1.22", "mismatch"),
+        make_record("Avg-2", "onnx-reference@new", "mismatch"),
+        make_record("Avg-2", "onnx-reference", "mismatch"),
+    ]
+    apply_expectations(records, entries)
+    assert [bool(r.get("expected")) for r in records] == [True, False, False, True, False]
+
+
+@pytest.mark.parametrize("backend, message", [
+    ("onnxrutime-cpu@1.23", "matches no known backend; did you mean 'onnxruntime-cpu@1.23'?"),
+    ("bogus@1.23", "backend 'bogus@1.23' matches no known backend; known: onnxruntime-cpu,"),
+    ("onnxruntime-cpu@", "backend 'onnxruntime-cpu@' matches no known backend"),
+    ("@1.23", "backend '@1.23' matches no known backend"),
+    ("stored-data@x", "backend 'stored-data@x' matches no known backend"),  # stored outputs run nowhere
+])
+def test_a_tagged_name_of_an_unknown_backend_is_refused(tmp_path: Path, backend: str, message: str) -> None:
+    with pytest.raises(PoolconformError) as info:
+        load_expectations(write(tmp_path, f'[[expect]]\ncase = "*"\nbackend = "{backend}"\nreason = "r"\n'))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_tagged_entry_excuses_a_real_run_in_another_environment(tmp_path: Path) -> None:
+    """onnx-reference@env under this interpreter: its disagreement fails the run until an entry
+    naming `onnx-reference@env` excuses it; an entry for plain onnx-reference does not."""
+    pytest.importorskip("onnx", reason="the run uses onnx-reference")
+    common = ["run", "--cases", DISAGREEING, "--backends", "onnx-reference@env",
+              "--backend-python", f"onnx-reference@env={sys.executable}", "--quiet"]
+    entry = '[[expect]]\ncase = "{case}"\nbackend = "{backend}"\nstatus = "mismatch"\nreason = "window in padding"\n'
+    tagged, plain = tmp_path / "tagged.toml", tmp_path / "plain.toml"
+    tagged.write_text(entry.format(case=DISAGREEING, backend="onnx-reference@env"))
+    plain.write_text(entry.format(case=DISAGREEING, backend="onnx-reference"))
+    assert main([*common, "--out", str(tmp_path / "p"), "--expectations", str(plain)]) == 1
+    assert main([*common, "--out", str(tmp_path / "t"), "--expectations", str(tagged)]) == 0
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["exit_status"] == 0 and summary["unexpected"] == 0
+    [record] = [json.loads(line) for line in (tmp_path / "t" / "results.jsonl").read_text().splitlines()]
+    assert (record["backend"], record["status"]) == ("onnx-reference@env", "mismatch")
+    junit = (tmp_path / "t" / "junit.xml").read_text()
+    assert "<failure" not in junit and "expected mismatch: window in padding" in junit

@@ -270,3 +270,51 @@ def test_forged_empty_identities_do_not_make_a_green(shards: dict[str, Path], tm
         (folder / "results.jsonl").write_text("")
         dirs.append(str(folder))
     assert "add up" in _one_line_error(run_cli("merge", *dirs, "--out", str(tmp_path / "m")))
+
+
+# --------------------------------------------------------------------------- the --out folder
+# merge writes --out under the same protection as `run` (README "Safe --out folders"):
+# an exclusive lock naming its holder, no writes through symlinked names.
+
+def test_merge_into_a_locked_out_exits_2_naming_the_holder(shards: dict[str, Path], tmp_path: Path) -> None:
+    import os
+
+    from conftest import run_cli
+    from poolconform.outdir import OutLock
+
+    dirs = [str(shards[str(k)]) for k in range(1, N + 1)]
+    out = tmp_path / "busy"
+    out.mkdir()
+    lock = OutLock(out)  # this test process plays a run (or merge) still writing there
+    try:
+        err = _one_line_error(run_cli("merge", *dirs, "--out", str(out), "--quiet"))
+        assert "in use by another poolconform run" in err and f"pid {os.getpid()}" in err
+        assert sorted(p.name for p in out.iterdir()) == [".poolconform.lock"]  # it wrote nothing
+    finally:
+        lock.release()
+    proc = run_cli("merge", *dirs, "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr  # the lock went with its holder
+    assert content(out) == content(shards["full"])
+
+
+def test_merge_holds_the_lock_a_run_respects(shards: dict[str, Path], tmp_path: Path) -> None:
+    """The lock file names the merge: while it writes, a run into the same --out is refused."""
+    from conftest import run_cli
+
+    dirs = [str(shards[str(k)]) for k in range(1, N + 1)]
+    assert run_cli("merge", *dirs, "--out", str(tmp_path / "m"), "--quiet").returncode == 0
+    assert " merge " in (tmp_path / "m" / ".poolconform.lock").read_text()
+
+
+@pytest.mark.parametrize("name", ["results.jsonl", "summary.json", "report.html"])
+def test_merge_refuses_symlinked_names_in_out(shards: dict[str, Path], tmp_path: Path, name: str) -> None:
+    from conftest import run_cli
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / name).symlink_to(victim)
+    dirs = [str(shards[str(k)]) for k in range(1, N + 1)]
+    assert "is a symlink" in _one_line_error(run_cli("merge", *dirs, "--out", str(out)))
+    assert victim.read_text() == "precious\n" and (out / name).is_symlink()

@@ -6,8 +6,11 @@ an unsupported case became an unexpected disagreement), `fixed` (the reverse), `
 Digests are compared only where both records' digests come from one algorithm (a run of
 an earlier poolconform fingerprinted outputs another way): other pairs are counted and
 named in the output, never reported as changed.
-Cases and backends present in only one run are listed; both sides' versions are printed;
-the regressions are grouped as findings. Exit 1 when anything regressed, else 0.
+A (case, backend) in A but not in B is `lost`: B checked less than A (a backend that did
+not run, an interrupted or narrowed run), so a gate must not pass it. One in B only is `new`.
+Pairs are compared, not case and backend sets: B may hold every case and every backend and
+still lack one pair. Both sides' versions are printed; the regressions are grouped as
+findings. Exit 1 when anything regressed or was lost, else 0 (new records alone are fine).
 """
 
 from __future__ import annotations
@@ -25,12 +28,20 @@ from poolconform.results import FAILING, RESULTS_FILE, Record, read_records, wri
 
 #: Entries printed per list; --json holds them all.
 SHOWN = 20
+#: The status shown for the side of a lost or new entry that has no record.
+MISSING = "missing"
+
+
+def exit_status(result: dict[str, Any]) -> int:
+    """1 when B regressed or lost a record of A (a gate must not pass either), else 0."""
+    return 1 if result["regressed"] or result["lost"] else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diff", help="compare two runs' output folders: regressed, fixed, changed",
                        description="Compare the records of two --out folders per (case, backend). "
-                                   "Exit 1 when anything regressed, 0 otherwise, 2 on unusable input.")
+                                   "Exit 1 when anything regressed or a record of RUN_A is missing from RUN_B "
+                                   "(lost), 0 otherwise, 2 on unusable input.")
     p.add_argument("run_a", type=Path, metavar="RUN_A", help="the earlier run's --out folder")
     p.add_argument("run_b", type=Path, metavar="RUN_B", help="the later run's --out folder")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the whole comparison as JSON")
@@ -90,6 +101,10 @@ def compare_runs(a: list[Record], b: list[Record]) -> dict[str, Any]:
                 pair = f"{algorithms[0]} -> {algorithms[1]}"
                 incomparable[pair] = incomparable.get(pair, 0) + 1
     out["digests_not_compared"] = incomparable
+    out["lost"] = [{"case": k[0], "backend": k[1], "before": before[k]["status"], "after": MISSING, "detail": ""}
+                   for k in sorted(before.keys() - after.keys())]
+    out["new"] = [{"case": k[0], "backend": k[1], "before": MISSING, "after": after[k]["status"],
+                   "detail": after[k].get("detail") or ""} for k in sorted(after.keys() - before.keys())]
     cases_a, cases_b = {r["case"] for r in a}, {r["case"] for r in b}
     backends_a, backends_b = {r["backend"] for r in a}, {r["backend"] for r in b}
     out["only_in_a"] = {"cases": sorted(cases_a - cases_b), "backends": sorted(backends_a - backends_b)}
@@ -132,11 +147,17 @@ def main(args: argparse.Namespace) -> int:
     for pair, count in result["digests_not_compared"].items():
         print(f"outputs not compared: {count} pair(s) with the same status whose digests come from two "
               f"algorithms ({pair}); rerun both with one poolconform to see numeric drift")
+    _print_list("lost (in A, missing from B)", result["lost"])
+    _print_list("new (in B only)", result["new"])
     for side in ("a", "b"):
         only = result[f"only_in_{side}"]
         if only["cases"] or only["backends"]:
             print(f"only in {side.upper()}: {len(only['cases'])} case(s), backends: "
                   f"{', '.join(map(printable, only['backends'])) or 'none'}")
+    status = exit_status(result)
+    result["exit_status"] = status
+    why = [f"{len(result[k])} {k}" for k in ("regressed", "lost") if result[k]]
+    print(f"diff: FAIL (exit 1): {', '.join(why)}" if status else "diff: OK (exit 0): nothing regressed or lost")
     if args.json:
         write_atomic(args.json, json.dumps(result, indent=2) + "\n")
-    return 1 if result["regressed"] else 0
+    return status

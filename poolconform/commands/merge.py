@@ -9,7 +9,8 @@ the report anyway, marked partial everywhere, and then never exits 0.
 The merged report has the content of the unsharded run: records deduplicated by
 (case, backend) (a later DIR wins), written sorted by (case, backend) so the file is
 the same whatever order shards finished in; the summary recomputed with summarize(),
-backend info and dropped counts taken from the shards' summary.json.
+backend info and dropped counts taken from the shards' summary.json. --out is written
+under `run`'s protection (poolconform.outdir): locked, no symlinked names written through.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from poolconform import shard as sharding
+from poolconform import outdir, shard as sharding
 from poolconform.errors import PoolconformError
 from poolconform.pipeline import write_reports
 from poolconform.report.summary import summarize
@@ -260,13 +261,14 @@ def _check_out(out: Path, dirs: list[Path]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     _check_out(args.out, args.dirs)
-    records, summary = merge(args.dirs, args.expectations, args.allow_partial)
+    records, summary = merge(args.dirs, args.expectations, args.allow_partial)  # a refusal writes nothing
+    outdir.prepare(args.out)  # as `run` does: a folder, no symlinked names to write through
+    lock = outdir.OutLock(args.out)  # a run or another merge into --out now is refused, naming it
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PoolconformError(f"cannot create --out {str(args.out)!r}: {exc.strerror or exc}") from None
-    write_atomic(args.out / RESULTS_FILE, "".join(json.dumps(r) + "\n" for r in records))
-    write_reports(args.out, records, summary)
+        write_atomic(args.out / RESULTS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+        write_reports(args.out, records, summary)
+    finally:
+        lock.release()
     partial = summary.get("partial")
     from poolconform.report.terminal import console as report_console, verdict
 
