@@ -18,6 +18,12 @@ imports, worker start-up and first-call warm-up. Methods:
 3. ORT in-process: per case onnx_export.build_model (checked, as poolconform does),
    InferenceSession (one intra-op thread, as poolconform's backend) and run.
 4. poolconform onnxruntime-cpu: like 2 on the ORT backend.
+5. keras bare call (floor): only the framework's own call, keras.ops.max_pool /
+   average_pool on a tensor made before the clock starts, once per case, in a fresh
+   subprocess; twice: with the worker's settings (poolconform.worker's environment and the
+   keras-tensorflow backend's one intra-op thread: the same kernel poolconform runs) and
+   with the seed's (TensorFlow's defaults). No per-case overhead can go below it, so
+   seed / floor bounds the ratio any runner can reach.
 
 What is cached: poolconform's backends reuse a built Keras layer / ORT session only for
 an identical configuration, which this case list never repeats; so nothing is.
@@ -25,8 +31,12 @@ an identical configuration, which this case list never repeats; so nothing is.
 --growing: MaxPool k2 s1 (1x1 float32) on inputs that grow from 4x4 to 523x523 (every
 --step-th size), in growing order; the figures are the mean cost per case after the first
 N1 (warm-up) and over the last 100 cases, where the parent's per-case work (inputs,
-oracle, comparison, digest) is largest. The runner gets one compute slot (--jobs 1), so
-its figure is the cost on one core, like the in-process methods'.
+oracle, comparison, digest) is largest. The runner gets one compute slot (--jobs 1).
+
+Every method also reports "cpu": CPU seconds per case of all its processes and threads
+(the runner's parent plus its worker, read from /proc on Linux): on a machine shared with
+other load, wall time measures the share a method got, CPU time what it cost. The load
+average is printed at the start and the end.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
+from poolconform.backends.base import Unsupported
 from poolconform.case import PoolCase
 from poolconform.matrix import expand
 
@@ -79,16 +90,25 @@ def growing_cases(step: int = 1) -> list[PoolCase]:
     return sorted(expand(table).cases, key=lambda c: c.input_shape[-1])
 
 
-def marginal(stamps: dict[int, float], n1: int, n2: int) -> float:
-    """Seconds per case between the N1-th and the N2-th finished case."""
-    return (stamps[n2] - stamps[n1]) / (n2 - n1)
+#: A time stamp: (wall seconds, CPU seconds of every process and thread the method uses).
+Stamp = tuple[float, float]
 
 
-def seed_keras(cases: list[PoolCase], n1: int, n2: int) -> dict[int, float]:
+def now() -> Stamp:
+    """Wall clock and this process's CPU time (all its threads)."""
+    return time.perf_counter(), time.process_time()
+
+
+def marginal(stamps: dict[int, Stamp], n1: int, n2: int, which: int = 0) -> float:
+    """Seconds per case between the N1-th and the N2-th finished case (which=1: CPU seconds)."""
+    return (stamps[n2][which] - stamps[n1][which]) / (n2 - n1)
+
+
+def seed_keras(cases: list[PoolCase], n1: int, n2: int) -> dict[int, Stamp]:
     """Method 1 (runs in the subprocess): the seed's Sequential + predict per case."""
     import keras
 
-    stamps = {0: time.perf_counter()}
+    stamps = {0: now()}
     rng = np.random.default_rng(0)
     for number, case in enumerate(cases, 1):
         layer_class = getattr(keras.layers, {"MaxPool": "MaxPooling2D", "AveragePool": "AveragePooling2D"}[case.op])
@@ -96,17 +116,43 @@ def seed_keras(cases: list[PoolCase], n1: int, n2: int) -> dict[int, float]:
         n, c, h, w = case.input_shape
         x = rng.standard_normal((n, h, w, c)).astype(np.float32)  # the seed's NHWC
         model.predict(x, verbose=0)
-        stamps[number] = time.perf_counter()
+        stamps[number] = now()
     return stamps
 
 
-def ort_in_process(cases: list[PoolCase]) -> dict[int, float]:
+def keras_bare(cases: list[PoolCase], worker_settings: bool) -> dict[int, Stamp]:
+    """Method 5 (runs in the subprocess): cumulative seconds of the bare Keras call alone;
+    `worker_settings`: keras imported as the keras-tensorflow worker does (one intra-op thread),
+    else as the seed does (TensorFlow's defaults)."""
+    from poolconform.backends.keras_backend import KerasTensorFlow, layer_call
+
+    backend = KerasTensorFlow()
+    if worker_settings:
+        keras = backend._import_keras()
+    else:
+        import keras
+    wall, cpu, stamps = 0.0, 0.0, {0: (0.0, 0.0)}
+    for number, case in enumerate(cases, 1):
+        plan = backend.plan(case)
+        assert not isinstance(plan, Unsupported), plan
+        fn = layer_call(keras, plan)
+        n, c, h, w = case.input_shape
+        x = keras.ops.convert_to_tensor(np.random.default_rng(number).standard_normal((n, h, w, c)).astype(np.float32))
+        start = now()
+        fn(x)  # eager TensorFlow is synchronous: the output exists when the call returns
+        end = now()
+        wall, cpu = wall + end[0] - start[0], cpu + end[1] - start[1]
+        stamps[number] = (wall, cpu)
+    return stamps
+
+
+def ort_in_process(cases: list[PoolCase]) -> dict[int, Stamp]:
     """Method 3: export, session and run per case, in this process."""
     import onnxruntime as ort
 
     from poolconform.onnx_export import build_model
 
-    stamps = {0: time.perf_counter()}
+    stamps = {0: now()}
     rng = np.random.default_rng(0)
     for number, case in enumerate(cases, 1):
         options = ort.SessionOptions()
@@ -116,7 +162,7 @@ def ort_in_process(cases: list[PoolCase]) -> dict[int, float]:
                                        providers=["CPUExecutionProvider"])
         x = rng.standard_normal(case.input_shape).astype(np.float32)
         session.run(None, {"X": x})
-        stamps[number] = time.perf_counter()
+        stamps[number] = now()
     return stamps
 
 
@@ -134,18 +180,30 @@ def poolconform_runner(backend: str, cases: list[PoolCase], n1: int, n2: int) ->
     workers = start_workers(resolve_backend_names([backend]), options)
     if workers[backend].info.unavailable:
         raise RuntimeError(f"{backend}: {workers[backend].info.unavailable}")
-    stamps: dict[int, float] = {}
+    stamps: dict[int, Stamp] = {}
     statuses: dict[str, int] = {}
     done = [0]
+    process = workers[backend]._process
+    pid = process.pid if process is not None else None
 
     def sink(records: list[dict]) -> None:
         done[0] += len(records)
-        stamps[done[0]] = time.perf_counter()
+        wall, cpu = now()
+        stamps[done[0]] = (wall, cpu + _cpu_seconds(pid))
         for record in records:
             statuses[record["status"]] = statuses.get(record["status"], 0) + 1
 
     run_jobs(jobs, workers, options, sink)
     return {span: seconds + prepare_per_case for span, seconds in figures_of(stamps, n1, n2).items()}, statuses
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) of process `pid` so far; NaN where /proc cannot say."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def _batch(n1: int, n2: int) -> int:
@@ -155,24 +213,32 @@ def _batch(n1: int, n2: int) -> int:
     return min(16, gcd(gcd(n1, n2), n2 - 100 if n2 > 100 else n2))
 
 
-def run_seed_subprocess(n1: int, n2: int, growing: int | None = None) -> dict[str, float]:
-    """Method 1 in a fresh interpreter, so Keras picks TensorFlow whatever this process loaded."""
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+def run_seed_subprocess(n1: int, n2: int, growing: int | None = None, method: str = "seed-keras",
+                        worker_env: bool = False) -> dict[str, float]:
+    """Method 1 or 5 in a fresh interpreter, so Keras picks TensorFlow whatever this process loaded;
+    `worker_env`: under the environment poolconform gives its workers, not TensorFlow's defaults."""
+    from poolconform.worker import QUIET_SINGLE_THREAD_ENV
+
+    env = {**os.environ, **(QUIET_SINGLE_THREAD_ENV if worker_env else {}), "KERAS_BACKEND": "tensorflow",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
     more = ["--growing", "--step", str(growing)] if growing else []
     out = subprocess.run(
-        [sys.executable, __file__, "--method", "seed-keras", "--n1", str(n1), "--n2", str(n2), *more],
+        [sys.executable, __file__, "--method", method, "--n1", str(n1), "--n2", str(n2), *more],
         env=env, capture_output=True, text=True, check=False,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"seed-keras subprocess failed: {out.stderr.strip().splitlines()[-1:]!r}")
+        raise RuntimeError(f"{method} subprocess failed: {out.stderr.strip().splitlines()[-1:]!r}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def figures_of(stamps: dict[int, float], n1: int, n2: int) -> dict[str, float]:
-    """Seconds per case after the warm-up, and over the last 100 cases where stamped."""
+def figures_of(stamps: dict[int, Stamp], n1: int, n2: int) -> dict[str, float]:
+    """Seconds per case after the warm-up, and over the last 100 cases where stamped; "cpu": CPU
+    seconds per case after the warm-up (every process and thread of the method: under other load,
+    the cost on one core that wall time cannot show)."""
     out = {"mean": marginal(stamps, n1, n2)}
     if n2 - 100 > n1 and n2 - 100 in stamps:
         out["last 100"] = marginal(stamps, n2 - 100, n2)
+    out["cpu"] = marginal(stamps, n1, n2, which=1)
     return out
 
 
@@ -183,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--growing", action="store_true", help="MaxPool k2 s1 on inputs from 4x4 to 523x523")
     parser.add_argument("--step", type=int, default=1, help="--growing: every STEP-th input size (default 1: 520 cases)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--method", choices=["seed-keras"], help=argparse.SUPPRESS)
+    parser.add_argument("--method", choices=["seed-keras", "keras-bare", "keras-bare-defaults"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.step < 1:
         parser.error(f"--step must be >= 1, got {args.step!r}")
@@ -199,24 +265,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"need 0 < --n1 < --n2, got {args.n1!r} and {args.n2!r}")
     if not args.growing:
         cases = benchmark_cases(args.n2)
-    if args.method == "seed-keras":
-        print(json.dumps(figures_of(seed_keras(cases, args.n1, args.n2), args.n1, args.n2)))
+    if args.method:
+        stamps = (seed_keras(cases, args.n1, args.n2) if args.method == "seed-keras"
+                  else keras_bare(cases, worker_settings=args.method == "keras-bare"))
+        print(json.dumps(figures_of(stamps, args.n1, args.n2)))
         return 0
+    load = [os.getloadavg()[0]]
     figures: dict[str, dict[str, float]] = {}
     checks: dict[str, dict] = {}
-    figures["seed-keras"] = run_seed_subprocess(args.n1, args.n2, args.step if args.growing else None)
+    growing = args.step if args.growing else None
+    figures["seed-keras"] = run_seed_subprocess(args.n1, args.n2, growing)
+    figures["keras bare call, worker's settings"] = run_seed_subprocess(args.n1, args.n2, growing, "keras-bare", True)
+    figures["keras bare call, seed's settings"] = run_seed_subprocess(args.n1, args.n2, growing, "keras-bare-defaults")
     figures["poolconform keras-tensorflow"], checks["keras-tensorflow"] = poolconform_runner(
         "keras-tensorflow", cases, args.n1, args.n2)
     figures["ort in-process"] = figures_of(ort_in_process(cases), args.n1, args.n2)
     figures["poolconform onnxruntime-cpu"], checks["onnxruntime-cpu"] = poolconform_runner(
         "onnxruntime-cpu", cases, args.n1, args.n2)
-    spans = [span for span in ("mean", "last 100") if all(span in f for f in figures.values())]
+    spans = [span for span in ("mean", "last 100", "cpu") if all(span in f for f in figures.values())]
     ratios = {
         span: {
             "seed-keras / poolconform keras-tensorflow (target >= 50)":
                 figures["seed-keras"][span] / figures["poolconform keras-tensorflow"][span],
             "poolconform onnxruntime-cpu / ort in-process (target <= 2)":
                 figures["poolconform onnxruntime-cpu"][span] / figures["ort in-process"][span],
+            "seed-keras / keras bare call, worker's settings (the most any runner gets)":
+                figures["seed-keras"][span] / figures["keras bare call, worker's settings"][span],
+            "poolconform keras-tensorflow / keras bare call, worker's settings":
+                figures["poolconform keras-tensorflow"][span] / figures["keras bare call, worker's settings"][span],
+            "seed-keras / keras bare call, seed's settings":
+                figures["seed-keras"][span] / figures["keras bare call, seed's settings"][span],
         }
         for span in spans
     }
@@ -227,12 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:32s} " + "  ".join(f"{span}: {seconds * 1e3:8.3f} ms" for span, seconds in per_span.items()))
     for span, by_name in ratios.items():
         for name, ratio in by_name.items():
-            print(f"  [{span}] {name:60s} {ratio:8.1f}x")
+            print(f"  [{span}] {name:75s} {ratio:8.1f}x")
+    load.append(os.getloadavg()[0])
     print(f"  statuses: {checks}")
+    print(f"  load average (1 min) at start and end: {load[0]:.2f}, {load[1]:.2f} on {os.cpu_count()} CPUs")
     if args.json:
         args.json.write_text(json.dumps({"n1": args.n1, "n2": args.n2, "growing": args.growing, "step": args.step,
-                                         "seconds_per_case": figures, "ratios": ratios, "statuses": checks},
-                                        indent=2) + "\n")
+                                         "seconds_per_case": figures, "ratios": ratios, "statuses": checks,
+                                         "load_average": load}, indent=2) + "\n")
     return 0
 
 

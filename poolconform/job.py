@@ -81,8 +81,9 @@ _oracle_cache = _OracleCache(ORACLE_CACHE_BYTES)
 class Job:
     """A case, its inputs and the outputs it must produce, computed when first needed.
 
-    Inputs a case's id determines (every matrix case) are not shipped to workers: each
-    worker regenerates the same bytes itself. Stored inputs (check) travel with the task.
+    The parent makes a case's inputs once (from its id, or the stored ones of check) and
+    ships the bytes with the task: a worker never regenerates them, which would cost more
+    than the copy on large inputs and could differ under another numpy (docs/speed.md).
     `judge` replaces the default comparison (`check --against stored --atol/--rtol`);
     `record_fields` are added to every record of the job (`scan`'s node names).
     Given inputs and outputs are held for the job's life; made ones are cached (see above).
@@ -135,8 +136,8 @@ class Job:
             forget_inputs(self.case)
 
     def task(self, key: int) -> Task:
-        """What the worker needs: the case, plus the inputs only when they are stored ones."""
-        return Task(key, self.case, self._given_inputs)
+        """What the worker needs: the case and the parent's own inputs (kept for judging its answer)."""
+        return Task(key, self.case, self.inputs)
 
 
 def oracle_job(case: PoolCase) -> Job:

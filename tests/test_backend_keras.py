@@ -287,3 +287,31 @@ def test_available_reports_a_keras_loaded_with_another_backend():
 def test_backend_classes_have_their_registered_names():
     assert (KerasTensorFlow.name, KerasJax.name, KerasTorch.name) == ("keras-tensorflow", "keras-jax", "keras-torch")
     assert {KerasTensorFlow.framework, KerasJax.framework, KerasTorch.framework} == {"keras"}
+
+
+def test_the_worker_pools_the_inputs_the_parent_judges_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The parent ships each case's inputs (docs/speed.md): a worker that regenerated them from
+    the case id would pool other values than the oracle's, and the run would not pass."""
+    for module in ("keras", "tensorflow"):
+        pytest.importorskip(module, reason="keras-tensorflow needs keras and tensorflow")
+    from poolconform import inputs as inputs_module
+    from poolconform.backends.base import registry
+    from poolconform.job import oracle_job
+    from poolconform.runner import RunOptions, run_jobs, start_workers
+
+    def ramp(case):  # not what the case id generates: only the parent knows these values
+        return [np.arange(np.prod(case.input_shape), dtype=np.float32).reshape(case.input_shape)[..., ::-1].copy()]
+
+    monkeypatch.setattr(inputs_module, "generate_inputs", ramp)
+    inputs_module.clear_cache()
+    try:
+        jobs = [oracle_job(make_case("MaxPool", (1, 1, n, n), kernel=2, strides=1)) for n in (4, 131, 260)]
+        assert np.array_equal(jobs[2].task(2).inputs[0], ramp(jobs[2].case)[0])
+        options = RunOptions(timeout=120, jobs=1, batch_size=2, log_dir=tmp_path)
+        workers = start_workers([registry()["keras-tensorflow"]], options)
+        records: list[dict] = []
+        run_jobs(jobs, workers, options, records.extend)
+    finally:
+        inputs_module.clear_cache()
+    assert sorted(r["case"] for r in records) == sorted(j.case.id for j in jobs)
+    assert [r["status"] for r in records] == ["pass"] * 3, records
