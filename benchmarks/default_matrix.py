@@ -5,6 +5,10 @@ backend, next to the sum of the frameworks' bare import times measured in the sa
 
 The import sum is the floor a one-process-per-framework design cannot go under on one
 core; the ratio says how much the matrix itself costs on top of merely loading them.
+The first run on a machine fills poolconform's backend caches (see docs/speed.md); later
+runs use them. Set POOLCONFORM_CACHE_DIR to an empty folder to measure a cold first round,
+POOLCONFORM_NO_CACHE=1 to measure without caches. From round 2 on it prints how many
+records' status or output digest differ from round 1 (a cache must make that 0).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from poolconform import backend_cache
 
 #: CPU backends of the default run and the import statement that loads each one's framework.
 CPU_BACKEND_IMPORTS = {
@@ -74,13 +80,18 @@ def one_round(backends: list[str], jobs: int | None) -> dict:
             raise SystemExit(f"default_matrix: the run wrote no summary (exit {run.returncode}): {last}")
         summary = json.loads(summary_path.read_text())
         busy: dict[str, float] = {}  # worker seconds per backend, summed over its records
+        outcomes: dict[str, str] = {}  # (case, backend) -> status and output digest
+        replayed = 0
         for line in (Path(out) / "results.jsonl").read_text().splitlines():
             record = json.loads(line)
             busy[record["backend"]] = busy.get(record["backend"], 0.0) + float(record.get("seconds") or 0.0)
+            outcomes[f"{record['case']} {record['backend']}"] = f"{record['status']} {record.get('digest')}"
+            replayed += "replayed from poolconform's cache" in (record.get("note") or "")
     return {"wall_s": wall, "exit": run.returncode, "imports_s": imports, "import_sum_s": import_sum,
             "interpreter_s": baseline, "ratio": wall / import_sum if import_sum else float("nan"),
             "load_before": load_before, "load_after": load_average(), "cases": summary.get("cases"),
-            "records": summary.get("records"), "counts": summary.get("counts"),
+            "records": summary.get("records"), "counts": summary.get("counts"), "outcomes": outcomes,
+            "replayed": replayed,
             "backend_seconds": {b: round(v, 2) for b, v in sorted(busy.items(), key=lambda kv: -kv[1])}}
 
 
@@ -95,11 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
     backends = [b for b in (args.backends or "").split(",") if b] or available_cpu_backends()
     rounds = []
+    cache = "off (POOLCONFORM_NO_CACHE)" if not backend_cache.enabled() else str(backend_cache.cache_root())
+    print(f"backend caches (OpenVINO compiled models, JAX executables, onnx-reference outputs): {cache}")
     for _ in range(args.repeat):
         r = one_round(backends, args.jobs)
         rounds.append(r)
         print(f"default matrix: {r['cases']} cases x {len(backends)} backends = {r['records']} records "
               f"on {os.cpu_count()} cores, load average {r['load_before']} -> {r['load_after']}")
+        if len(rounds) > 1:  # a cache must never change an outcome: compare with the first round
+            first = rounds[0]["outcomes"]
+            differ = sum(1 for k, v in r["outcomes"].items() if first.get(k) != v)
+            print(f"  records whose status or output digest differ from round 1: {differ} of {len(r['outcomes'])}")
+        print(f"  onnx-reference records replayed from the cache: {r['replayed']}")
         print(f"  poolconform run wall: {r['wall_s']:8.1f} s (exit {r['exit']})")
         for name, seconds in r["imports_s"].items():
             shown = "failed" if seconds is None else f"{seconds - r['interpreter_s']:6.2f} s"
@@ -113,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         ratios = sorted(r["ratio"] for r in rounds)
         print(f"run / imports over {len(rounds)} rounds: " + ", ".join(f"{x:.2f}" for x in ratios)
               + f" (median {ratios[len(ratios) // 2]:.2f})")
+    for r in rounds:
+        del r["outcomes"]
     if args.json:
         args.json.write_text(json.dumps({"backends": backends, "cores": os.cpu_count(), "rounds": rounds},
                                         indent=2) + "\n")

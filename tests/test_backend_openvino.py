@@ -186,3 +186,59 @@ def test_forced_precision_is_in_the_device_description():
     lowered._default_precision = "bf16"  # as a CPU with AMX/AVX512-BF16 reports it
     assert lowered.device == "cpu, INFERENCE_PRECISION_HINT forced to f32 (this CPU's default is bf16)"
     assert lowered.note(make_case("MaxPool", (1, 1, 4, 4), kernel=2)) is None
+
+
+def _fresh(monkeypatch, folder, off: str = "") -> OpenVINOCPU:
+    """A new backend (as a new worker process has) whose cache lives in `folder`."""
+    monkeypatch.setenv("POOLCONFORM_CACHE_DIR", str(folder))
+    monkeypatch.setenv("POOLCONFORM_NO_CACHE", off)
+    return OpenVINOCPU()
+
+
+def _blobs(folder) -> list:
+    return sorted((folder / "openvino").glob("*/*.bin")) if (folder / "openvino").is_dir() else []
+
+
+CACHED_CASES = [
+    make_case("AveragePool", (2, 3, 7, 7), kernel=3, strides=2, pads=1, ceil_mode=True),
+    make_case("MaxPool", (1, 2, 9, 8), kernel=2, strides=1, with_indices=True),
+]
+
+
+def test_a_later_run_imports_the_compiled_model_and_computes_the_same(monkeypatch, tmp_path):
+    first = _fresh(monkeypatch, tmp_path)
+    computed = [first.run(case, make_inputs(case)) for case in CACHED_CASES]
+    assert first.cache_hits == 0 and len(_blobs(tmp_path)) == len(CACHED_CASES)
+    later = _fresh(monkeypatch, tmp_path)
+    for case, want in zip(CACHED_CASES, computed):
+        got = later.run(case, make_inputs(case))
+        assert [y.dtype for y in got] == [y.dtype for y in want]
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+        compiled, _ = later._compiled_model(case)
+        assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
+    assert later.cache_hits == len(CACHED_CASES)
+
+
+def test_a_tampered_blob_is_compiled_afresh(monkeypatch, tmp_path):
+    case = CACHED_CASES[0]
+    want = _fresh(monkeypatch, tmp_path).run(case, make_inputs(case))
+    (blob,) = _blobs(tmp_path)
+    header, payload = blob.read_bytes().split(b"\n", 1)
+    blob.write_bytes(header + b"\n" + payload[:-8] + bytes(8))  # torn or edited: digest no longer matches
+    again = _fresh(monkeypatch, tmp_path)
+    assert np.array_equal(again.run(case, make_inputs(case))[0], want[0])
+    assert again.cache_hits == 0
+    assert blob.read_bytes().split(b"\n", 1)[1] == payload  # rewritten whole
+
+
+def test_the_off_switch_and_an_unwritable_cache_mean_no_cache(monkeypatch, tmp_path):
+    case = CACHED_CASES[0]
+    want = reference_outputs(case, make_inputs(case))[0]
+    off = _fresh(monkeypatch, tmp_path, off="1")
+    assert np.allclose(off.run(case, make_inputs(case))[0], want, rtol=1e-6)
+    assert _blobs(tmp_path) == [] and not (tmp_path / "openvino").exists()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    unwritable = _fresh(monkeypatch, blocked)
+    assert np.allclose(unwritable.run(case, make_inputs(case))[0], want, rtol=1e-6)
+    assert unwritable._blobs is None

@@ -277,6 +277,16 @@ class KerasJax(_Keras):
         import jax
 
         jax.config.update("jax_enable_x64", True)
+        # JAX's own persistent compilation cache, in poolconform's backend cache (off with
+        # POOLCONFORM_NO_CACHE=1): a later run loads each case's XLA executable instead of
+        # compiling it again (most of a case's cost); what runs is the same executable.
+        from poolconform import backend_cache
+
+        folder = backend_cache.writable_dir("jax")
+        if folder is not None:
+            jax.config.update("jax_compilation_cache_dir", str(folder))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
     def _remark(self, case: PoolCase, plan: KerasPooling) -> str:
         return "jax_enable_x64 set so float64 stays float64" if case.dtype == "float64" else ""

@@ -6,13 +6,24 @@ results do not depend on which CPU ran them. Where this CPU's default is lower, 
 backend's device description says so (shown by `poolconform backends` and in every
 report's header), not every record. One inference thread and one stream: pooling cases are tiny, and threads only
 contend with the other backends' workers.
+
+Speed: compiling is nearly all of a case's cost (about 35 ms of 40 on the development
+machine, the CPU plugin's graph transformations; the options above do not change it), and
+every case of a matrix is a distinct model. So each compiled model is exported, as OpenVINO's
+own model cache (CACHE_DIR) does, into poolconform's backend cache (poolconform.backend_cache,
+folder `openvino`; POOLCONFORM_NO_CACHE=1 turns it off), keyed by the model's bytes, the
+options, the OpenVINO version and this CPU's name; a later run imports it (about 7 ms) instead
+of reading and compiling the model again: the same plugin, precision and kernels. A blob that
+fails to import is compiled afresh, and the error a record shows is always the compile's own.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-from poolconform import dtypes
+from poolconform import backend_cache, dtypes
 from poolconform.backends.base import BaseBackend
 from poolconform.case import PoolCase
 from poolconform.onnx_export import model_bytes
@@ -42,6 +53,9 @@ def import_openvino():
     return openvino
 
 
+#: Bumped when what a cached blob holds changes (old blobs then never match).
+BLOB_FORMAT = "poolconform-openvino-blob-1"
+
 #: Compile options: exact float32 arithmetic, no thread pool for tiny tensors.
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1}
 
@@ -53,8 +67,12 @@ class OpenVINOCPU(BaseBackend):
     device_name = "CPU"
 
     def __init__(self) -> None:
-        self._compiled: dict[bytes, object] = {}
+        self._compiled: dict[bytes, tuple[object, object]] = {}  # model -> (compiled model, infer request)
         self._core = None
+        self._blobs: backend_cache.BlobStore | None = None
+        self._blob_prefix: tuple[str, ...] | None = None
+        #: Compiled models imported from the cache in this process (the rest were compiled).
+        self.cache_hits = 0
         self._default_precision: str | None = None
 
     def available(self) -> str | None:
@@ -104,21 +122,51 @@ class OpenVINOCPU(BaseBackend):
             self._core = ov.Core()
         return self._core
 
-    def _compiled_model(self, case: PoolCase):
-        key = model_bytes(case)
-        compiled = self._compiled.get(key)
-        if compiled is None:
+    def _blob_key(self, model: bytes) -> str | None:
+        """The compiled-model cache key of `model`, None when there is no cache."""
+        if self._blob_prefix is None:
+            self._blobs = backend_cache.BlobStore.open("openvino")
             core = self._get_core()
-            model = core.read_model(model=key)  # bytes: the ONNX frontend parses them in memory
-            compiled = core.compile_model(model, self.device_name, COMPILE_CONFIG)
-            if len(self._compiled) > 256:
-                self._compiled.clear()
-            self._compiled[key] = compiled
+            self._blob_prefix = (BLOB_FORMAT, import_openvino().get_version(), self.device_name,
+                                 str(core.get_property(self.device_name, "FULL_DEVICE_NAME")),
+                                 json.dumps(COMPILE_CONFIG, sort_keys=True))
+        return backend_cache.digest(*self._blob_prefix, model) if self._blobs is not None else None
+
+    def _compile(self, model: bytes):
+        """The compiled model: imported from the cache when it holds this model, else compiled
+        (and exported into the cache)."""
+        core = self._get_core()
+        key = self._blob_key(model)
+        found = self._blobs.load(key) if self._blobs is not None and key else None
+        if found is not None:
+            try:
+                imported = core.import_model(found[1], self.device_name, COMPILE_CONFIG)
+                self.cache_hits += 1
+                return imported
+            except Exception:  # noqa: BLE001  a blob this OpenVINO cannot import: compile instead
+                pass
+        compiled = core.compile_model(core.read_model(model=model), self.device_name, COMPILE_CONFIG)
+        if self._blobs is not None and key:
+            try:
+                blob = compiled.export_model()
+                self._blobs.save(key, blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob))
+            except Exception:  # noqa: BLE001  a model the plugin cannot export is simply not cached
+                pass
         return compiled
 
+    def _compiled_model(self, case: PoolCase):
+        """(compiled model, its infer request), made once per distinct model."""
+        key = model_bytes(case)  # bytes: the ONNX frontend parses them in memory
+        entry = self._compiled.get(key)
+        if entry is None:
+            compiled = self._compile(key)
+            if len(self._compiled) > 256:
+                self._compiled.clear()
+            entry = self._compiled[key] = (compiled, compiled.create_infer_request())
+        return entry
+
     def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        compiled = self._compiled_model(case)
-        request = compiled.create_infer_request()
+        compiled, request = self._compiled_model(case)
         results = request.infer({i: _feedable(x) for i, x in enumerate(inputs)})
         outputs = [np.asarray(results[port]) for port in compiled.outputs]
         if len(outputs) > 1:  # ONNX Indices are int64; OpenVINO may hand back int32
