@@ -56,7 +56,9 @@ def test_onnx2torch_refuses_opset_22_and_drops_the_ceil_window_that_starts_in_pa
     summary, records = run_in_env(tmp_path, "onnx2torch", python, (
         "[[matrix]]\nops = [\"MaxPool\", \"AveragePool\", \"GlobalMaxPool\"]\nkernel = 2\nstride = 2\n"
         "input_size = 5\npads = [0, 1]\nceil_mode = [false, true]\nbatch = 2\nchannels = 3\nopset = 18\n"
-        "[[matrix]]\nops = [\"MaxPool\"]\nkernel = 2\nstride = 2\ninput_size = 5\nbatch = 2\nchannels = 3\nopset = 22\n"))
+        "[[matrix]]\nops = [\"MaxPool\"]\nkernel = 2\nstride = 2\ninput_size = 5\nbatch = 2\nchannels = 3\nopset = 22\n"
+        "[[matrix]]\nops = [\"MaxPool\", \"AveragePool\"]\nkernel = 2\nstride = 2\ninput_size = 6\nbatch = 1\n"
+        "channels = 2\nopset = 19\n"))
     version = summary["backends"]["onnx2torch"]["version"]
     assert version.startswith("1.5.15 on torch 2.14.1"), version
     by_id = {k.removesuffix("-o18"): r for k, r in records.items() if r["opset"] == 18}
@@ -67,6 +69,9 @@ def test_onnx2torch_refuses_opset_22_and_drops_the_ceil_window_that_starts_in_pa
     assert "(2, 3, 3, 3)" in ceil["detail"] and "(2, 3, 4, 4)" in ceil["detail"], ceil["detail"]
     assert by_id["GlobalMaxPool-2d-f32-n5-b2c3"]["status"] == "unsupported"
     assert "GlobalMaxPool" in by_id["GlobalMaxPool-2d-f32-n5-b2c3"]["detail"]
+    opset19 = {r["op"]: r for r in records.values() if r["opset"] == 19}
+    assert opset19["MaxPool"]["status"] == "pass"  # MaxPool-12 is still the newest below 22
+    assert opset19["AveragePool"]["status"] == "unsupported" and "version=19" in opset19["AveragePool"]["detail"]
     opset22 = [r for r in records.values() if r["opset"] == 22]
     assert opset22 and all(r["status"] == "unsupported" and "version=22" in r["detail"] for r in opset22)
 
@@ -78,12 +83,23 @@ def test_onnx2tf_litert_agrees_in_nchw_after_transposing_back(tmp_path):
         "[[matrix]]\nops = [\"MaxPool\", \"AveragePool\"]\nkernel = 2\nstride = 2\ninput_size = 5\npads = 1\n"
         "ceil_mode = true\ncount_include_pad = true\nbatch = 2\nchannels = 3\n"
         "[[matrix]]\nops = [\"GlobalAveragePool\"]\nrank = 1\ninput_size = 8\nbatch = 2\nchannels = 3\n"
-        "[[matrix]]\nops = [\"MaxPool\"]\nindices = true\nkernel = 2\nstride = 2\ninput_size = 6\nbatch = 1\nchannels = 2\n"))
+        "[[matrix]]\nops = [\"MaxPool\"]\nindices = true\nkernel = 2\nstride = 2\ninput_size = 6\nbatch = 1\nchannels = 2\n"
+        "[[matrix]]\nops = [\"AveragePool\"]\nkernel = 3\nstride = 1\ninput_size = 7\nauto_pad = \"SAME_LOWER\"\n"
+        "batch = 1\nchannels = 2\n"
+        "[[matrix]]\nops = [\"AveragePool\"]\nkernel = 2\nstride = 1\ninput_size = 7\ndilation = 2\nbatch = 1\nchannels = 2\n"
+        "[[matrix]]\nops = [\"MaxPool\"]\nkernel = 2\nstride = 2\ninput_size = 6\ndtype = \"float16\"\nbatch = 1\nchannels = 2\n"))
     version = summary["backends"]["onnx2tf->litert"]["version"]
     assert version == "1.29.24 on TensorFlow 2.19.0, LiteRT 2.1.0", version
     statuses = {case: r["status"] for case, r in records.items()}
-    indices = "MaxPool-2d-k2-s2-p0-idx-f32-n6-b1c2"
-    assert statuses == {**{case: "pass" for case in records}, indices: "mismatch"} and len(records) == 4, statuses
+    indices, same_lower = "MaxPool-2d-k2-s2-p0-idx-f32-n6-b1c2", "AveragePool-2d-k3-s1-samelower-f32-n7-b1c2"
+    dilated, half = "AveragePool-2d-k2-s1-p0-d2-f32-n7-b1c2", "MaxPool-2d-k2-s2-p0-f16-n6-b1c2"
+    wrong = {indices: "mismatch", same_lower: "mismatch", dilated: "shape-mismatch", half: "mismatch"}
+    assert statuses == {**{case: "pass" for case in records}, **wrong} and len(records) == 7, statuses
+    # SAME_LOWER averages divide by the whole window, padding included: 0.674667561 * 4/9 at a corner
+    assert "Y[0,0,6,0] expected 0.674667561, got 0.299852282" in records[same_lower]["detail"]
+    assert records[dilated]["detail"].startswith("output Y has shape (1, 2, 6, 6), expected (1, 2, 5, 5)")  # dilation dropped
+    assert records[half]["detail"].startswith("dtype float32, expected float16")  # a float16 model becomes float32
+    assert "poolconform cast the inputs (float16 to float32) as the .tflite declares" in records[half]["note"]
     notes = {r["note"] for r in records.values()}
     assert all("poolconform transposed the input to channels-last and the output back" in n for n in notes), notes
     # The values are right; the Indices count positions in the NHWC tensor, (h*W + w)*C + c, not

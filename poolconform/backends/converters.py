@@ -173,12 +173,21 @@ def _moved(declared: tuple[int, ...], onnx_shape: tuple[int, ...], default: bool
     return default and declared == last
 
 
+def _output_moved(declared: tuple[int, ...], onnx_shape: tuple[int, ...], fed_last: bool) -> bool:
+    """`_moved` for an output; also True for a channels-last output of a wrong spatial shape
+    (channels last, the input fed channels-last), so the record compares NCHW with NCHW."""
+    if _moved(declared, onnx_shape, fed_last):
+        return True
+    return (fed_last and len(declared) == len(onnx_shape) >= 3 and declared != onnx_shape
+            and declared[-1] == onnx_shape[1])
+
+
 @dataclass
 class _LiteRTModel:
     """A converted model and the layout of each tensor, decided once from the declared shapes."""
 
     interpreter: Any
-    inputs: list[tuple[int, bool]]  # (tensor index, fed channels-last) in ONNX input order
+    inputs: list[tuple[int, bool, Any]]  # (tensor index, fed channels-last, declared dtype) in ONNX input order
     outputs: list[tuple[int, bool]]  # (tensor index, comes out channels-last) in ONNX output order
     note: str
 
@@ -230,23 +239,29 @@ class Onnx2TfLiteRT(_Converter):
         ins = _by_name(interpreter.get_input_details(), [v.name for v in graph.input])
         outs = _by_name(interpreter.get_output_details(), [v.name for v in graph.output])
         declared = [tuple(int(n) for n in d["shape"]) for d in ins]
-        inputs = [(d["index"], _moved(s, o, True)) for d, s, o in zip(ins, declared, _onnx_shapes(graph.input))]
-        fed_last = any(moved for _, moved in inputs)
-        outputs = [(d["index"], _moved(tuple(int(n) for n in d["shape"]), o, fed_last))
+        inputs = [(d["index"], _moved(s, o, True), np.dtype(d["dtype"]))
+                  for d, s, o in zip(ins, declared, _onnx_shapes(graph.input))]
+        fed_last = any(moved for _, moved, _ in inputs)
+        outputs = [(d["index"], _output_moved(tuple(int(n) for n in d["shape"]), o, fed_last))
                    for d, o in zip(outs, _onnx_shapes(graph.output))]
         moves = [what for what, moved in (("the input to channels-last", fed_last),
                                           ("the output back", any(m for _, m in outputs))) if moved]
         note = ("onnx2tf float32 .tflite on LiteRT (input declared "
-                + ", ".join("x".join(map(str, s)) for s in declared)
+                + ", ".join("x".join(map(str, s)) + f" {np.dtype(d['dtype']).name}" for s, d in zip(declared, ins))
                 + (f"); poolconform transposed {' and '.join(moves)}" if moves else "); no transpose"))
+        onnx_types = [onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type) for v in graph.input]
+        cast = sorted({f"{want.name} to {got.name}" for want, (_, _, got) in zip(onnx_types, inputs) if want != got})
+        if cast:
+            note += f"; poolconform cast the inputs ({', '.join(cast)}) as the .tflite declares"
         return _LiteRTModel(interpreter, inputs, outputs, note), note
 
     def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         converted = self._runnable(case)
         assert isinstance(converted, _LiteRTModel)
         interpreter = converted.interpreter
-        for (index, last), x in zip(converted.inputs, inputs):
-            interpreter.set_tensor(index, np.ascontiguousarray(np.moveaxis(x, 1, -1)) if last else x)
+        for (index, last, dtype), x in zip(converted.inputs, inputs):
+            fed = np.ascontiguousarray(np.moveaxis(x, 1, -1) if last else x).astype(dtype, copy=False)
+            interpreter.set_tensor(index, fed)
         interpreter.invoke()
         outputs = []
         for index, last in converted.outputs:
