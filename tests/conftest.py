@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The suite runs without poolconform's backend caches (docs/speed.md), so no test depends on what
+# an earlier test or run left in ~/.cache, and none writes there; the cache tests turn them on.
+os.environ.setdefault("POOLCONFORM_NO_CACHE", "1")
+
 #: The seed tutorial's printed outputs for its 4x4 map (SEED.md): every backend must match exactly.
 SEED_PRINTED = {
     "MaxPool": [[9.0, 7.0], [8.0, 6.0]],
