@@ -137,30 +137,36 @@ def shrink_findings(findings: list[dict[str, Any]], records: list[Record], *,
         case = case_of(by_case.get((f["minimal_case"], f["backend"])) or {})
         if case is not None and f["status"] not in NOT_SHRUNK:
             todo.setdefault(f["backend"], []).append((f, case))
-    deadline = time.monotonic() + budget
-    for backend, items in todo.items():
+    specs = []
+    for backend in todo:
         try:
-            specs = resolve_backend_names([backend])
+            specs += resolve_backend_names([backend])
         except PoolconformError:
-            continue
-        options = RunOptions(timeout=CASE_TIMEOUT, jobs=1, log_dir=log_dir)
-        worker = start_workers(specs, options)[backend]
-        try:
+            continue  # a NAME@TAG backend: its interpreter is not known here
+    # Every backend's worker at once, so their imports overlap (one after another they took
+    # as long as the shrinking itself on the full matrix).
+    workers = start_workers(specs, RunOptions(timeout=CASE_TIMEOUT, jobs=1, log_dir=log_dir))
+    deadline = time.monotonic() + budget
+    try:
+        for spec in specs:
+            worker, backend = workers[spec.name], spec.name
             if worker.info.unavailable:
                 continue
 
-            def run(cases: list[PoolCase]) -> list[Record]:
+            def run(cases: list[PoolCase], worker: Any = worker, backend: str = backend) -> list[Record]:
                 jobs = [oracle_job(c) for c in cases]
                 outcomes = {o.key: o for o in worker.run([Task(i, c, None) for i, c in enumerate(cases)], CASE_TIMEOUT)}
                 return [outcome_record(j, backend, outcomes[i]) if i in outcomes else {"status": "stopped"}
                         for i, j in enumerate(jobs)]
 
-            for finding, case in items:
+            for finding, case in todo[backend]:
                 if time.monotonic() > deadline:
                     break
                 minimal = shrink_case(case, _keeps_for(finding, run), deadline)
                 if minimal != case:
                     record = run([minimal])[0]
                     finding.update(minimal_case=minimal.id, minimal_detail=record.get("detail") or "", shrunk=True)
-        finally:
+            worker.close()  # done with it: its process goes now, not at the end
+    finally:
+        for worker in workers.values():
             worker.close()
