@@ -54,13 +54,10 @@ def pooling_modules() -> list[str]:
 
 
 def default_cache_dir() -> Path:
-    """Where a generated suite is kept: $POOLCONFORM_CACHE_DIR, else the XDG cache."""
-    root = os.environ.get("POOLCONFORM_CACHE_DIR")
-    if root:
-        base = Path(root)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "poolconform"
-    return base / f"onnx-{onnx.__version__}-pooling-node-tests"
+    """Where a generated suite is kept: in poolconform's cache folder (backend_cache.cache_root)."""
+    from poolconform.backend_cache import cache_root
+
+    return cache_root() / f"onnx-{onnx.__version__}-pooling-node-tests"
 
 
 def _is_pooling_model(model_path: Path) -> bool:

@@ -189,7 +189,6 @@ class _LiteRTModel:
     interpreter: Any
     inputs: list[tuple[int, bool, Any]]  # (tensor index, fed channels-last, declared dtype) in ONNX input order
     outputs: list[tuple[int, bool]]  # (tensor index, comes out channels-last) in ONNX output order
-    note: str
 
 
 def _onnx_shapes(values: Any) -> list[tuple[int, ...]]:
@@ -253,7 +252,7 @@ class Onnx2TfLiteRT(_Converter):
         cast = sorted({f"{want.name} to {got.name}" for want, (_, _, got) in zip(onnx_types, inputs) if want != got})
         if cast:
             note += f"; poolconform cast the inputs ({', '.join(cast)}) as the .tflite declares"
-        return _LiteRTModel(interpreter, inputs, outputs, note), note
+        return _LiteRTModel(interpreter, inputs, outputs), note
 
     def run(self, case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
         converted = self._runnable(case)
