@@ -57,6 +57,14 @@ def expect_snippet(finding: dict[str, Any], backend_cases: list[str]) -> str:
     return "\n".join(lines)
 
 
+def reproduce_command(finding: dict[str, Any]) -> str:
+    """The `explain` line that shows a finding's minimal case, quoted for a shell: backend names
+    such as `onnx2tf->litert` hold a `>` that would otherwise redirect."""
+    import shlex
+
+    return f"poolconform explain {shlex.quote(finding['minimal_case'])} --backends {shlex.quote(finding['backend'])}"
+
+
 def build_findings(records: list[Record]) -> list[dict[str, Any]]:
     """Every disagreement finding (worst first), each with its `expect` snippet."""
     findings = triage(records)
@@ -64,12 +72,12 @@ def build_findings(records: list[Record]) -> list[dict[str, Any]]:
     for r in records:
         by_backend.setdefault(r["backend"], []).append(r["case"])
     for f in findings:
-        f["reproduce"] = f"poolconform explain {f['minimal_case']} --backends {f['backend']}"
+        f["reproduce"] = reproduce_command(f)
         f["expect"] = expect_snippet(f, by_backend[f["backend"]])
     return findings
 
 
 def refresh(finding: dict[str, Any], records: list[Record]) -> None:
     """Recompute the fields that follow `minimal_case` after shrinking."""
-    finding["reproduce"] = f"poolconform explain {finding['minimal_case']} --backends {finding['backend']}"
+    finding["reproduce"] = reproduce_command(finding)
     finding["expect"] = expect_snippet(finding, [r["case"] for r in records if r["backend"] == finding["backend"]])

@@ -112,7 +112,8 @@ def _mask(items: list[set[Test]], test: Test) -> int:
 def induce_rule(positives: list[set[Test]], negatives: list[set[Test]], remaining: int) -> tuple[list[Test], int] | None:
     """The conjunction covering the most `remaining` positives and no negative (None if none).
 
-    Ties go to fewer tests, then to derived facts (they explain), then to a stable order.
+    Ties go to fewer tests, then to derived facts that hold (they explain; one that does not
+    hold, such as "no ceil_mode window ...", says little), then to a stable order.
     """
     if not negatives:
         return [], remaining
@@ -138,7 +139,7 @@ def induce_rule(positives: list[set[Test]], negatives: list[set[Test]], remainin
                     break
             if not covered or negs:
                 continue
-            key = (-covered.bit_count(), size, -sum(n in DERIVED for n, _ in combo), sorted(map(str, combo)))
+            key = (-covered.bit_count(), size, -sum(n in DERIVED and bool(v) for n, v in combo), sorted(map(str, combo)))
             if best is None or key < best[0]:
                 best = (key, list(combo), covered)
         if best is not None and best[0][0] == -remaining.bit_count():
