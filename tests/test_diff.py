@@ -127,11 +127,11 @@ def test_digests_of_two_algorithms_are_not_called_changed(tmp_path, capsys):
     from poolconform.compare import DIGEST_ALGORITHM, LEGACY_DIGEST_ALGORITHM, output_digest
 
     new = output_digest([np.arange(4, dtype=np.float32)])
-    a = _run(tmp_path / "a", {}, digests={c.id: "0123456789ab" for c in CASES})
-    b = _run(tmp_path / "b", {CASES[0].id: "unsupported"}, digests={c.id: new for c in CASES})
+    a = _run(tmp_path / "a", {CASES[0].id: "unsupported"}, digests={c.id: "0123456789ab" for c in CASES})
+    b = _run(tmp_path / "b", {}, digests={c.id: new for c in CASES})
     assert main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")]) == 0
     data = json.loads((tmp_path / "d.json").read_text())
-    assert [(e["case"], e["before"], e["after"]) for e in data["changed"]] == [(CASES[0].id, "pass", "unsupported")]
+    assert [(e["case"], e["before"], e["after"]) for e in data["changed"]] == [(CASES[0].id, "unsupported", "pass")]
     assert data["digests_not_compared"] == {f"{LEGACY_DIGEST_ALGORITHM} -> {DIGEST_ALGORITHM}": 2}
     assert "outputs not compared: 2 pair(s)" in capsys.readouterr().out
     c = _run(tmp_path / "c", {}, digests={c.id: output_digest([np.arange(4, dtype=np.float64)]) for c in CASES})
@@ -151,3 +151,19 @@ def test_output_digest_sees_dtype_shape_and_bits_but_not_nan_payloads():
     variants = [x.astype(np.float64), x.reshape(3, 1), np.array([1.0, np.nan, 0.0], dtype=np.float32),
                 np.array([1.0, 2.0, -0.0], dtype=np.float32)]
     assert len({output_digest([v]) for v in variants} | {output_digest([x])}) == 5
+
+
+def test_a_case_b_no_longer_checks_is_uncovered_and_fails(tmp_path, capsys):
+    """pass -> unsupported is lost coverage, and mismatch -> unsupported is not a fix: both are
+    `uncovered` and the gate fails; unsupported -> pass is a change, not a failure."""
+    a = _run(tmp_path / "a", {CASES[1].id: "mismatch", CASES[2].id: "unsupported"})
+    b = _run(tmp_path / "b", {CASES[0].id: "unsupported", CASES[1].id: "unsupported"})
+    assert main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")]) == 1
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert [(e["case"], e["before"], e["after"]) for e in data["uncovered"]] == [
+        (CASES[0].id, "pass", "unsupported"), (CASES[1].id, "mismatch", "unsupported")]
+    assert data["fixed"] == [] and data["regressed"] == [] and data["exit_status"] == 1
+    assert [(e["case"], e["before"], e["after"]) for e in data["changed"]] == [(CASES[2].id, "unsupported", "pass")]
+    out = capsys.readouterr().out
+    assert "uncovered (checked in A, unsupported in B): 2" in out and "diff: FAIL (exit 1): 2 uncovered" in out
+    assert main(["diff", str(b), str(a)]) == 1  # the reverse: CASES[2] became unsupported

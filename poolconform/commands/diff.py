@@ -8,9 +8,12 @@ an earlier poolconform fingerprinted outputs another way): other pairs are count
 named in the output, never reported as changed.
 A (case, backend) in A but not in B is `lost`: B checked less than A (a backend that did
 not run, an interrupted or narrowed run), so a gate must not pass it. One in B only is `new`.
+A pair that A checked (any status but unsupported) and B calls unsupported is `uncovered`:
+B checked less too (an upgrade that refuses a case it used to run), and a failing case
+that became unsupported is not fixed. It fails the gate like a lost record.
 Pairs are compared, not case and backend sets: B may hold every case and every backend and
 still lack one pair. Both sides' versions are printed; the regressions are grouped as
-findings. Exit 1 when anything regressed or was lost, else 0 (new records alone are fine).
+findings. Exit 1 when anything regressed, was lost or uncovered, else 0 (new records alone are fine).
 """
 
 from __future__ import annotations
@@ -30,18 +33,24 @@ from poolconform.results import FAILING, RESULTS_FILE, Record, read_records, wri
 SHOWN = 20
 #: The status shown for the side of a lost or new entry that has no record.
 MISSING = "missing"
+#: What B says of a case it does not check.
+UNSUPPORTED = "unsupported"
+#: The lists that fail the gate, in the order the verdict line names them.
+FAILING_LISTS = ("regressed", "lost", "uncovered")
 
 
 def exit_status(result: dict[str, Any]) -> int:
-    """1 when B regressed or lost a record of A (a gate must not pass either), else 0."""
-    return 1 if result["regressed"] or result["lost"] else 0
+    """1 when B regressed, lost a record of A or stopped checking a case A checked (a gate must
+    pass none of them), else 0."""
+    return 1 if any(result[k] for k in FAILING_LISTS) else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diff", help="compare two runs' output folders: regressed, fixed, changed",
                        description="Compare the records of two --out folders per (case, backend). "
-                                   "Exit 1 when anything regressed or a record of RUN_A is missing from RUN_B "
-                                   "(lost), 0 otherwise, 2 on unusable input.")
+                                   "Exit 1 when anything regressed, a record of RUN_A is missing from RUN_B "
+                                   "(lost) or a case RUN_A checked is unsupported in RUN_B (uncovered), 0 "
+                                   "otherwise, 2 on unusable input.")
     p.add_argument("run_a", type=Path, metavar="RUN_A", help="the earlier run's --out folder")
     p.add_argument("run_b", type=Path, metavar="RUN_B", help="the later run's --out folder")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the whole comparison as JSON")
@@ -81,13 +90,15 @@ def compare_runs(a: list[Record], b: list[Record]) -> dict[str, Any]:
     """The comparison as plain data (what --json writes)."""
     before = {(r["case"], r["backend"]): r for r in a}
     after = {(r["case"], r["backend"]): r for r in b}
-    out: dict[str, Any] = {"regressed": [], "fixed": [], "changed": []}
+    out: dict[str, Any] = {"regressed": [], "fixed": [], "changed": [], "uncovered": []}
     incomparable: dict[str, int] = {}
     for key in sorted(before.keys() & after.keys()):
         ra, rb = before[key], after[key]
         entry = {"case": key[0], "backend": key[1], "before": ra["status"], "after": rb["status"],
                  "detail": rb.get("detail") or ""}
-        if not _bad(ra) and _bad(rb):
+        if rb["status"] == UNSUPPORTED and ra["status"] != UNSUPPORTED:
+            out["uncovered"].append(entry)
+        elif not _bad(ra) and _bad(rb):
             out["regressed"].append(entry)
         elif _bad(ra) and not _bad(rb):
             out["fixed"].append(entry)
@@ -148,6 +159,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"outputs not compared: {count} pair(s) with the same status whose digests come from two "
               f"algorithms ({pair}); rerun both with one poolconform to see numeric drift")
     _print_list("lost (in A, missing from B)", result["lost"])
+    _print_list("uncovered (checked in A, unsupported in B)", result["uncovered"])
     _print_list("new (in B only)", result["new"])
     for side in ("a", "b"):
         only = result[f"only_in_{side}"]
@@ -156,8 +168,9 @@ def main(args: argparse.Namespace) -> int:
                   f"{', '.join(map(printable, only['backends'])) or 'none'}")
     status = exit_status(result)
     result["exit_status"] = status
-    why = [f"{len(result[k])} {k}" for k in ("regressed", "lost") if result[k]]
-    print(f"diff: FAIL (exit 1): {', '.join(why)}" if status else "diff: OK (exit 0): nothing regressed or lost")
+    why = [f"{len(result[k])} {k}" for k in FAILING_LISTS if result[k]]
+    print(f"diff: FAIL (exit 1): {', '.join(why)}" if status
+          else "diff: OK (exit 0): nothing regressed, lost or uncovered")
     if args.json:
         write_atomic(args.json, json.dumps(result, indent=2) + "\n")
     return status
