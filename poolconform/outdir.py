@@ -2,7 +2,8 @@
 
 Two runs sharing a folder would interleave results.jsonl, so a run holds an exclusive
 lock on it for its whole life (the kernel drops it when the process dies, SIGKILL
-included). A symlink placed where poolconform writes could aim a truncation outside
+included); a command that reads a run's folder (merge) holds a shared lock meanwhile, so
+it never reads a folder half-written by a `run --resume`. A symlink placed where poolconform writes could aim a truncation outside
 the folder, so those names are refused. The run's identity (which cases, which
 backends, which poolconform) is stored beside the records, so `--resume` can refuse
 to mix two different runs.
@@ -17,7 +18,8 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from poolconform import __version__
@@ -90,6 +92,31 @@ class OutLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the file stays (unlinking it would race)
             self._fd = None
+
+
+@contextmanager
+def reading(folder: Path) -> Iterator[None]:
+    """A shared lock on a run's folder while its files are read: refused in one line while a
+    run holds it (its results.jsonl is still growing), and a run started meanwhile is refused
+    in turn. A folder without a lock file, or one that cannot be opened (a read-only copy of
+    a CI artifact), was not written here by a live run: it is read as it is."""
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise PoolconformError(f"cannot lock {str(folder)!r}: {exc.strerror or exc}") from None
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
+            raise PoolconformError(f"{str(folder)!r} is being written by a poolconform run ({holder}); "
+                                   "wait for it to finish, then merge") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def run_identity(case_ids: Iterable[str], backends: Iterable[str]) -> dict:

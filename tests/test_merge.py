@@ -297,6 +297,32 @@ def test_merge_into_a_locked_out_exits_2_naming_the_holder(shards: dict[str, Pat
     assert content(out) == content(shards["full"])
 
 
+def test_a_shard_a_run_is_still_writing_is_refused(shards: dict[str, Path], tmp_path: Path) -> None:
+    """A `run --resume` still appending to a shard's results.jsonl holds that folder's lock:
+    merge refuses in one line naming it (it would read a half-written shard), and merges
+    once the run is gone. While merge reads, the shard is locked against a run in turn."""
+    import os
+
+    from conftest import run_cli
+    from poolconform import outdir
+    from poolconform.errors import PoolconformError
+
+    dirs = [str(shards[str(k)]) for k in range(1, N + 1)]
+    lock = outdir.OutLock(shards["2"])  # this process plays the run resuming shard 2
+    try:
+        err = _one_line_error(run_cli("merge", *dirs, "--out", str(tmp_path / "m"), "--quiet"))
+        assert "is being written by a poolconform run" in err and f"pid {os.getpid()}" in err
+        assert not (tmp_path / "m").exists()  # refused before writing anything
+    finally:
+        lock.release()
+    with outdir.reading(shards["2"]):
+        with pytest.raises(PoolconformError, match="in use by another poolconform run"):
+            outdir.OutLock(shards["2"])
+    proc = run_cli("merge", *dirs, "--out", str(tmp_path / "m"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert content(tmp_path / "m") == content(shards["full"])
+
+
 def test_merge_holds_the_lock_a_run_respects(shards: dict[str, Path], tmp_path: Path) -> None:
     """The lock file names the merge: while it writes, a run into the same --out is refused."""
     from conftest import run_cli

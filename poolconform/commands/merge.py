@@ -78,7 +78,7 @@ def _check_summary(path: Path, summary: Any) -> dict[str, Any]:
     if not isinstance(backends, dict) or not all(isinstance(v, dict) for v in backends.values()):
         raise _bad(path, "'backends' must be an object of objects")
     for name, raw in backends.items():
-        for key in ("unavailable", "version", "device"):
+        for key in ("unavailable", "version", "device", "python"):
             if raw.get(key) is not None and not isinstance(raw[key], str):
                 raise _bad(path, f"backends.{name}.{key} must be a string or null, not {raw[key]!r:.40}")
         restarts = raw.get("restarts", 0)
@@ -114,7 +114,15 @@ def _check_identity(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_shard(folder: Path) -> Shard:
-    """One shard's records, summary.json and identity; one line when any is unreadable."""
+    """One shard's records, summary.json and identity; one line when any is unreadable or a
+    run is still writing the folder (outdir.reading)."""
+    if not folder.is_dir():
+        return _read_shard(folder)
+    with outdir.reading(folder):
+        return _read_shard(folder)
+
+
+def _read_shard(folder: Path) -> Shard:
     if not folder.exists():
         raise PoolconformError(f"shard folder {str(folder)!r} does not exist")
     if not folder.is_dir():
@@ -199,6 +207,7 @@ def merge_backends(summaries: list[dict[str, Any]]) -> dict[str, BackendInfo]:
                 if value and value not in have.split(", "):
                     setattr(info, attr, f"{have}, {value}" if have else value)
             info.restarts += int(raw.get("restarts") or 0)
+            info.python = info.python or raw.get("python")
     return infos
 
 
