@@ -90,6 +90,8 @@ class BackendInfo:
     restarts: int = 0
     third_party: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    #: The interpreter of the backend's own environment (--backend-python), None for this one.
+    python: str | None = None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -322,7 +324,7 @@ class BackendWorker:
         self.env = dict(QUIET_SINGLE_THREAD_ENV if env is None else env)
         self.log_path = str(log_path) if log_path else None
         self.start_timeout = start_timeout
-        self.info = BackendInfo(spec.name, third_party=spec.third_party)
+        self.info = BackendInfo(spec.name, third_party=spec.third_party, python=spec.python)
         self.stop = stop if stop is not None else threading.Event()
         #: The interpreter the worker runs under: the backend's own environment, or this one.
         self.python = spec.python or sys.executable

@@ -4,6 +4,7 @@ and one backend at two versions in one run (README "Backends in their own enviro
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,32 @@ def test_backend_python_naming_this_interpreter(tmp_path: Path) -> None:
     by_backend = {b: [r for r in records if r["backend"] == b] for b in ("onnxruntime-cpu", "onnxruntime-cpu@other")}
     assert len(by_backend["onnxruntime-cpu"]) == len(by_backend["onnxruntime-cpu@other"]) > 0
     assert {r["status"] for r in by_backend["onnxruntime-cpu@other"]} == {"pass"}
+
+
+def test_a_finding_in_its_own_environment_is_shrunk_and_explained_there(tmp_path: Path) -> None:
+    """A finding of a backend run under --backend-python names that interpreter: the shrink ran
+    its worker there (it shrank), and the reproduce line carries --backend-python, shell-quoted,
+    so `explain` reruns that install and not this one's (or none). The summary keeps the path,
+    and a merge of shards keeps it too."""
+    pytest.importorskip("onnx.reference", reason="onnx is not installed")
+    matrix = tmp_path / "m.toml"
+    matrix.write_text('[matrix]\nops = ["AveragePool"]\nkernel = 3\nstride = 3\ninput_size = [4, 7]\n'
+                      'ceil_mode = true\nbatch = 2\nchannels = 3\n')
+    out = tmp_path / "out"
+    name = "onnx-reference@mine"
+    result = run_cli("run", "--matrix", str(matrix), "--backends", name, "--backend-python", f"{name}={sys.executable}",
+                     "--out", str(out), "--quiet", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # onnx's ceil_mode average (README "Findings")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backends"][name]["python"] == sys.executable
+    [finding] = [f for f in summary["findings"] if f["backend"] == name]
+    assert finding["python"] == sys.executable and finding["shrunk"] is True, finding
+    assert finding["reproduce"] == (f"poolconform explain {finding['minimal_case']} --backends {name} "
+                                    f"--backend-python {shlex.quote(name + '=' + sys.executable)}")
+    words = shlex.split(finding["reproduce"])  # as a shell reads the line
+    assert words[0] == "poolconform"
+    shown = run_cli(*words[1:], cwd=tmp_path)
+    assert shown.returncode == 1 and "mismatch" in shown.stdout, (shown.stdout[-800:], shown.stderr[-800:])
 
 
 @pytest.mark.parametrize("bad", ["/no/such/python", "NOEQUALS", str(Path(__file__))])

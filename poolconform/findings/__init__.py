@@ -59,19 +59,29 @@ def expect_snippet(finding: dict[str, Any], backend_cases: list[str]) -> str:
 
 def reproduce_command(finding: dict[str, Any]) -> str:
     """The `explain` line that shows a finding's minimal case, quoted for a shell: backend names
-    such as `onnx2tf->litert` hold a `>` that would otherwise redirect."""
+    such as `onnx2tf->litert` hold a `>` that would otherwise redirect. A backend that ran in
+    its own environment is named with it (`--backend-python`), or explain would run another
+    install of the framework, or none."""
     import shlex
 
-    return f"poolconform explain {shlex.quote(finding['minimal_case'])} --backends {shlex.quote(finding['backend'])}"
+    backend = finding["backend"]
+    line = f"poolconform explain {shlex.quote(finding['minimal_case'])} --backends {shlex.quote(backend)}"
+    if finding.get("python"):
+        line += f" --backend-python {shlex.quote(backend + '=' + finding['python'])}"
+    return line
 
 
-def build_findings(records: list[Record]) -> list[dict[str, Any]]:
-    """Every disagreement finding (worst first), each with its `expect` snippet."""
+def build_findings(records: list[Record], pythons: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every disagreement finding (worst first), each with its `expect` snippet; `pythons`
+    names the interpreter of each backend that ran in its own environment (kept in the
+    finding as `python`, for shrinking and the reproduce line)."""
     findings = triage(records)
     by_backend: dict[str, list[str]] = {}
     for r in records:
         by_backend.setdefault(r["backend"], []).append(r["case"])
     for f in findings:
+        if (pythons or {}).get(f["backend"]):
+            f["python"] = (pythons or {})[f["backend"]]
         f["reproduce"] = reproduce_command(f)
         f["expect"] = expect_snippet(f, by_backend[f["backend"]])
     return findings

@@ -138,11 +138,12 @@ def shrink_findings(findings: list[dict[str, Any]], records: list[Record], *,
         if case is not None and f["status"] not in NOT_SHRUNK:
             todo.setdefault(f["backend"], []).append((f, case))
     specs = []
-    for backend in todo:
+    for backend, pairs in todo.items():
+        python = pairs[0][0].get("python")  # the backend's own environment, where it ran
         try:
-            specs += resolve_backend_names([backend])
+            specs += resolve_backend_names([backend], {backend: python} if python else None)
         except PoolconformError:
-            continue  # a NAME@TAG backend: its interpreter is not known here
+            continue  # a NAME@TAG backend whose interpreter is not known here
     # Every backend's worker at once, so their imports overlap (one after another they took
     # as long as the shrinking itself on the full matrix).
     workers = start_workers(specs, RunOptions(timeout=CASE_TIMEOUT, jobs=1, log_dir=log_dir))

@@ -75,11 +75,12 @@ def summarize(
         "by_backend": dict(sorted(by_backend.items())),
         "backends": {
             name: {"version": i.version, "device": i.device, "unavailable": i.unavailable, "restarts": i.restarts}
+            | ({"python": i.python} if i.python else {})
             for name, i in sorted((infos or {}).items())
         },
         "dropped": dict(dropped or {}),
         "agreement": agreement(records),
-        "findings": build_findings(records),
+        "findings": build_findings(records, {n: i.python for n, i in (infos or {}).items() if i.python}),
         "unsupported": unsupported_groups(records),
         "worst": [
             {k: r.get(k) for k in ("case", "backend", "status", "max_abs_err", "max_ulp", "detail")}
