@@ -31,7 +31,7 @@ import functools
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -116,14 +116,17 @@ class _Axis(NamedTuple):
         return ((pos >= low) & (pos < high)).sum(axis=1)
 
 
-def _axes(case: PoolCase) -> list[_Axis]:
+@functools.lru_cache(maxsize=4096)
+def _axes(case: PoolCase) -> tuple[_Axis, ...]:
+    """The case's spatial axes (computed once per case: a small case's oracle, its tolerance
+    and its window counts all ask, and each answer costs more than the pooling itself)."""
     pads = shapes.resolve_pads(case)
     out = shapes.spatial_output_shape(case)
     r = case.rank
-    return [
+    return tuple(
         _Axis(case.spatial[a], out[a], case.kernel[a], case.strides[a], case.dilations[a], pads[a], pads[a + r])
         for a in range(r)
-    ]
+    )
 
 
 def _at(a: np.ndarray, axis: int, index: int | slice) -> np.ndarray:
@@ -289,7 +292,7 @@ def _sum_type(x: np.ndarray) -> np.dtype:
 
 
 def _per_chunk(
-    x: np.ndarray, axes: list[_Axis] | None, out_shape: tuple[int, ...], out_dtype: DTypeLike,
+    x: np.ndarray, axes: Sequence[_Axis] | None, out_shape: tuple[int, ...], out_dtype: DTypeLike,
     work: Callable[[np.ndarray, list[_Axis], np.ndarray, int, int, _Scratch], None], itemsize: int = 8,
     out_itemsize: int = 8,
 ) -> np.ndarray:
@@ -405,16 +408,7 @@ def _window_sum(case: PoolCase, x: np.ndarray, p: int | None, divide: bool) -> n
     """Window sums of x (p None), or of |x|**p then the p-th root; averaged when `divide`."""
     axes = _axes(case)
     t = _sum_type(x)
-    divisor = None
-    if divide:
-        divisor = np.ones((1,) * len(axes))
-        for a, g in enumerate(axes):
-            shape = [1] * len(axes)
-            shape[a] = g.out
-            divisor = divisor * g.counts(case.count_include_pad).reshape(shape)
-        divisor = divisor[None].astype(t)
-        if divisor.size and divisor.min() == divisor.max():  # one count everywhere: a scalar
-            divisor = divisor.ravel()[:1]
+    divisor = _divisor(axes, case.count_include_pad, t) if divide else None
 
     def work(chunk: np.ndarray, block: list[_Axis], dst: np.ndarray, _: int, r0: int, scratch: _Scratch) -> None:
         y = scratch.get("input", chunk.shape, t)
@@ -431,6 +425,53 @@ def _window_sum(case: PoolCase, x: np.ndarray, p: int | None, divide: bool) -> n
             dst[...] = y
 
     return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work, t.itemsize)
+
+
+def _kept_when_small(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """Memoize a function of hashable arguments whose result is an array, keeping results of
+    at most KEPT_ELEMENTS elements (the last KEPT_RESULTS of them). On a small case such an
+    array costs more to remake than the pooling itself; a large one is remade (its cost is
+    small next to the work it serves, and keeping it would hold memory). Results are made
+    read-only, since a kept one is shared."""
+    kept: dict[tuple, np.ndarray] = {}
+    lock = threading.Lock()
+
+    @functools.wraps(fn)
+    def wrapper(*args: object) -> np.ndarray:
+        hit = kept.get(args)
+        if hit is not None:
+            return hit
+        result = fn(*args)
+        result.flags.writeable = False
+        if result.size <= KEPT_ELEMENTS:
+            with lock:
+                if len(kept) >= KEPT_RESULTS:
+                    kept.pop(next(iter(kept)), None)
+                kept[args] = result
+        return result
+
+    return wrapper
+
+
+#: See _kept_when_small.
+KEPT_ELEMENTS = 1 << 12
+KEPT_RESULTS = 2048
+
+
+@_kept_when_small
+def _divisor(axes: tuple[_Axis, ...], include_pad: bool, t: np.dtype) -> np.ndarray:
+    """An average's divisor per output, shaped (1, outs...) in type t, or one element when it
+    is the same everywhere."""
+    divisor = np.ones((1,) * len(axes))
+    for a, g in enumerate(axes):
+        shape = [1] * len(axes)
+        shape[a] = g.out
+        divisor = divisor * g.counts(include_pad).reshape(shape)
+    divisor = divisor[None].astype(t)
+    if divisor.size and divisor.min() == divisor.max():  # one count everywhere: a scalar
+        divisor = divisor.ravel()[:1].copy()
+    divisor.flags.writeable = False
+    return divisor
 
 
 def _global(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
@@ -625,9 +666,11 @@ def _fix_negative_infinity(
     dst[where] = index
 
 
+@_kept_when_small
 def window_counts(case: PoolCase) -> np.ndarray:
     """How many input elements each output window holds, shaped (1, 1, outs...) to broadcast
-    against the output: W of the tolerance model, and 0 marks a window with no element."""
+    against the output: W of the tolerance model, and 0 marks a window with no element.
+    Read-only (kept for small cases: each backend's answer asks for it)."""
     if case.output_size:  # adaptive pooling: poolconform/oracle_adaptive.py
         from poolconform import oracle_adaptive
 
