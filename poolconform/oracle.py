@@ -453,9 +453,9 @@ def _kept_when_small(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]
     return wrapper
 
 
-#: See _kept_when_small.
-KEPT_ELEMENTS = 1 << 12
-KEPT_RESULTS = 2048
+#: See _kept_when_small: at most 16 KiB an array and 512 of them, 8 MiB per function.
+KEPT_ELEMENTS = 1 << 11
+KEPT_RESULTS = 512
 
 
 @_kept_when_small
