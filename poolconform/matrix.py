@@ -14,6 +14,7 @@ import itertools
 import math
 import reprlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -249,11 +250,12 @@ def expand(table: dict[str, Any]) -> Expansion:
         )
     expansion = Expansion(cases=[])
     seen: dict[PoolCase, None] = {}
+    make = _memoized_make_case()
     for combo in itertools.product(*values.values()):
         expansion.combinations += 1
         v = dict(zip(values, combo))
         try:
-            case = _combination_case(v)
+            case = _combination_case(v, make)
         except CaseError as exc:
             expansion.dropped[exc.category] += 1
             continue
@@ -279,7 +281,35 @@ def _check_size(case: PoolCase) -> None:
         )
 
 
-def _combination_case(v: dict[str, Any]) -> PoolCase:
+def _memoized_make_case() -> Callable[..., PoolCase]:
+    """make_case, answering a repeated call from memory (the case, or its refusal again).
+
+    Many combinations of a table name one case (a global op ignores kernel, stride and pads;
+    auto_pad replaces pads): full.toml makes 16,204 calls for 2,954 distinct ones, and
+    validating a case (the ONNX schema, the generator, the budget) is most of an expansion's
+    time. One memory per expansion, so nothing outlives it."""
+    made: dict[tuple, PoolCase | CaseError] = {}
+
+    def make(op: str, shape: tuple[int, ...], **kwargs: Any) -> PoolCase:
+        key = (op, shape, tuple(sorted(kwargs.items())))
+        try:
+            hit = made.get(key)
+        except TypeError:  # an unhashable value: validated the long way
+            return make_case(op, shape, **kwargs)
+        if hit is None:
+            try:
+                hit = make_case(op, shape, **kwargs)
+            except CaseError as exc:
+                hit = exc
+            made[key] = hit
+        if isinstance(hit, CaseError):
+            raise CaseError(str(hit), category=hit.category)
+        return hit
+
+    return make
+
+
+def _combination_case(v: dict[str, Any], make: Callable[..., PoolCase] = make_case) -> PoolCase:
     op, rank = v["ops"], v["rank"]
     size = v["input_size"]
     spatial = _axis(size, rank, "input_size")
@@ -288,7 +318,7 @@ def _combination_case(v: dict[str, Any]) -> PoolCase:
         if v["context"] != "single" or v["quant"]:
             raise CaseError("adaptive pooling has no context or quantized form",
                             category="adaptive pooling in a context or quantized")
-        return make_case(op, shape, output_size=_axis(v["output_size"], rank, "output_size"), dtype=v["dtype"],
+        return make(op, shape, output_size=_axis(v["output_size"], rank, "output_size"), dtype=v["dtype"],
                          opset=v["opset"], generator=v["generator"])
     rest: dict[str, Any] = dict(dtype=v["dtype"], opset=v["opset"], generator=v["generator"],
                                 context=v["context"], quant=v["quant"])
@@ -301,7 +331,7 @@ def _combination_case(v: dict[str, Any]) -> PoolCase:
     if op == "MaxPool" and v["indices"] and v["context"] != "unpool":  # unpool wires the Indices itself
         rest.update(with_indices=True, storage_order=v["storage_order"])
     if op.startswith("Global"):
-        return make_case(op, shape, **rest)
+        return make(op, shape, **rest)
     pads = v["pads"]
     if isinstance(pads, tuple) and len(pads) not in (rank, 2 * rank):
         raise CaseError(f"pads {pads!r} does not fit rank {rank}", category="pads do not fit the rank")
@@ -313,7 +343,7 @@ def _combination_case(v: dict[str, Any]) -> PoolCase:
     rest["ceil_mode"] = v["ceil_mode"]
     if op == "AveragePool":
         rest["count_include_pad"] = v["count_include_pad"]
-    return make_case(
+    return make(
         op, shape,
         kernel=_axis(v["kernel"], rank, "kernel"),
         strides=_axis(v["stride"], rank, "stride"),

@@ -182,3 +182,28 @@ def test_full_matrix_reaches_every_axis_including_contexts_and_quantization():
     assert any(c.quant for c in cases) and {"uint8", "int8"} <= {c.dtype for c in cases if c.quant}
     assert {c.op for c in cases} >= {"MaxPool", "AveragePool", "LpPool", "GlobalMaxPool", "GlobalAveragePool",
                                      "GlobalLpPool", "AdaptiveAveragePool", "AdaptiveMaxPool"}
+
+
+def test_repeated_combinations_are_validated_once_with_the_same_outcome(monkeypatch):
+    """Expansion answers a repeated make_case call from memory (full.toml: 16,204 calls, 2,954
+    distinct): the cases, their order and every drop category must be what validating each
+    call gives."""
+    from pathlib import Path
+
+    from poolconform import matrix as matrix_module
+
+    tables = matrix_module.load_tables(Path(__file__).parent.parent / "matrices" / "full.toml")
+    fast = matrix_module.expand_all(tables)
+    calls = []
+
+    def every_time():
+        def make(op, shape, **kwargs):
+            calls.append(op)
+            return matrix_module.make_case(op, shape, **kwargs)
+        return make
+
+    monkeypatch.setattr(matrix_module, "_memoized_make_case", every_time)
+    slow = matrix_module.expand_all(tables)
+    assert len(calls) > 5 * len(fast.cases)  # the file does repeat itself
+    assert [c.id for c in fast.cases] == [c.id for c in slow.cases] and len(fast.cases) == 2389
+    assert fast.dropped == slow.dropped and fast.combinations == slow.combinations
