@@ -124,8 +124,11 @@ def _tolerance_of(case: PoolCase, e: np.ndarray, inputs: list[np.ndarray]) -> np
         return hit[2]
     bound = element_tolerance(case, e, inputs)
     bound.flags.writeable = False
+    def forget(_: weakref.ref) -> None:
+        _bounds.pop(key, None)
+
     try:
-        ref = weakref.ref(e, lambda _, key=key: _bounds.pop(key, None))
+        ref = weakref.ref(e, forget)
     except TypeError:  # not an object a weak reference can follow: not kept
         return bound
     with _bounds_lock:

@@ -187,8 +187,7 @@ def _interior(
         begin, end = lo * inner, ((outer - 1) * g.out + hi) * inner
         af, of = a.reshape(-1), out.reshape(-1)
         views = []
-        split = g.s > 1 and g.k > 1 and a.itemsize <= 4 and scratch is not None
-        phases = _phases(af, g.s, scratch) if split else None
+        phases = _phases(af, g.s, scratch) if g.s > 1 and g.k > 1 and a.itemsize <= 4 and scratch else None
         for j in range(g.k):
             if phases is not None:
                 shift, phase = divmod(g.first(j), g.s)
@@ -635,7 +634,7 @@ def _argmax_axis(
 
 
 def _fix_negative_infinity(
-    y: np.ndarray, block: list[_Axis], best: np.ndarray, dst: np.ndarray, p0: int, r0: int, axes: list[_Axis],
+    y: np.ndarray, block: list[_Axis], best: np.ndarray, dst: np.ndarray, p0: int, r0: int, axes: Sequence[_Axis],
     plane_strides: list[int], plane: int, offsets: list[tuple[int, ...]],
 ) -> None:
     """Indices of the outputs whose maximum is -inf: the first offset that is -inf or padding,
