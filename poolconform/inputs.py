@@ -15,6 +15,7 @@ into its input cannot change what the next one, or the oracle, sees.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -25,7 +26,7 @@ from poolconform.errors import CaseError
 from poolconform.generators import GENERATORS, SEED_INPUT, Generator
 
 __all__ = ["CACHE_BYTES", "GENERATORS", "SEED_INPUT", "Generator", "case_seed", "clear_cache", "forget_inputs",
-           "make_inputs"]
+           "make_inputs", "prepare_inputs"]
 
 #: Most bytes of inputs one process keeps for reuse (least recently used go first).
 CACHE_BYTES = 64 * 2**20
@@ -52,23 +53,37 @@ def generate_inputs(case: PoolCase) -> list[np.ndarray]:
 
 def make_inputs(case: PoolCase) -> list[np.ndarray]:
     """The case's input tensors (writable copies of what this process made once)."""
-    global _cached_bytes
     hit = _cache.get(case.id)
     if hit is not None:
         _cache.move_to_end(case.id)
         return [a.copy() for a in hit]
     inputs = generate_inputs(case)
-    size = sum(a.nbytes for a in inputs)
-    if size <= CACHE_BYTES:
-        kept = [a.copy() for a in inputs]
-        for array in kept:
-            array.flags.writeable = False
-        _cache[case.id] = kept
-        _cached_bytes += size
-        while _cached_bytes > CACHE_BYTES:
-            _, dropped = _cache.popitem(last=False)
-            _cached_bytes -= sum(a.nbytes for a in dropped)
+    if sum(a.nbytes for a in inputs) <= CACHE_BYTES:
+        _keep(case, [a.copy() for a in inputs])
     return inputs
+
+
+def prepare_inputs(case: PoolCase) -> None:
+    """Make the case's inputs now and keep them, so that a later make_inputs is a copy: the
+    runner calls it for a worker's next batch while the worker computes the current one
+    (docs/speed.md). Inputs too large to keep alongside others are left to make_inputs."""
+    if case.id in _cache or math.prod(case.input_shape) * dtypes.numpy_dtype(case.dtype).itemsize > CACHE_BYTES // 4:
+        return
+    _keep(case, generate_inputs(case))
+
+
+def _keep(case: PoolCase, arrays: list[np.ndarray]) -> None:
+    """Keep a case's inputs (read-only), dropping the least recently used beyond CACHE_BYTES."""
+    global _cached_bytes
+    for array in arrays:
+        array.flags.writeable = False
+    if case.id in _cache:
+        return
+    _cache[case.id] = arrays
+    _cached_bytes += sum(a.nbytes for a in arrays)
+    while _cached_bytes > CACHE_BYTES:
+        _, dropped = _cache.popitem(last=False)
+        _cached_bytes -= sum(a.nbytes for a in dropped)
 
 
 def forget_inputs(case: PoolCase) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from poolconform.case import PoolCase
-from poolconform.inputs import forget_inputs, make_inputs
+from poolconform.inputs import forget_inputs, make_inputs, prepare_inputs
 from poolconform.oracle import reference_outputs
 from poolconform.worker import Task
 
@@ -136,6 +136,11 @@ class Job:
         _oracle_cache.drop(self)
         if self._given_inputs is None:
             forget_inputs(self.case)
+
+    def prepare(self) -> None:
+        """Make the inputs now, ahead of the task that ships them (inputs.prepare_inputs)."""
+        if self._given_inputs is None:
+            prepare_inputs(self.case)
 
     def task(self, key: int) -> Task:
         """What the worker needs: the case and the parent's own inputs (kept for judging its answer)."""

@@ -175,8 +175,14 @@ class _Loop:
         """Ask the scheduler what to do now, and do it."""
         if self.options.stop.is_set():
             self.scheduler.stop()
-        for wid, keys in self.scheduler.schedule():
+        started = self.scheduler.schedule()
+        for wid, keys in started:
             self.pumps[wid].send([self.jobs[key].task(key) for key in keys])
+        for backend in {self.backend[wid] for wid, _ in started}:
+            # the next batch's inputs, made while this one computes: a worker that finishes then
+            # gets its next batch at once instead of waiting for the parent's generator
+            for key in self.scheduler.upcoming(backend):
+                self.jobs[key].prepare()
         for wid in self.scheduler.to_close():
             self.pumps[wid].send(None)
         while (backend := self.scheduler.helper_wanted(len(self.pumps))) is not None:

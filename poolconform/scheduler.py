@@ -157,6 +157,11 @@ class Scheduler:
             self._retire_dry_waiters()
         return started
 
+    def upcoming(self, backend: str) -> list[int]:
+        """The job keys of the backend's next batch, not yet started ([] when none is left)."""
+        batches = self.backlogs[backend].batches
+        return list(batches[0]) if batches and not self.stopped else []
+
     def helper_wanted(self, worker: WorkerId) -> str | None:
         """The backend that the new worker `worker` should start for, or None for no helper.
 

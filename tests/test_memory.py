@@ -103,3 +103,27 @@ def test_records_read_back_share_a_cases_equal_params_but_not_unequal_ones(tmp_p
     assert c["params"] == {"op": "MaxPool", "kernel": [3, 3]} and c["params"] is not a["params"]
     assert d["params"] == {"op": "AveragePool"}
     assert a["detail"] is b["detail"]
+
+
+def test_prepared_inputs_are_the_generated_ones_and_large_ones_are_left_alone(monkeypatch):
+    """The runner makes a worker's next batch's inputs while the current one computes
+    (inputs.prepare_inputs): the later make_inputs copies the kept bytes, which are exactly
+    what generating gives; an input too large to keep beside others is not made early."""
+    case = cases(1)[0]
+    fresh = inputs.generate_inputs(case)
+    made = []
+    real = inputs.generate_inputs
+    monkeypatch.setattr(inputs, "generate_inputs", lambda c: made.append(c.id) or real(c))
+    oracle_job(case).prepare()
+    assert made == [case.id]
+    got = inputs.make_inputs(case)
+    assert made == [case.id]  # a copy, not a second generation
+    assert all(a.tobytes() == b.tobytes() and a.flags.writeable for a, b in zip(got, fresh))
+    big = make_case("MaxPool", (1, 1, 4, 4), kernel=2)
+    monkeypatch.setattr(inputs, "CACHE_BYTES", 200)  # 4x4 float32 = 64 bytes > 200 // 4
+    inputs.prepare_inputs(big)
+    assert big.id not in inputs._cache and made == [case.id]
+    given = Job(case, [np.zeros(case.input_shape, np.float32)])
+    inputs.clear_cache()
+    given.prepare()  # given inputs are the job's own: nothing to make
+    assert made == [case.id] and case.id not in inputs._cache

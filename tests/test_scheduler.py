@@ -199,3 +199,17 @@ def test_a_simulated_run_gives_every_key_exactly_one_outcome(seed):
     assert s.finished and not running and not starting
     assert sorted(done) == sorted((n, k) for n, keys in backends.items() for k in keys)
     assert closed | failed == set(backend_of) and not closed & failed  # every started worker closed once
+
+
+def test_upcoming_names_the_next_batch_without_starting_it():
+    """What the runner prepares inputs for while a batch computes: the backend's next batch,
+    the one schedule() will start, and nothing once the backlog is empty or the run stops."""
+    s = Scheduler({"a": range(5)}, slots=1, batch_size=2)
+    s.add_workers({0: "a"})
+    assert s.upcoming("a") == [0, 1]
+    [(worker, batch)] = s.schedule()
+    assert batch == [0, 1] and s.upcoming("a") == [2, 3]
+    finish(s, worker, batch)
+    assert s.schedule() == [(0, [2, 3])] and s.upcoming("a") == [4]
+    s.stop()
+    assert s.upcoming("a") == []
