@@ -138,9 +138,14 @@ class Job:
             forget_inputs(self.case)
 
     def prepare(self) -> None:
-        """Make the inputs now, ahead of the task that ships them (inputs.prepare_inputs)."""
+        """Make the inputs now, ahead of the task that ships them (inputs.prepare_inputs).
+        Only a head start: inputs that cannot be made are left to the task, which fails as
+        it always did, at its own time."""
         if self._given_inputs is None:
-            prepare_inputs(self.case)
+            try:
+                prepare_inputs(self.case)
+            except Exception:  # noqa: BLE001  the task makes them again and reports the failure
+                pass
 
     def task(self, key: int) -> Task:
         """What the worker needs: the case and the parent's own inputs (kept for judging its answer)."""

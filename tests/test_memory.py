@@ -127,3 +127,17 @@ def test_prepared_inputs_are_the_generated_ones_and_large_ones_are_left_alone(mo
     inputs.clear_cache()
     given.prepare()  # given inputs are the job's own: nothing to make
     assert made == [case.id] and case.id not in inputs._cache
+
+
+def test_inputs_that_cannot_be_made_early_fail_at_the_task_as_before():
+    """Preparing is a head start only: a case whose inputs cannot be made (here a generator the
+    table does not know) does not stop the run's loop early; the task raises as it did."""
+    from poolconform.case import PoolCase
+    from poolconform.errors import CaseError
+
+    odd = PoolCase("MaxPool", (1, 1, 4, 4), kernel=(2, 2), strides=(1, 1), pads=(0, 0, 0, 0),
+                   dilations=(1, 1), generator="no-such-generator")
+    job = Job(odd)
+    job.prepare()
+    with pytest.raises(CaseError, match="unknown generator"):
+        job.task(0)
