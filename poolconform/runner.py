@@ -178,10 +178,10 @@ class _Loop:
         started = self.scheduler.schedule()
         for wid, keys in started:
             self.pumps[wid].send([self.jobs[key].task(key) for key in keys])
-        for backend in {self.backend[wid] for wid, _ in started}:
+        for fed in {self.backend[wid] for wid, _ in started}:
             # the next batch's inputs, made while this one computes: a worker that finishes then
             # gets its next batch at once instead of waiting for the parent's generator
-            for key in self.scheduler.upcoming(backend):
+            for key in self.scheduler.upcoming(fed):
                 self.jobs[key].prepare()
         for wid in self.scheduler.to_close():
             self.pumps[wid].send(None)
