@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -128,16 +129,29 @@ def as_dicts(rows: list[OracleRow]) -> list[dict]:
     return [asdict(r) for r in rows]
 
 
-def print_rows(rows: list[OracleRow], repeat: int, warmup: int, shape: tuple[int, ...] = SHAPE) -> None:
-    """A plain table: one line per op, the copy measured around it, the ratio and the verdict."""
+def print_rows(rows: list[OracleRow], repeat: int, warmup: int, shape: tuple[int, ...] = SHAPE,
+               width: int | None = None) -> None:
+    """A plain table: one line per op, the copy measured around it, the ratio and the verdict,
+    within `width` columns (the console's: the terminal, or COLUMNS); the cpu-ratio
+    cross-check is left out where it does not fit, the notes wrap."""
+    from poolconform.report.terminal import console
+
+    width = width or console().width
     env = environment()
-    print(f"poolconform bench --oracle: {'x'.join(map(str, shape))} float32, median (IQR) of {repeat} runs "
-          f"after {warmup} warm-up; {env['cpu_count']} cores, oracle on {env['oracle_threads']} thread(s), copy on 1; "
-          f"target op/copy <= {TARGET_RATIO:g}")
+    print(textwrap.fill(
+        f"poolconform bench --oracle: {'x'.join(map(str, shape))} float32, median (IQR) of {repeat} runs "
+        f"after {warmup} warm-up; {env['cpu_count']} cores, oracle on {env['oracle_threads']} thread(s), copy on 1; "
+        f"target op/copy <= {TARGET_RATIO:g}", width))
     if hasattr(os, "getloadavg"):
         print("load average at the end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
-    print(f"{'op':40s} {'oracle ms':>16s} {'copy ms':>16s} {'ratio':>6s} {'':4s} {'cpu ratio':>9s}")
+    name = max([len("op")] + [len(r.op) for r in rows])
+    head = f"{'op':{name}s} {'oracle ms (IQR)':>15s} {'copy ms (IQR)':>13s} {'ratio':>5s}     "
+    cpu = len(head) + len(" cpu ratio") <= width
+    print((head + (" cpu ratio" if cpu else "")).rstrip())
     for r in rows:
-        print(f"{r.op:40s} {r.median_ms:8.1f} ({r.iqr_ms:5.1f}) {r.copy_median_ms:8.1f} ({r.copy_iqr_ms:5.1f}) "
-              f"{r.ratio:6.2f} {'ok' if r.meets_target else 'OVER':4s} {r.cpu_ratio:9.2f}")
-    print("ratio: medians of wall time, the verdict; cpu ratio: medians of CPU time, a cross-check under load")
+        line = (f"{r.op:{name}s} {r.median_ms:7.1f} ({r.iqr_ms:5.1f}) {r.copy_median_ms:6.1f} ({r.copy_iqr_ms:4.1f}) "
+                f"{r.ratio:5.2f} {'ok' if r.meets_target else 'OVER':4s}")
+        print((line + (f" {r.cpu_ratio:9.2f}" if cpu else "")).rstrip())
+    print(textwrap.fill("ratio: medians of wall time, the verdict" + (
+        "; cpu ratio: medians of CPU time, a cross-check under load" if cpu else
+        " (a cpu-ratio column, CPU time, shows in a wider terminal and in --json)"), width))

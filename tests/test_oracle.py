@@ -220,3 +220,9 @@ def test_bench_oracle_times_every_op_against_a_copy_and_names_its_threads(monkey
     out = capsys.readouterr().out
     assert "oracle on 2 thread(s), copy on 1" in out
     assert [line[:40].rstrip() for line in out.splitlines() if line[:40].rstrip() in {r.op for r in rows}] == [r.op for r in rows]
+    bench_oracle.print_rows(rows, 3, 1, (1, 2, 16, 16), width=80)  # a terminal of 80 columns
+    narrow = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in narrow) <= 80 and not any("cpu ratio" in line for line in narrow)
+    assert sum(1 for line in narrow if line.split(" ")[0] in {"MaxPool", "AveragePool", "LpPool"}) == 5
+    bench_oracle.print_rows(rows, 3, 1, (1, 2, 16, 16), width=120)
+    assert any(line.endswith("cpu ratio") for line in capsys.readouterr().out.splitlines())
