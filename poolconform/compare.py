@@ -124,6 +124,7 @@ def _tolerance_of(case: PoolCase, e: np.ndarray, inputs: list[np.ndarray]) -> np
         return hit[2]
     bound = element_tolerance(case, e, inputs)
     bound.flags.writeable = False
+
     def forget(_: weakref.ref) -> None:
         _bounds.pop(key, None)
 

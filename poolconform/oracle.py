@@ -469,7 +469,6 @@ def _divisor(axes: tuple[_Axis, ...], include_pad: bool, t: np.dtype) -> np.ndar
     divisor = divisor[None].astype(t)
     if divisor.size and divisor.min() == divisor.max():  # one count everywhere: a scalar
         divisor = divisor.ravel()[:1].copy()
-    divisor.flags.writeable = False
     return divisor
 
 

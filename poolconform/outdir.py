@@ -3,8 +3,8 @@
 Two runs sharing a folder would interleave results.jsonl, so a run holds an exclusive
 lock on it for its whole life (the kernel drops it when the process dies, SIGKILL
 included); a command that reads a run's folder (merge) holds a shared lock meanwhile, so
-it never reads a folder half-written by a `run --resume`. A symlink placed where poolconform writes could aim a truncation outside
-the folder, so those names are refused. The run's identity (which cases, which
+it never reads a folder half-written by a `run --resume`. A symlink placed where
+poolconform writes could aim a truncation outside the folder, so those names are refused. The run's identity (which cases, which
 backends, which poolconform) is stored beside the records, so `--resume` can refuse
 to mix two different runs.
 """

@@ -23,7 +23,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from poolconform import contexts, dtypes, oracle, quantized, shapes
+from poolconform import contexts, dtypes, oracle, quantized
 from poolconform.case import AUTO_PADS, OPS, PoolCase
 from poolconform.validation import validate_case
 from poolconform.errors import CaseError, ModelError, PoolconformError
@@ -501,7 +501,6 @@ def read_graph(model: onnx.ModelProto, label: str) -> tuple[onnx.NodeProto, Grap
         if shaped:
             fields["unpool_output"] = tuple(int(v) for v in inits[nodes[1].input[2]])
         return pool, fields
-    names = ("x_scale", "x_zero_point", "y_scale", "y_zero_point")
     if len(nodes) == 1 and kinds[0] in (("com.microsoft", "QLinearAveragePool"), ("com.microsoft", "QLinearGlobalAveragePool")) \
             and all(name in inits for name in nodes[0].input[1:5]) and len(nodes[0].input) == 5:
         node = onnx.helper.make_node(kinds[0][1][len("QLinear"):], [nodes[0].input[0]], list(nodes[0].output),

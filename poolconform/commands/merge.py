@@ -115,9 +115,8 @@ def _check_identity(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
 
 def read_shard(folder: Path) -> Shard:
     """One shard's records, summary.json and identity; one line when any is unreadable or a
-    run is still writing the folder (outdir.reading)."""
-    if not folder.is_dir():
-        return _read_shard(folder)
+    run is still writing the folder (outdir.reading, which reads a folder without a lock file,
+    or no folder, as it is)."""
     with outdir.reading(folder):
         return _read_shard(folder)
 

@@ -76,12 +76,13 @@ def build_findings(records: list[Record], pythons: dict[str, str] | None = None)
     names the interpreter of each backend that ran in its own environment (kept in the
     finding as `python`, for shrinking and the reproduce line)."""
     findings = triage(records)
+    pythons = pythons or {}
     by_backend: dict[str, list[str]] = {}
     for r in records:
         by_backend.setdefault(r["backend"], []).append(r["case"])
     for f in findings:
-        if (pythons or {}).get(f["backend"]):
-            f["python"] = (pythons or {})[f["backend"]]
+        if pythons.get(f["backend"]):
+            f["python"] = pythons[f["backend"]]
         f["reproduce"] = reproduce_command(f)
         f["expect"] = expect_snippet(f, by_backend[f["backend"]])
     return findings
