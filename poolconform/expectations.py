@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import reprlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,7 @@ def _entry(raw: dict[str, Any], file: str, index: int, backends: tuple[str, ...]
                        raw.get("link", "").strip())
 
 
-def apply_expectations(records: list[Record], expectations: list[Expectation]) -> list[dict[str, str]]:
+def apply_expectations(records: Sequence[Record], expectations: list[Expectation]) -> list[dict[str, str]]:
     """Mark expected disagreements in place; return the entries that are now fixed.
 
     A failing record is expected when an entry covers its case and backend and lists
@@ -196,7 +197,7 @@ def apply_expectations(records: list[Record], expectations: list[Expectation]) -
     ]
 
 
-def catch_alls(records: list[Record], expectations: list[Expectation]) -> list[dict[str, Any]]:
+def catch_alls(records: Sequence[Record], expectations: list[Expectation]) -> list[dict[str, Any]]:
     """Entries whose case glob covers every record of some backend: they would excuse any
     regression of that backend, so the verdict names them. An exact case id is never one.
 
@@ -225,7 +226,7 @@ def catch_all_line(found: list[dict[str, Any]]) -> str:
     )
 
 
-def unmatched(records: list[Record], expectations: list[Expectation]) -> list[dict[str, Any]]:
+def unmatched(records: Sequence[Record], expectations: list[Expectation]) -> list[dict[str, Any]]:
     """Entries that name no record of a backend that ran: a typo, or a case the run no
     longer holds. An entry about a backend this run did not have (not installed, not
     selected) is not warned about: the same file serves machines with fewer frameworks."""

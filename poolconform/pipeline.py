@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def _console() -> Console:
     return console()
 
 
-def execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]:
+def execute(jobs: list[Job], session: Session) -> tuple[int, Sequence[Record], dict]:
     """Run `jobs` on the session's backends; returns (exit status, records, summary).
 
     --out is locked for the whole session; logs that stay empty are removed at the end,
@@ -87,7 +88,7 @@ def execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]
             lock.release()
 
 
-def _execute(jobs: list[Job], session: Session) -> tuple[int, list[Record], dict]:
+def _execute(jobs: list[Job], session: Session) -> tuple[int, Sequence[Record], dict]:
     err = Console(stderr=True, highlight=False)
     started = time.perf_counter()
     done: set[tuple[str, str]] = set()
@@ -158,7 +159,7 @@ def _on_interrupt(stop: threading.Event):
 
 
 def _run(jobs: list[Job], session: Session, err: Console, started: float, done: set[tuple[str, str]],
-         results_path: Path | None) -> tuple[int, list[Record], dict]:
+         results_path: Path | None) -> tuple[int, Sequence[Record], dict]:
     stop = session.options.stop
     workers = start_workers(session.specs, session.options)
     if stop.is_set():  # interrupted while the frameworks were loading: nothing ran
@@ -270,7 +271,7 @@ def _run(jobs: list[Job], session: Session, err: Console, started: float, done: 
     return summary["exit_status"], records, summary
 
 
-def write_reports(out: Path, records: list[Record], summary: dict) -> None:
+def write_reports(out: Path, records: Sequence[Record], summary: dict) -> None:
     """summary.json always; the other reports where their writers are installed."""
     write_json(out / "summary.json", summary)
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from poolconform.errors import PoolconformError
+from poolconform.record_table import RecordTable
 
 STATUSES = ("pass", "mismatch", "shape-mismatch", "unsupported", "error", "crash", "timeout")
 #: Statuses that make a run fail unless an expectation covers them.
@@ -153,17 +154,17 @@ def _is_record(line: bytes) -> bool:
     return isinstance(value, dict) and "case" in value and "backend" in value
 
 
-def read_records(path: Path) -> list[Record]:
-    """Records of a results.jsonl; a torn last line is ignored, later duplicates win.
+def read_records(path: Path) -> RecordTable:
+    """Records of a results.jsonl, held compactly (poolconform/record_table.py); a torn last
+    line is ignored, later duplicates win.
 
     Only the last line can be torn by a kill; an unreadable line before it, or a record
     without a string case and backend and a known status, means the file is not
     poolconform's (or was edited), and is refused naming the line rather than skipped.
     """
+    table = RecordTable()
     if not path.exists():
-        return []
-    by_key: dict[tuple[str, str], Record] = {}
-    shared = _Shared()
+        return table
     torn: int | None = None
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -179,45 +180,8 @@ def read_records(path: Path) -> list[Record]:
             problem = record_problem(record)
             if problem:
                 raise PoolconformError(f"{str(path)!r} line {number}: {problem}")
-            record = shared.compact(record)
-            by_key[record_key(record)] = record
-    return list(by_key.values())
-
-
-class _Shared:
-    """Equal parts of records made one object, so a run's records cost memory per record,
-    not per parsed copy (docs/speed.md, "Memory as the matrix grows").
-
-    json.loads makes fresh key strings and values on every line; a run's records repeat
-    their keys, case ids (once per backend), statuses, and a case's `params` (one per
-    backend, equal). Only immutable values (strings) and values equal by content (a case's
-    params, compared before sharing) are shared; records stay plain, independent dicts
-    for every reader except that such an equal sub-dict is one object.
-    """
-
-    __slots__ = ("_strings", "_params")
-
-    def __init__(self) -> None:
-        self._strings: dict[str, str] = {}
-        self._params: dict[str, Any] = {}
-
-    def _string(self, text: str) -> str:
-        return self._strings.setdefault(text, text)
-
-    def compact(self, record: dict) -> Record:
-        strings = self._strings
-        out: Record = {}
-        for key, value in record.items():
-            key = strings.setdefault(key, key)
-            if isinstance(value, str) and len(value) <= 200:
-                value = strings.setdefault(value, value)
-            out[key] = value
-        params = out.get("params")
-        if isinstance(params, dict):
-            kept = self._params.setdefault(out["case"], params)
-            if kept is not params and kept == params:
-                out["params"] = kept
-        return out
+            table.add(record)
+    return table
 
 
 def record_problem(record: Any) -> str | None:
@@ -234,14 +198,18 @@ def record_problem(record: Any) -> str | None:
     return None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file so readers see the old or the new one, never half of it."""
+def write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write a whole file so readers see the old or the new one, never half of it; `text`
+    may come in pieces (a large merge writes its records one by one, never as one string)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide reports from CI readers
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            if isinstance(text, str):
+                f.write(text)
+            else:
+                f.writelines(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -95,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
     )
     status, records, _ = execute(jobs, session)
     if args.json:
-        write_atomic(args.json, json.dumps(records, indent=2) + "\n")
+        write_atomic(args.json, json.dumps(list(records), indent=2) + "\n")
     return status
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=main)
 
 
-def load_run(folder: Path) -> tuple[list[Record], dict[str, str]]:
+def load_run(folder: Path) -> tuple[Sequence[Record], dict[str, str]]:
     """A run's records and backend versions; one clear line when the folder is not a run."""
     path = folder / RESULTS_FILE
     if not folder.is_dir():
@@ -86,7 +87,7 @@ def _bad(record: Record) -> bool:
     return record["status"] in FAILING and not record.get("expected")
 
 
-def compare_runs(a: list[Record], b: list[Record]) -> dict[str, Any]:
+def compare_runs(a: Sequence[Record], b: Sequence[Record]) -> dict[str, Any]:
     """The comparison as plain data (what --json writes)."""
     before = {(r["case"], r["backend"]): r for r in a}
     after = {(r["case"], r["backend"]): r for r in b}

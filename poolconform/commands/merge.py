@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from poolconform.errors import PoolconformError
 from poolconform.pipeline import write_reports
 from poolconform.report.summary import summarize
 from poolconform.report.terminal import print_summary
-from poolconform.results import RESULTS_FILE, Record, read_records, record_key, write_atomic
+from poolconform.record_table import RecordTable
+from poolconform.results import RESULTS_FILE, Record, read_records, write_atomic
 from poolconform.worker import BackendInfo
 
 
@@ -52,18 +54,13 @@ class Shard:
     """One shard folder, read and type-checked."""
 
     folder: Path
-    records: list[Record]
+    records: Sequence[Record]
     summary: dict[str, Any]
     identity: dict[str, Any]
 
     @property
     def label(self) -> str:
         return f"{self.identity['k']}/{self.identity['n']}"
-
-
-def record_order(record: Record) -> tuple[str, str]:
-    """The merged results.jsonl order: by case id, then backend."""
-    return record_key(record)
 
 
 def _bad(path: Path, what: str) -> PoolconformError:
@@ -220,7 +217,7 @@ def merge_dropped(summaries: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def merge(dirs: list[Path], expectations: Path | None = None,
-          allow_partial: bool = False) -> tuple[list[Record], dict[str, Any]]:
+          allow_partial: bool = False) -> tuple[Sequence[Record], dict[str, Any]]:
     """Merged records (sorted) and their recomputed summary; PoolconformError when the set is not whole.
 
     With `allow_partial`, a set that lacks parts gives a summary with `partial` (what is
@@ -231,12 +228,13 @@ def merge(dirs: list[Path], expectations: Path | None = None,
     if missing and not allow_partial:
         raise PoolconformError(f"incomplete set of shards: {'; '.join(missing)} "
                                "(give every shard folder, or --allow-partial for a report marked partial)")
-    by_key: dict[tuple[str, str], Record] = {}
     summaries = [s.summary for s in shards]
+    records = RecordTable()
     for s in shards:
         for record in s.records:
-            by_key[record_key(record)] = record
-    records = sorted(by_key.values(), key=record_order)
+            records.add(record)  # a later folder's record of the same (case, backend) wins
+        s.records = ()  # held once, in the merged table
+    records.sort_by_key()
     if not records and not missing:  # a run always has a record: no backend at all is refused by run
         raise PoolconformError("the shards hold no record at all: nothing was checked")
     extra: dict[str, Any] = {}
@@ -273,7 +271,7 @@ def main(args: argparse.Namespace) -> int:
     outdir.prepare(args.out)  # as `run` does: a folder, no symlinked names to write through
     lock = outdir.OutLock(args.out)  # a run or another merge into --out now is refused, naming it
     try:
-        write_atomic(args.out / RESULTS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+        write_atomic(args.out / RESULTS_FILE, (json.dumps(r) + "\n" for r in records))  # streamed, not one string
         write_reports(args.out, records, summary)
     finally:
         lock.release()

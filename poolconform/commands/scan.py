@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def _names(group: PoolGroup) -> str:
     return shown + (f" and {len(group.nodes) - 6} more" if len(group.nodes) > 6 else "")
 
 
-def node_lines(scanned: ScannedModel, groups: list[PoolGroup], records: list[Record]) -> list[str]:
+def node_lines(scanned: ScannedModel, groups: list[PoolGroup], records: Sequence[Record]) -> list[str]:
     """One verdict per configuration, naming its nodes: `node \\`pool1\\` (MaxPool k3 s2 p1 ceil)
     disagrees on openvino-cpu: ...`; agreement and what was not run are said too."""
     by_case: dict[str, list[Record]] = {}

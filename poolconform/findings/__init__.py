@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from poolconform.findings.triage import triage, unsupported_groups
@@ -71,15 +72,13 @@ def reproduce_command(finding: dict[str, Any]) -> str:
     return line
 
 
-def build_findings(records: list[Record], pythons: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def build_findings(records: Sequence[Record], pythons: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every disagreement finding (worst first), each with its `expect` snippet; `pythons`
     names the interpreter of each backend that ran in its own environment (kept in the
     finding as `python`, for shrinking and the reproduce line)."""
     findings = triage(records)
     pythons = pythons or {}
-    by_backend: dict[str, list[str]] = {}
-    for r in records:
-        by_backend.setdefault(r["backend"], []).append(r["case"])
+    by_backend = cases_by_backend(records) if findings else {}
     for f in findings:
         if pythons.get(f["backend"]):
             f["python"] = pythons[f["backend"]]
@@ -88,7 +87,16 @@ def build_findings(records: list[Record], pythons: dict[str, str] | None = None)
     return findings
 
 
-def refresh(finding: dict[str, Any], records: list[Record]) -> None:
-    """Recompute the fields that follow `minimal_case` after shrinking."""
+def cases_by_backend(records: Sequence[Record]) -> dict[str, list[str]]:
+    """Each backend's case ids, in record order (what an `expect` snippet must not cover)."""
+    by_backend: dict[str, list[str]] = {}
+    for r in records:
+        by_backend.setdefault(r["backend"], []).append(r["case"])
+    return by_backend
+
+
+def refresh(finding: dict[str, Any], by_backend: dict[str, list[str]]) -> None:
+    """Recompute the fields that follow `minimal_case` after shrinking (`by_backend`: as
+    cases_by_backend gives, made once for every finding)."""
     finding["reproduce"] = reproduce_command(finding)
-    finding["expect"] = expect_snippet(finding, [r["case"] for r in records if r["backend"] == finding["backend"]])
+    finding["expect"] = expect_snippet(finding, by_backend.get(finding["backend"], []))

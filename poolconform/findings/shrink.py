@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def _keeps_for(finding: dict[str, Any], run: Callable[[list[PoolCase]], list[Rec
     return keeps
 
 
-def shrink_findings(findings: list[dict[str, Any]], records: list[Record], *,
+def shrink_findings(findings: list[dict[str, Any]], records: Sequence[Record], *,
                     log_dir: Path | None = None, budget: float = BUDGET_SECONDS) -> None:
     """Set each finding's `minimal_case` (and `minimal_detail`, `shrunk`) by re-running its backend."""
     from poolconform.backends.base import resolve_backend_names
@@ -131,7 +131,8 @@ def shrink_findings(findings: list[dict[str, Any]], records: list[Record], *,
     from poolconform.verdict import outcome_record
     from poolconform.worker import Task
 
-    by_case = {(r["case"], r["backend"]): r for r in records}
+    wanted = {(f["minimal_case"], f["backend"]) for f in findings}
+    by_case = {key: r for r in records if (key := (r["case"], r["backend"])) in wanted}
     todo: dict[str, list[tuple[dict[str, Any], PoolCase]]] = {}
     for f in findings:
         case = case_of(by_case.get((f["minimal_case"], f["backend"])) or {})

@@ -13,6 +13,7 @@ import itertools
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Sequence, Set as AbstractSet
 from typing import Any
 
 from poolconform.findings.features import DERIVED, Test, case_tests, phrase
@@ -101,45 +102,78 @@ def smallest_first(record: Record) -> tuple:
     return (size, window, len(record["case"]), record["case"])
 
 
-def _mask(items: list[set[Test]], test: Test) -> int:
-    bits = 0
+def _mask(items: Sequence[AbstractSet[Test]], test: Test) -> int:
+    """Bit i set where items[i] holds `test` (built in one pass: or-ing 1 << i into a large
+    int would copy it once per item)."""
+    bits = bytearray((len(items) + 7) // 8)
     for i, tests in enumerate(items):
         if test in tests:
-            bits |= 1 << i
-    return bits
+            bits[i >> 3] |= 1 << (i & 7)
+    return int.from_bytes(bits, "little")
 
 
-def induce_rule(positives: list[set[Test]], negatives: list[set[Test]], remaining: int) -> tuple[list[Test], int] | None:
+class Negatives:
+    """A backend's passing cases as distinct fact sets (a rule must cover none of them; how
+    many records share a set does not matter), with each test's mask over them made once
+    for every rule searched. 80,000 records of 10,000 cases: one set per case, not per record."""
+
+    def __init__(self, sets: Iterable[AbstractSet[Test]] = ()) -> None:
+        self._index: dict[frozenset[Test], None] = dict.fromkeys(frozenset(s) for s in sets)
+        self._sets: list[frozenset[Test]] | None = None
+        self._masks: dict[Test, int] = {}
+
+    def add(self, tests: AbstractSet[Test]) -> None:
+        self._index[frozenset(tests)] = None
+        self._sets = None
+        self._masks.clear()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def mask(self, test: Test) -> int:
+        if self._sets is None:
+            self._sets = list(self._index)
+        mask = self._masks.get(test)
+        if mask is None:
+            mask = self._masks[test] = _mask(self._sets, test)
+        return mask
+
+
+def induce_rule(positives: list[set[Test]], negatives: Negatives | list[set[Test]],
+                remaining: int) -> tuple[list[Test], int] | None:
     """The conjunction covering the most `remaining` positives and no negative (None if none).
 
     Ties go to fewer tests, then to derived facts that hold (they explain; one that does not
     hold, such as "no ceil_mode window ...", says little), then to a stable order.
     """
-    if not negatives:
+    if not isinstance(negatives, Negatives):
+        negatives = Negatives(negatives)
+    if not len(negatives):
         return [], remaining
     seen: set[Test] = set()
     for i, facts in enumerate(positives):
         if remaining >> i & 1:
             seen |= facts
     pos = {t: _mask(positives, t) & remaining for t in seen}
-    neg = {t: _mask(negatives, t) for t in seen}
+    neg = {t: negatives.mask(t) for t in seen}
     tests = sorted(seen, key=lambda t: (-pos[t].bit_count(), str(t)))
     all_neg = (1 << len(negatives)) - 1
     best: tuple | None = None
     for size in range(1, MAX_TESTS + 1):
         pool = tests[:WIDE_SEARCH[size]] if size in WIDE_SEARCH else tests
         for combo in itertools.combinations(pool, size):
-            if len({name for name, _ in combo}) < size:
-                continue
             covered, negs = remaining, all_neg
             for t in combo:
                 covered &= pos[t]
                 negs &= neg[t]
                 if not covered:
                     break
-            if not covered or negs:
-                continue
-            key = (-covered.bit_count(), size, -sum(n in DERIVED and bool(v) for n, v in combo), sorted(map(str, combo)))
+            if not covered or negs or len({name for name, _ in combo}) < size:
+                continue  # (two values of one attribute cover nothing together: checked last)
+            count = covered.bit_count()
+            if best is not None and (-count, size) > best[0][:2]:
+                continue  # cannot win: the rest of the key only breaks ties
+            key = (-count, size, -sum(n in DERIVED and bool(v) for n, v in combo), sorted(map(str, combo)))
             if best is None or key < best[0]:
                 best = (key, list(combo), covered)
         if best is not None and best[0][0] == -remaining.bit_count():
@@ -180,13 +214,28 @@ def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, membe
     return finding
 
 
-def triage(records: list[Record]) -> list[dict[str, Any]]:
+class _FactsOf:
+    """case_tests of a params dict, computed once per dict: records read back share one
+    params dict per case (poolconform/record_table.py), so 8 backends cost one computation."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Any, frozenset[Test]]] = {}
+
+    def __call__(self, params: Any) -> frozenset[Test]:
+        known = self._known.get(id(params))
+        if known is None or known[0] is not params:
+            known = self._known[id(params)] = (params, frozenset(case_tests(params)))
+        return known[1]
+
+
+def triage(records: Sequence[Record]) -> list[dict[str, Any]]:
     """Findings for every disagreeing record (expected ones too, marked), worst first."""
-    passing: dict[str, list[set[Test]]] = defaultdict(list)
+    passing: dict[str, Negatives] = defaultdict(Negatives)
     groups: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
+    facts = _FactsOf()
     for r in records:
         if r["status"] == "pass":
-            passing[r["backend"]].append(case_tests(r.get("params")))
+            passing[r["backend"]].add(facts(r.get("params")))
         elif r["status"] in FAILING:
             groups[(r["backend"], r["status"], signature(r))].append(r)
     findings = []
@@ -207,7 +256,7 @@ def triage(records: list[Record]) -> list[dict[str, Any]]:
     return findings
 
 
-def unsupported_groups(records: list[Record]) -> list[dict[str, Any]]:
+def unsupported_groups(records: Sequence[Record]) -> list[dict[str, Any]]:
     """Unsupported records grouped by backend and reason template, most records first."""
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from poolconform.errors import PoolconformError
-from poolconform.findings import refresh
+from poolconform.findings import cases_by_backend, refresh
 from poolconform.findings.shrink import BUDGET_SECONDS, shrink_findings
 from poolconform.report.html import render_html
 from poolconform.report.junit import junit_xml
@@ -39,15 +40,16 @@ def shrink_budget() -> float:
     return value
 
 
-def write_all(out: Path, records: list[Record], summary: dict) -> None:
+def write_all(out: Path, records: Sequence[Record], summary: dict) -> None:
     """Write every file report for one run (summary.json is the pipeline's; rewritten here
     once the minimal cases are known)."""
     findings = summary.get("findings") or []
     budget = shrink_budget()
     if findings and budget > 0 and not summary.get("interrupted") and not summary.get("partial"):
         shrink_findings(findings, records, log_dir=out / "logs", budget=budget)
+        by_backend = cases_by_backend(records)
         for finding in findings:
-            refresh(finding, records)
+            refresh(finding, by_backend)
         write_json(out / "summary.json", summary)
     write_atomic(out / FINDINGS_FILE, json.dumps(findings + (summary.get("unsupported") or []), indent=2) + "\n")
     markdown = render_markdown(records, summary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
@@ -120,7 +121,7 @@ def grid_svg(title: str, rows: list[str], cols: list[str], cells: dict[tuple[str
     return "".join(part for part in out if part)
 
 
-def heatmap_panels(op: str, records: list[Record], backends: list[str]) -> list[str]:
+def heatmap_panels(op: str, records: Iterable[Record], backends: list[str]) -> list[str]:
     """Kernel (rows) x stride (columns), one panel per backend."""
     cells: dict[str, dict[tuple[str, str], list[str]]] = {b: defaultdict(list) for b in backends}
     kernels, strides = set(), set()
@@ -134,7 +135,7 @@ def heatmap_panels(op: str, records: list[Record], backends: list[str]) -> list[
     return [grid_svg(b, rows, cols, cells[b], row_name="kernel", col_name="stride") for b in backends if cells[b]]
 
 
-def global_panel(records: list[Record], ops: list[str], backends: list[str]) -> str:
+def global_panel(records: Iterable[Record], ops: list[str], backends: list[str]) -> str:
     """Global ops have no window to vary: one cell per (backend, op)."""
     cells: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in records:
@@ -143,7 +144,7 @@ def global_panel(records: list[Record], ops: list[str], backends: list[str]) -> 
     return grid_svg("", backends, [short[op] for op in ops], {(b, short[op]): v for (b, op), v in cells.items()})
 
 
-def ratio_points(records: list[Record]) -> dict[str, dict[int, float]]:
+def ratio_points(records: Sequence[Record]) -> dict[str, dict[int, float]]:
     """Per backend and window size, the largest max_abs_err / atol of the averaging ops."""
     points: dict[str, dict[int, float]] = defaultdict(dict)
     for r in records:
@@ -238,23 +239,23 @@ def _finalize(value: object) -> object:
     return value
 
 
-def render_html(records: list[Record], summary: dict[str, Any]) -> str:
+def render_html(records: Sequence[Record], summary: dict[str, Any]) -> str:
     """The whole report.html text."""
     import jinja2
 
     backends = sorted({r["backend"] for r in records})
-    by_op: dict[str, list[Record]] = defaultdict(list)
-    for r in records:
-        by_op[r.get("op") or "?"].append(r)
-    heatmaps = []
-    for op in (op for op in sorted(by_op) if not op.startswith("Global")):
-        with_kernel = [r for r in by_op[op] if (r.get("params") or {}).get("kernel")]
-        if with_kernel:
-            heatmaps.append({"op": op, "panels": heatmap_panels(op, with_kernel, backends)})
-    global_ops = [op for op in sorted(by_op) if op.startswith("Global")]
+    ops = sorted({r.get("op") or "?" for r in records})
+    heatmaps = []  # one pass over the records per op: a large run's records are not all held as dicts
+    for op in (op for op in ops if not op.startswith("Global")):
+        with_kernel = (r for r in records if (r.get("op") or "?") == op and (r.get("params") or {}).get("kernel"))
+        panels = heatmap_panels(op, with_kernel, backends)
+        if panels:
+            heatmaps.append({"op": op, "panels": panels})
+    global_ops = [op for op in ops if op.startswith("Global")]
     if global_ops:
         heatmaps.append({"op": ", ".join(global_ops),
-                         "panels": [global_panel([r for op in global_ops for r in by_op[op]], global_ops, backends)]})
+                         "panels": [global_panel((r for r in records if r.get("op") in global_ops), global_ops,
+                                                 backends)]})
     from poolconform.report.markdown import disagreement_order
 
     disagreements = sorted((r for r in records if r["status"] in FAILING), key=disagreement_order)
@@ -283,8 +284,10 @@ def render_html(records: list[Record], summary: dict[str, Any]) -> str:
     )
 
 
-def _finding_records(summary: dict[str, Any], records: list[Record], limit: int = 50) -> list[list[Record]]:
+def _finding_records(summary: dict[str, Any], records: Sequence[Record], limit: int = 50) -> list[list[Record]]:
     """Per finding (same order), its first `limit` records, for the rows that open under it."""
-    by_key = {(r["case"], r["backend"]): r for r in records}
+    findings = summary.get("findings") or []
+    wanted = {(c, f["backend"]) for f in findings for c in f["cases"][:limit]}
+    by_key = {key: r for r in records if (key := (r["case"], r["backend"])) in wanted}
     return [[by_key[(c, f["backend"])] for c in f["cases"][:limit] if (c, f["backend"]) in by_key]
-            for f in summary.get("findings") or []]
+            for f in findings]

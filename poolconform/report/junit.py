@@ -8,7 +8,7 @@ green exactly when `poolconform run` exits 0.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Iterator, Sequence
 
 from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
@@ -77,23 +77,42 @@ def finding_case(finding: dict) -> TestCase:
     return case
 
 
-def junit_xml(records: list[Record], name: str = "poolconform", findings: list[dict] | None = None) -> str:
+def junit_xml(records: Sequence[Record], name: str = "poolconform", findings: list[dict] | None = None) -> str:
     """The whole junit.xml document as text: the findings suite first (when there are
-    findings), then one suite per backend; suites and cases in a stable order."""
-    by_backend: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
-        by_backend[record["backend"]].append(record)
-    xml = JUnitXml(name)
+    findings), then one suite per backend; suites and cases in a stable order.
+
+    Each suite is built and serialised on its own, then let go: a large run's testcase
+    elements (and its records as dicts) are never all held at once (docs/speed.md)."""
+    parts: list[str] = []
+    totals = JUnitXml(name)
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    seconds: float = 0  # as JUnitXml.update_statistics starts it
+    for suite in _suites(records, findings):
+        suite.update_statistics()  # add_testcases recounts once; add_testcase would per case (quadratic)
+        for key in counts:
+            counts[key] += getattr(suite, key)
+        seconds += suite.time or 0.0
+        body = suite.tostring()
+        parts.append(body.decode("utf-8") if isinstance(body, bytes) else body)
+    for key, value in counts.items():  # in the order JUnitXml.update_statistics sets them
+        setattr(totals, key, value)
+    totals.time = round(seconds, 3)
+    head = totals.tostring()
+    head = (head.decode("utf-8") if isinstance(head, bytes) else head).rstrip()
+    if not head.endswith("/>"):
+        raise AssertionError(f"unexpected empty <testsuites> element: {head[:80]!r}")
+    text = head[:-2].rstrip() + ">" + "".join(parts) + "</testsuites>"
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n"
+
+
+def _suites(records: Sequence[Record], findings: list[dict] | None) -> Iterator[TestSuite]:
+    """The findings suite, then one suite per backend (one pass over the records each)."""
     if findings:
         suite = TestSuite(FINDINGS_SUITE)
         suite.add_testcases([finding_case(f) for f in findings])
-        xml.add_testsuite(suite)
-    for backend in sorted(by_backend):
+        yield suite
+    for backend in sorted({r["backend"] for r in records}):
         suite = TestSuite(_clean(backend))
-        # add_testcases recounts once; add_testcase would recount per case (quadratic)
-        suite.add_testcases([testcase(r) for r in sorted(by_backend[backend], key=lambda r: r["case"])])
-        xml.add_testsuite(suite)
-    xml.update_statistics()
-    body = xml.tostring()
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n"
+        mine = sorted((r for r in records if r["backend"] == backend), key=lambda r: r["case"])
+        suite.add_testcases([testcase(r) for r in mine])
+        yield suite

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from poolconform.report.text import printable
@@ -67,7 +68,7 @@ def verdict(summary: dict[str, Any]) -> str:
     return f"**poolconform: OK**: no unexpected disagreement ({scope}{note})"
 
 
-def _scan_nodes(records: list[Record], summary: dict[str, Any]) -> list[str]:
+def _scan_nodes(records: Sequence[Record], summary: dict[str, Any]) -> list[str]:
     """`poolconform scan`: one row per model node, its case and the backends that disagree."""
     scan = summary.get("scan")
     if not isinstance(scan, dict) or not scan.get("nodes"):
@@ -87,7 +88,7 @@ def _scan_nodes(records: list[Record], summary: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def render_markdown(records: list[Record], summary: dict[str, Any]) -> str:
+def render_markdown(records: Sequence[Record], summary: dict[str, Any]) -> str:
     """The whole summary.md text."""
     lines = [f"## poolconform {summary['tool']['version']}", "", verdict(summary), ""]
     lines += _findings(summary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from poolconform import __version__
@@ -25,32 +26,31 @@ RAN = ("pass", "mismatch", "shape-mismatch")
 #: Records that judge something other than a backend (check's stored data, scan's unreadable nodes).
 PSEUDO_BACKENDS = ("stored-data", "scan")
 
-def agreement(records: list[Record]) -> dict[str, dict[str, dict[str, int]]]:
+def agreement(records: Sequence[Record]) -> dict[str, dict[str, dict[str, int]]]:
     """For each pair of backends: cases both ran, and how many they agree on.
 
     Two backends agree on a case when both pass against the expected outputs or both
     produced identical outputs (same digest): "torch and ORT agree, Keras is alone".
     """
-    by_case: dict[str, dict[str, Record]] = defaultdict(dict)
+    by_case: dict[str, dict[str, tuple[bool, Any]]] = defaultdict(dict)  # (passed, digest), not whole records
+    names: set[str] = set()
     for r in records:
+        names.add(r["backend"])
         if r["status"] in RAN:
-            by_case[r["case"]][r["backend"]] = r
-    names = sorted({r["backend"] for r in records})
-    table: dict[str, dict[str, dict[str, int]]] = {a: {b: {"both": 0, "agree": 0} for b in names} for a in names}
+            by_case[r["case"]][r["backend"]] = (r["status"] == "pass", r.get("digest"))
+    table: dict[str, dict[str, dict[str, int]]] = {a: {b: {"both": 0, "agree": 0} for b in sorted(names)}
+                                                   for a in sorted(names)}
     for ran in by_case.values():
         for a, b in itertools.product(ran, ran):
-            ra, rb = ran[a], ran[b]
+            (passed_a, digest_a), (passed_b, digest_b) = ran[a], ran[b]
             cell = table[a][b]
             cell["both"] += 1
-            same = (ra["status"] == "pass" and rb["status"] == "pass") or (
-                ra.get("digest") is not None and ra.get("digest") == rb.get("digest")
-            )
-            cell["agree"] += int(same)
+            cell["agree"] += int((passed_a and passed_b) or (digest_a is not None and digest_a == digest_b))
     return table
 
 
 def summarize(
-    records: list[Record],
+    records: Sequence[Record],
     infos: dict[str, BackendInfo] | None = None,
     *,
     dropped: dict[str, int] | None = None,

@@ -1,0 +1,191 @@
+"""Records held compactly: what a large run's reports read back costs a fraction of the
+memory of parsed dicts (docs/speed.md, "Memory as the matrix grows").
+
+A run of 100,000 cases on 8 backends reads back 800,000 records for its reports. Parsed as
+dicts, each costs a hash table of 15-20 keys plus fresh copies of values that records
+repeat. Almost all of them pass or are unsupported: the table keeps each of those as a
+tuple of its values (strings, shapes and a case's params shared between records, keys
+once per layout) and gives it back as a fresh dict equal to the parsed line, keys in the
+same order (`dict(zip(keys, values))`, about as fast as reading a dict).
+
+Disagreeing records (the few the reports show, and the ones expectations mark in place)
+and any record the tuples cannot hold exactly (a nested value other than a case's params,
+an expectation mark) are kept whole: the same dict every time, so marking them sticks. A
+compact record's dict is new on each access: writing a key into it changes nothing kept.
+Its values are shared (a case's params dict, a shape list): read them, do not mutate them.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
+
+import numpy as np
+
+Record = dict[str, Any]  # as poolconform.results names it (which reads records into this table)
+
+#: Statuses kept as tuples; every other record is kept whole (see the module docstring).
+COMPACT_STATUSES = frozenset({"pass", "unsupported"})
+#: Keys that expectations write into records in place: a record holding one is kept whole.
+MARKS = frozenset({"expected", "expected_reason", "expected_link"})
+_ZERO = 0.0
+_LONG_TEXT = 200  # longer strings are rarely repeated: kept as they are, not looked up
+
+
+class RecordTable(Sequence[Record]):
+    """Records in the order given; a later record of the same (case, backend) replaces the
+    earlier one where that stood (as results.jsonl's reader always has)."""
+
+    def __init__(self, records: Iterable[Record] = ()) -> None:
+        self._rows: list[tuple | Record] = []  # a compact record's values + its keys, or a whole record
+        self._keys = array("q")  # per row: case number << 32 | backend number, for replacement
+        self._cases: dict[str, int] = {}
+        self._backends: dict[str, int] = {}
+        self._strings: dict[str, str] = {}
+        self._lists: dict[tuple[int, ...], list[int]] = {}
+        self._layouts: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._params: dict[str, dict] = {}  # case -> its params, one dict shared by its records
+        self._settled = True
+        for record in records:
+            self.add(record)
+
+    def add(self, record: Record) -> None:
+        """Append `record`; a (case, backend) seen before is replaced in its first position."""
+        case = self._cases.setdefault(record["case"], len(self._cases))
+        backend = self._backends.setdefault(record["backend"], len(self._backends))
+        self._keys.append(case << 32 | backend)
+        self._rows.append(self._row(record))
+        self._settled = False
+
+    def __len__(self) -> int:
+        self._settle()
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        self._settle()
+        if isinstance(index, slice):
+            return [_record(row) for row in self._rows[index]]
+        return _record(self._rows[index])
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a list or table of equal records in the same order (as a list would be)."""
+        if not isinstance(other, (list, RecordTable)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
+
+    def __iter__(self) -> Iterator[Record]:
+        self._settle()
+        for row in self._rows:
+            yield dict(zip(row[-1], row)) if type(row) is tuple else row  # type: ignore[misc]
+
+    def sort_by_key(self) -> None:
+        """Order the records by case id, then backend name (a merged results.jsonl's order)."""
+        self._settle()
+        if not self._rows:
+            return
+        case_rank = _ranks(self._cases)
+        backend_rank = _ranks(self._backends)
+        keys = np.frombuffer(self._keys, dtype=np.int64)
+        order = np.argsort(case_rank[keys >> 32] << 32 | backend_rank[keys & 0xFFFFFFFF], kind="stable")
+        self._rows = [self._rows[i] for i in order.tolist()]
+        self._keys = array("q", keys[order].tobytes())
+
+    def _row(self, record: Record) -> tuple | Record:
+        """The record as a tuple of (shared) values ending with its keys; itself when it must stay whole."""
+        if record.get("status") not in COMPACT_STATUSES or not MARKS.isdisjoint(record):
+            return self._whole(record)
+        values: list[Any] = []
+        for key, value in record.items():
+            kind = type(value)
+            if kind is str:
+                if len(value) <= _LONG_TEXT:
+                    value = self._strings.setdefault(value, value)
+            elif kind is float:
+                if value == 0.0 and math.copysign(1.0, value) > 0:
+                    value = _ZERO
+            elif kind is list:
+                if not all(type(v) is int for v in value):
+                    return self._whole(record)
+                value = self._lists.setdefault(tuple(value), value)
+            elif kind is dict:
+                shared = self._shared_params(record, key, value)
+                if shared is None:
+                    return self._whole(record)
+                value = shared
+            elif value is not None and kind not in (int, bool):
+                return self._whole(record)
+            values.append(value)
+        keys = tuple(record)
+        values.append(self._layouts.setdefault(keys, keys))
+        return tuple(values)
+
+    def _whole(self, record: Record) -> Record:
+        """A record kept as its own dict, its short strings and its case's equal params shared."""
+        out: Record = {}
+        for key, value in record.items():
+            if key == "params" and type(value) is dict:
+                value = self._shared_params(record, key, value) or value
+            out[self._strings.setdefault(key, key)] = self._shared(value)
+        return out
+
+    def _shared_params(self, record: Record, key: str, params: dict) -> dict | None:
+        """One params dict per case for all its records (lists inside shared too); None when
+        this is not a case's params or differs from what another record of the case said."""
+        case = record["case"]
+        if key != "params" or not isinstance(case, str):
+            return None
+        kept = self._params.get(case)
+        if kept is None:
+            kept = self._params[case] = {self._strings.setdefault(k, k): self._shared(v) for k, v in params.items()}
+        return kept if kept == params else None
+
+    def _shared(self, value: Any) -> Any:
+        """A string or a list of ints as the one equal object kept; any other value as it is."""
+        kind = type(value)
+        if kind is str and len(value) <= _LONG_TEXT:
+            return self._strings.setdefault(value, value)
+        if kind is list and all(type(v) is int for v in value):
+            return self._lists.setdefault(tuple(value), value)
+        return value
+
+    def _settle(self) -> None:
+        """Apply replacements: a repeated (case, backend) keeps its first position and its
+        last record. Checked once after adding (a sort of one int per record)."""
+        if self._settled:
+            return
+        self._settled = True
+        keys = np.frombuffer(self._keys, dtype=np.int64) if len(self._keys) else np.empty(0, np.int64)
+        if len(np.unique(keys)) == len(keys):
+            return
+        first: dict[int, int] = {}
+        keep: list[int] = []
+        for i, key in enumerate(self._keys):
+            if key in first:
+                self._rows[first[key]] = self._rows[i]
+            else:
+                first[key] = i
+                keep.append(i)
+        self._rows = [self._rows[i] for i in keep]
+        self._keys = array("q", (self._keys[i] for i in keep))
+
+
+def _ranks(numbers: dict[str, int]) -> np.ndarray:
+    """For each number given to a name, the name's rank in sorted order."""
+    rank = np.empty(len(numbers), np.int64)
+    for position, name in enumerate(sorted(numbers)):
+        rank[numbers[name]] = position
+    return rank
+
+
+def _record(row: tuple | Record) -> Record:
+    return dict(zip(row[-1], row)) if isinstance(row, tuple) else row

@@ -1,0 +1,122 @@
+"""The compact record table that results.jsonl is read into: it must give back exactly what
+was written (values, types, key order), keep marks written into disagreeing records, and
+cost a fraction of the parsed dicts' memory."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from poolconform.expectations import Expectation, apply_expectations
+from poolconform.record_table import RecordTable
+from poolconform.results import make_record, read_records
+
+
+def _params(i: int) -> dict:
+    return {"op": "MaxPool", "rank": 2, "input_shape": [1, 1, 4 + i, 4 + i], "dtype": "float32", "opset": 22,
+            "kernel": [2, 2], "strides": [1, 1], "auto_pad": "NOTSET", "pads": [0, 0, 0, 0], "ceil_mode": False}
+
+
+def _record(i: int, backend: str, status: str = "pass", **extra: object) -> dict:
+    record = make_record(f"case-{i}", backend, status, expected_shape=[1, 1, 3 + i, 3 + i],
+                         actual_shape=[1, 1, 3 + i, 3 + i], max_abs_err=0.0, max_rel_err=0.0,
+                         max_ulp=float(i % 3), detail="", atol=1e-6 * (i + 1), digest=f"{i:016x}",
+                         op="MaxPool", dtype="float32", opset=22, params=_params(i), seconds=0.001 * i)
+    record.update(extra)
+    return json.loads(json.dumps(record))  # as read back: fresh objects of JSON's types
+
+
+ODD = [  # what a results.jsonl may hold that the compact form must not change
+    {"case": "odd-1", "backend": "a", "status": "pass", "max_ulp": 0, "max_abs_err": -0.0, "note": None},
+    {"case": "odd-2", "backend": "a", "status": "pass", "flag": True, "count": 1, "max_ulp": "inf"},
+    {"case": "odd-3", "backend": "a", "status": "unsupported", "detail": "x" * 500, "nested": [[1, 2], [3]]},
+    {"case": "odd-4", "backend": "a", "status": "pass", "max_rel_err": float("nan"), "shape": [True, 1]},
+    {"case": "odd-5", "backend": "a", "status": "pass", "expected": True, "expected_reason": "r"},
+    {"case": "odd-6", "backend": "a", "status": "pass", "params": {"op": "MaxPool", "pads": [0, 0.5]}},
+    {"case": "odd-7", "backend": "a", "status": "pass", "max_ulp": 1.5},
+    {"case": "odd-7", "backend": "b", "status": "pass", "max_ulp": "1.5"},  # a string where a figure was
+]
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Equal values, the same types (1 is not True, 0 is not 0.0), the same key order."""
+    return json.dumps(a) == json.dumps(b) and list(a) == list(b) and repr(a) == repr(b)
+
+
+def test_records_come_back_exactly_as_written(tmp_path: Path):
+    rows = [_record(i, b, s) for i in range(30) for b, s in (("a", "pass"), ("b", "unsupported"),
+                                                            ("c", "mismatch"), ("d", "error"))] + ODD
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = read_records(path)
+    assert len(table) == len(rows)
+    for got, want in zip(table, json.loads("[" + ",".join(json.dumps(r) for r in rows) + "]")):
+        assert _same(got, want), (got, want)
+    assert [_same(table[i], table[i]) for i in (0, -1)] == [True, True]
+    assert table[-1]["max_ulp"] == "1.5" and table[-2]["max_ulp"] == 1.5
+    assert table[:120] == rows[:120] and table[2:5] == rows[2:5]  # (odd-4 holds a NaN, unequal to itself)
+    assert RecordTable(rows[:120]) == table[:120] and table != rows[:-1]
+    with pytest.raises(IndexError):
+        table[len(rows)]
+
+
+def test_a_later_record_replaces_the_earlier_one_in_its_place():
+    table = RecordTable([_record(1, "a"), _record(2, "a"), _record(1, "b")])
+    table.add(_record(1, "a", "mismatch"))  # compact -> whole
+    table.add(_record(2, "a", "pass", max_ulp=7.0))
+    table.add(_record(2, "a", "unsupported", detail="again"))  # compact -> compact, other values
+    assert [(r["case"], r["backend"], r["status"]) for r in table] == [
+        ("case-1", "a", "mismatch"), ("case-2", "a", "unsupported"), ("case-1", "b", "pass")]
+    assert table[1]["detail"] == "again" and table[1]["max_ulp"] == 2.0
+    table.add(_record(1, "a", "pass", max_ulp=None))  # whole -> compact: the mark of a figure's None
+    assert table[0]["status"] == "pass" and table[0]["max_ulp"] is None and len(table) == 3
+
+
+def test_marks_on_disagreeing_records_stick_and_compact_ones_are_fresh_dicts():
+    table = RecordTable([_record(i, "a", "mismatch" if i % 2 else "pass") for i in range(6)])
+    fixed = apply_expectations(table, [Expectation("case-1", "a", ("mismatch",), "known", "e.toml", 0, ""),
+                                       Expectation("case-2", "a", ("mismatch",), "fixed now", "e.toml", 1, "")])
+    assert [r.get("expected") for r in table] == [None, True, None, None, None, None]
+    assert table[1]["expected_reason"] == "known" and fixed == [{"case": "case-2", "backend": "a",
+                                                                  "reason": "fixed now"}]
+    compact = table[0]
+    compact["status"] = "mismatch"
+    assert table[0]["status"] == "pass" and table[0] is not table[0]
+    assert table[1] is table[1]
+    assert table[0]["params"] is table[0]["params"]  # shared, as documented: not to be mutated
+
+
+def test_sorting_orders_by_case_then_backend():
+    table = RecordTable([_record(i, b) for i in (3, 1, 2) for b in ("z", "b", "a")])
+    table.sort_by_key()
+    keys = [(r["case"], r["backend"]) for r in table]
+    assert keys == sorted(keys) and len(keys) == 9
+    table.add(_record(1, "0"))
+    assert [(r["case"], r["backend"]) for r in table][-1] == ("case-1", "0")
+
+
+def test_a_case_whose_backends_disagree_on_params_keeps_each_ones_own():
+    a, b = _record(1, "a"), _record(1, "b")
+    b["params"]["kernel"] = [3, 3]
+    table = RecordTable([a, b])
+    assert table[0]["params"]["kernel"] == [2, 2] and table[1]["params"]["kernel"] == [3, 3]
+
+
+def test_the_table_costs_a_fraction_of_the_parsed_records():
+    """8 backends of 2,000 cases: the reason the table exists (docs/speed.md)."""
+    lines = [json.dumps(_record(i, b)) for i in range(2000) for b in "abcdefgh"]
+    tracemalloc.start()
+    try:
+        parsed = [json.loads(line) for line in lines]
+        as_dicts = tracemalloc.get_traced_memory()[0]
+        del parsed
+        start = tracemalloc.get_traced_memory()[0]
+        table = RecordTable(json.loads(line) for line in lines)
+        as_table = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert len(table) == 16000
+    assert as_table < as_dicts / 3, (as_table / 16000, as_dicts / 16000)
