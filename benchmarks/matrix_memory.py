@@ -1,18 +1,20 @@
 """Parent memory as the matrix grows: peak resident memory of the parent's side of a run
-on matrices of about 1,000, 10,000 and 100,000 cases.
+on matrices of about 1,000, 10,000 and 100,000 cases, each judged for several backends.
 
-    python benchmarks/matrix_memory.py [--sizes 1000,10000,100000] [--json FILE]
+    python benchmarks/matrix_memory.py [--sizes 1000,10000,100000] [--backends 8] [--json FILE]
 
 Each size runs in a fresh interpreter: the matrix is expanded (poolconform.matrix), one
 oracle job is made per case, and every job goes through the parent's whole per-case path
-as a run does it: inputs, float64 oracle, comparison with an answer (the oracle's values
-in the case's dtype, standing in for a backend) and a record, written batch by batch to a
-results.jsonl and read back at the end, as a run with --out does (its reports need them).
-No worker runs, so the figure is the parent alone; what a worker holds is one case.
-Printed per size: cases, seconds, resident memory after expansion, after judging every
-case, with the records read back, and at the peak, and the peak's growth per case (what
-stays "bounded" means: jobs hold no arrays once judged, so what grows is the case list
-and one compact record per case, not the inputs or outputs).
+as a run does it: inputs, float64 oracle, comparison with each backend's answer (the
+oracle's values in the case's dtype, standing in for --backends backends) and a record
+each, written batch by batch to a results.jsonl and read back at the end, as a run with
+--out does; then the reports a run writes (summary, findings, summary.md, junit.xml,
+report.html) are made from them. No worker runs, so the figure is the parent alone; what a
+worker holds is one case.
+Printed per size: cases, records, seconds, resident memory after expansion, after judging
+every case, with the records read back, after the reports, and at the peak, and the
+peak's growth per case (what stays "bounded" means: jobs hold no arrays once judged, so
+what grows is the case list and one compact record per (case, backend)).
 """
 
 from __future__ import annotations
@@ -67,16 +69,21 @@ def current_mb() -> float:
     return peak_mb()
 
 
-def measure(cases: int) -> dict:
-    """(In the child) expand, make jobs, judge every job; memory figures in MiB."""
+def measure(cases: int, backends: int) -> dict:
+    """(In the child) expand, make jobs, judge every job for each backend, read the records
+    back and write the reports; memory figures in MiB."""
     import numpy as np
 
     from poolconform import dtypes
     from poolconform.job import oracle_job
     from poolconform.matrix import expand
+    from poolconform.pipeline import write_reports
+    from poolconform.report.summary import summarize
     from poolconform.results import RESULTS_FILE, ResultsWriter, read_records
     from poolconform.verdict import outcome_record
     from poolconform.worker import Outcome
+
+    names = [f"stand-in-{i}" for i in range(1, backends + 1)]
 
     started = time.perf_counter()
     base = current_mb()
@@ -90,48 +97,57 @@ def measure(cases: int) -> dict:
         for key, job in enumerate(jobs):
             answer = [np.asarray(e).astype(dtypes.numpy_dtype(job.case.dtype) if i == 0 else np.int64)
                       for i, e in enumerate(job.expected)]
-            batch.append(outcome_record(job, "stand-in", Outcome(key, "outputs", answer)))
+            for name in names:
+                batch.append(outcome_record(job, name, Outcome(key, "outputs", answer)))
             job.release()  # as the runner does once every backend's answer is judged
-            if len(batch) == 64:  # as a run with --out writes them: batch by batch, not kept
+            if len(batch) >= 64:  # as a run with --out writes them: batch by batch, not kept
                 writer.write(batch)
                 batch = []
         writer.write(batch)
         writer.close()
         judged = current_mb()
         records = read_records(path)  # what the reports are made from, as the pipeline does
-    statuses: dict[str, int] = {}
-    for r in records:
-        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    return {"cases": len(jobs), "seconds": time.perf_counter() - started, "expand_seconds": expand_s,
+        with_records = current_mb()
+        reports_started = time.perf_counter()
+        summary = summarize(records, dropped={}, extra={})
+        write_reports(Path(out), records, summary)
+        reports_s = time.perf_counter() - reports_started
+    return {"cases": len(jobs), "records": len(records), "seconds": time.perf_counter() - started,
+            "expand_seconds": expand_s, "reports_seconds": reports_s,
             "rss_start_mb": base, "rss_after_expansion_mb": expanded, "rss_after_judging_mb": judged,
-            "rss_with_records_mb": current_mb(), "rss_peak_mb": peak_mb(),
-            "statuses": statuses}
+            "rss_with_records_mb": with_records, "rss_after_reports_mb": current_mb(), "rss_peak_mb": peak_mb(),
+            "statuses": summary["counts"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="approximate case counts (comma-separated)")
+    parser.add_argument("--backends", type=int, default=8, help="stand-in backends judged per case (default 8)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.backends < 1:
+        parser.error("--backends must be at least 1")
     if args.child:
-        print(json.dumps(measure(args.child)))
+        print(json.dumps(measure(args.child, args.backends)))
         return 0
     rows = []
     for size in (int(s) for s in args.sizes.split(",") if s):
-        done = subprocess.run([sys.executable, __file__, "--child", str(size)], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run([sys.executable, __file__, "--child", str(size), "--backends", str(args.backends)],
+                              capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"size {size}: {done.stderr.strip().splitlines()[-1:]!r}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print("parent side of a run (expansion, jobs, inputs, oracle, comparison, records), one interpreter per size:")
-    print(f"  {'cases':>7s} {'seconds':>8s} {'expand s':>8s} {'RSS start':>10s} {'after expand':>12s} "
-          f"{'judged':>8s} {'+records':>9s} {'peak':>8s} {'peak-start per case':>20s}")
+    print(f"parent side of a run (expansion, jobs, inputs, oracle, comparison, records, reports), "
+          f"{args.backends} stand-in backend(s), one interpreter per size (MB: resident memory):")
+    print(f"  {'cases':>7s} {'records':>8s} {'seconds':>8s} {'reports s':>9s} {'start':>6s} {'expanded':>8s} "
+          f"{'judged':>7s} {'+records':>8s} {'+reports':>8s} {'peak':>6s} {'peak-start per case':>20s}")
     for r in rows:
         per_case_kb = (r["rss_peak_mb"] - r["rss_start_mb"]) * 1024 / max(1, r["cases"])
-        print(f"  {r['cases']:7d} {r['seconds']:8.1f} {r['expand_seconds']:8.1f} {r['rss_start_mb']:8.0f}MB "
-              f"{r['rss_after_expansion_mb']:10.0f}MB {r['rss_after_judging_mb']:6.0f}MB "
-              f"{r['rss_with_records_mb']:7.0f}MB {r['rss_peak_mb']:6.0f}MB {per_case_kb:17.2f} KB")
+        print(f"  {r['cases']:7d} {r['records']:8d} {r['seconds']:8.1f} {r['reports_seconds']:9.1f} "
+              f"{r['rss_start_mb']:6.0f} {r['rss_after_expansion_mb']:8.0f} {r['rss_after_judging_mb']:7.0f} "
+              f"{r['rss_with_records_mb']:8.0f} {r['rss_after_reports_mb']:8.0f} {r['rss_peak_mb']:6.0f} "
+              f"{per_case_kb:17.2f} KB")
         r["peak_kb_per_case"] = per_case_kb
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

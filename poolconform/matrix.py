@@ -281,13 +281,20 @@ def _check_size(case: PoolCase) -> None:
         )
 
 
+#: Distinct argument sets an expansion remembers (full.toml has 2,954).
+MEMO_ENTRIES = 4096
+
+
 def _memoized_make_case() -> Callable[..., PoolCase]:
     """make_case, answering a repeated call from memory (the case, or its refusal again).
 
     Many combinations of a table name one case (a global op ignores kernel, stride and pads;
     auto_pad replaces pads): full.toml makes 16,204 calls for 2,954 distinct ones, and
     validating a case (the ONNX schema, the generator, the budget) is most of an expansion's
-    time. One memory per expansion, so nothing outlives it."""
+    time. One memory per expansion, so nothing outlives it, and of at most MEMO_ENTRIES
+    (forgotten all at once when full): a key costs more than the case it names, and a large
+    matrix that repeats nothing would otherwise double the memory of its expansion
+    (docs/speed.md, "Memory as the matrix grows")."""
     made: dict[tuple, PoolCase | CaseError] = {}
 
     def make(op: str, shape: tuple[int, ...], **kwargs: Any) -> PoolCase:
@@ -301,6 +308,8 @@ def _memoized_make_case() -> Callable[..., PoolCase]:
                 hit = make_case(op, shape, **kwargs)
             except CaseError as exc:
                 hit = exc
+            if len(made) >= MEMO_ENTRIES:
+                made.clear()
             made[key] = hit
         if isinstance(hit, CaseError):
             raise CaseError(str(hit), category=hit.category)

@@ -207,3 +207,27 @@ def test_repeated_combinations_are_validated_once_with_the_same_outcome(monkeypa
     assert len(calls) > 5 * len(fast.cases)  # the file does repeat itself
     assert [c.id for c in fast.cases] == [c.id for c in slow.cases] and len(fast.cases) == 2389
     assert fast.dropped == slow.dropped and fast.combinations == slow.combinations
+
+
+def test_the_expansion_memo_forgets_when_full_and_still_gives_the_same_cases(monkeypatch):
+    """A memo of at most MEMO_ENTRIES: when full it is cleared, so a large matrix that
+    repeats nothing does not hold a key per combination; what comes out is unchanged."""
+    from pathlib import Path
+
+    from poolconform import matrix as matrix_module
+
+    tables = matrix_module.load_tables(Path(__file__).parent.parent / "matrices" / "full.toml")
+    whole = matrix_module.expand_all(tables)
+    real, made = matrix_module.make_case, []
+
+    def counting(op, shape, **kwargs):
+        made.append(op)
+        return real(op, shape, **kwargs)
+
+    monkeypatch.setattr(matrix_module, "make_case", counting)
+    monkeypatch.setattr(matrix_module, "MEMO_ENTRIES", 50)
+    small = matrix_module.expand_all(tables)
+    assert [c.id for c in small.cases] == [c.id for c in whole.cases]
+    assert small.dropped == whole.dropped and small.combinations == whole.combinations
+    assert len(made) > 2954  # forgotten entries are validated again
+    assert len(made) < small.combinations  # repeats within the memory's reach are still answered from it
