@@ -167,3 +167,34 @@ def test_control_characters_are_escaped_in_every_report() -> None:
     shown = console.file.getvalue()
     assert "\x1b" not in shown and "evil\\x01\\x1b[2Jname" in shown
     assert max(len(line) for line in shown.splitlines()) <= 80
+
+
+def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(monkeypatch) -> None:
+    """junit.xml is serialised a chunk of testcases at a time (so a large run never holds
+    every element): the text must be exactly junitparser's for the same suites."""
+    from junitparser import TestSuite
+
+    from poolconform.report import junit
+
+    monkeypatch.setattr(junit, "_CHUNK", 3)  # several chunks per suite
+    statuses = ["pass", "mismatch", "shape-mismatch", "unsupported", "error", "crash", "timeout"]
+    records = [make_record(f"case-{i % 11}", f"backend-{i % 3}<&>", statuses[i % 7], detail=f"d{i} <x>",
+                           max_ulp=float(i), seconds=0.001 * i if i % 4 else None) for i in range(40)]
+    records[5].update(expected=True, expected_reason="known")
+    findings = [{"summary": "s", "count": 2, "minimal_case": "case-1", "status": "mismatch", "expected": False}]
+    whole = JUnitXml("poolconform")
+    first = TestSuite(FINDINGS_SUITE)
+    first.add_testcases([junit.finding_case(f) for f in findings])
+    whole.add_testsuite(first)
+    for backend in sorted({r["backend"] for r in records}):
+        suite = TestSuite(junit._clean(backend))
+        suite.add_testcases([junit.testcase(r) for r in sorted((r for r in records if r["backend"] == backend),
+                                                                key=lambda r: r["case"])])
+        whole.add_testsuite(suite)
+    whole.update_statistics()
+    expected = '<?xml version="1.0" encoding="utf-8"?>\n' + whole.tostring().decode("utf-8") + "\n"
+    assert junit_xml(records, findings=findings) == expected
+    assert "".join(junit.junit_parts(records, findings=findings)) == expected
+    empty = JUnitXml("poolconform")
+    empty.update_statistics()
+    assert junit_xml([]) == '<?xml version="1.0" encoding="utf-8"?>\n' + empty.tostring().decode("utf-8") + "\n"

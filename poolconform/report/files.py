@@ -18,7 +18,7 @@ from poolconform.errors import PoolconformError
 from poolconform.findings import cases_by_backend, refresh
 from poolconform.findings.shrink import BUDGET_SECONDS, shrink_findings
 from poolconform.report.html import render_html
-from poolconform.report.junit import junit_xml
+from poolconform.report.junit import junit_parts
 from poolconform.report.markdown import render_markdown
 from poolconform.results import Record, write_atomic, write_json
 
@@ -54,7 +54,7 @@ def write_all(out: Path, records: Sequence[Record], summary: dict) -> None:
     write_atomic(out / FINDINGS_FILE, json.dumps(findings + (summary.get("unsupported") or []), indent=2) + "\n")
     markdown = render_markdown(records, summary)
     write_atomic(out / "summary.md", markdown)
-    write_atomic(out / "junit.xml", junit_xml(records, findings=findings))
+    write_atomic(out / "junit.xml", junit_parts(records, findings=findings))
     write_atomic(out / "report.html", render_html(records, summary))
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:

@@ -8,7 +8,7 @@ green exactly when `poolconform run` exits 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
@@ -79,40 +79,92 @@ def finding_case(finding: dict) -> TestCase:
 
 def junit_xml(records: Sequence[Record], name: str = "poolconform", findings: list[dict] | None = None) -> str:
     """The whole junit.xml document as text: the findings suite first (when there are
-    findings), then one suite per backend; suites and cases in a stable order.
+    findings), then one suite per backend; suites and cases in a stable order."""
+    return "".join(junit_parts(records, name, findings))
 
-    Each suite is built and serialised on its own, then let go: a large run's testcase
-    elements (and its records as dicts) are never all held at once (docs/speed.md)."""
+
+def junit_parts(records: Sequence[Record], name: str = "poolconform",
+                findings: list[dict] | None = None) -> Iterator[str]:
+    """junit.xml in pieces, for writing without one string of the whole file.
+
+    Each testcase is serialised as soon as it is made, and a backend's records are read
+    one at a time in case order: a large run's testcase elements (and its records as
+    dicts) are never all held at once (docs/speed.md). The text is what junitparser
+    writes for the same tree."""
     parts: list[str] = []
-    totals = JUnitXml(name)
-    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
     seconds: float = 0  # as JUnitXml.update_statistics starts it
-    for suite in _suites(records, findings):
-        suite.update_statistics()  # add_testcases recounts once; add_testcase would per case (quadratic)
-        for key in counts:
-            counts[key] += getattr(suite, key)
-        seconds += suite.time or 0.0
-        body = suite.tostring()
-        parts.append(body.decode("utf-8") if isinstance(body, bytes) else body)
-    for key, value in counts.items():  # in the order JUnitXml.update_statistics sets them
-        setattr(totals, key, value)
-    totals.time = round(seconds, 3)
-    head = totals.tostring()
-    head = (head.decode("utf-8") if isinstance(head, bytes) else head).rstrip()
-    if not head.endswith("/>"):
-        raise AssertionError(f"unexpected empty <testsuites> element: {head[:80]!r}")
-    text = head[:-2].rstrip() + ">" + "".join(parts) + "</testsuites>"
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n"
-
-
-def _suites(records: Sequence[Record], findings: list[dict] | None) -> Iterator[TestSuite]:
-    """The findings suite, then one suite per backend (one pass over the records each)."""
     if findings:
-        suite = TestSuite(FINDINGS_SUITE)
-        suite.add_testcases([finding_case(f) for f in findings])
-        yield suite
+        seconds += _suite(parts, totals, FINDINGS_SUITE, (finding_case(f) for f in findings))
     for backend in sorted({r["backend"] for r in records}):
-        suite = TestSuite(_clean(backend))
-        mine = sorted((r for r in records if r["backend"] == backend), key=lambda r: r["case"])
-        suite.add_testcases([testcase(r) for r in mine])
-        yield suite
+        order = sorted((r["case"], i) for i, r in enumerate(records) if r["backend"] == backend)
+        seconds += _suite(parts, totals, _clean(backend), (testcase(records[i]) for _, i in order))
+    root = JUnitXml(name)
+    for key, value in totals.items():  # in the order JUnitXml.update_statistics sets them
+        setattr(root, key, value)
+    root.time = round(seconds, 3)
+    yield '<?xml version="1.0" encoding="utf-8"?>\n'
+    if not parts:
+        yield _text(root.tostring()) + "\n"
+        return
+    yield _open(root)
+    yield from parts
+    yield "</testsuites>\n"
+
+
+def _suite(parts: list[str], totals: dict[str, int], name: str, cases: Iterable[TestCase]) -> float:
+    """Append one <testsuite> (its statistics as TestSuite.update_statistics counts them) to
+    `parts`, add its counts to `totals`; return its time."""
+    counts = dict.fromkeys(("tests", "errors", "failures", "skipped"), 0)  # TestSuite's attribute order
+    seconds: float = 0
+    body: list[str] = []
+    chunk: list[TestCase] = []
+    for case in cases:
+        counts["tests"] += 1
+        if case.time is not None:
+            seconds += case.time
+        for entry in case.result:
+            kind = "failures" if isinstance(entry, Failure) else "errors" if isinstance(entry, Error) else (
+                "skipped" if isinstance(entry, Skipped) else None)
+            if kind:
+                counts[kind] += 1
+        chunk.append(case)
+        if len(chunk) == _CHUNK:
+            body.append(_serialised(chunk))
+            chunk = []
+    if chunk:
+        body.append(_serialised(chunk))
+    suite = TestSuite(name)
+    for key, value in counts.items():
+        setattr(suite, key, value)
+        totals[key] += value
+    suite.time = round(seconds, 3)
+    parts.append(_open(suite) + "".join(body) + "</testsuite>")
+    return suite.time
+
+
+#: Testcases serialised together (one call per testcase would cost more than making them).
+_CHUNK = 2048
+
+
+def _serialised(cases: list[TestCase]) -> str:
+    """The testcases' XML, one after another: serialised inside a bare container element
+    whose own tags are then cut off (the children's text is the same either way)."""
+    container = cases[0]._elem.makeelement("c", {})
+    container.extend(case._elem for case in cases)
+    text = _text(JUnitXml.fromelem(container).tostring())
+    if not (text.startswith("<c>") and text.endswith("</c>")):
+        raise AssertionError(f"unexpected container text: {text[:20]!r}...{text[-20:]!r}")
+    return text[3:-4]
+
+
+def _open(element: JUnitXml | TestSuite) -> str:
+    """The start tag of an element that has no children yet (serialised as `<tag ... />`)."""
+    text = _text(element.tostring()).rstrip()
+    if not text.endswith("/>"):
+        raise AssertionError(f"expected an empty element, got {text[:80]!r}")
+    return text[:-2].rstrip() + ">"
+
+
+def _text(body: str | bytes) -> str:
+    return body.decode("utf-8") if isinstance(body, bytes) else body

@@ -32,17 +32,32 @@ def agreement(records: Sequence[Record]) -> dict[str, dict[str, dict[str, int]]]
     Two backends agree on a case when both pass against the expected outputs or both
     produced identical outputs (same digest): "torch and ORT agree, Keras is alone".
     """
-    by_case: dict[str, dict[str, tuple[bool, Any]]] = defaultdict(dict)  # (passed, digest), not whole records
-    names: set[str] = set()
+    bit: dict[str, int] = {}
+    ran_by_case: dict[str, int] = {}  # case -> mask of the backends that ran it (a bit per backend)
+    mixed: set[str] = set()  # cases with a record that ran and did not pass: digests decide there
     for r in records:
-        names.add(r["backend"])
+        backend = bit.setdefault(r["backend"], len(bit))
         if r["status"] in RAN:
-            by_case[r["case"]][r["backend"]] = (r["status"] == "pass", r.get("digest"))
-    table: dict[str, dict[str, dict[str, int]]] = {a: {b: {"both": 0, "agree": 0} for b in sorted(names)}
-                                                   for a in sorted(names)}
-    for ran in by_case.values():
+            ran_by_case[r["case"]] = ran_by_case.get(r["case"], 0) | 1 << backend
+            if r["status"] != "pass":
+                mixed.add(r["case"])
+    names = sorted(bit)
+    table: dict[str, dict[str, dict[str, int]]] = {a: {b: {"both": 0, "agree": 0} for b in names} for a in names}
+    # Cases where every backend that ran it passed: all pairs agree; counted once per set of backends.
+    for mask, cases in Counter(m for case, m in ran_by_case.items() if case not in mixed).items():
+        ran = [name for name in names if mask >> bit[name] & 1]
         for a, b in itertools.product(ran, ran):
-            (passed_a, digest_a), (passed_b, digest_b) = ran[a], ran[b]
+            table[a][b]["both"] += cases
+            table[a][b]["agree"] += cases
+    if not mixed:
+        return table
+    by_case: dict[str, dict[str, tuple[bool, Any]]] = defaultdict(dict)  # (passed, digest) per backend
+    for r in records:
+        if r["case"] in mixed and r["status"] in RAN:
+            by_case[r["case"]][r["backend"]] = (r["status"] == "pass", r.get("digest"))
+    for ran_here in by_case.values():
+        for a, b in itertools.product(ran_here, ran_here):
+            (passed_a, digest_a), (passed_b, digest_b) = ran_here[a], ran_here[b]
             cell = table[a][b]
             cell["both"] += 1
             cell["agree"] += int((passed_a and passed_b) or (digest_a is not None and digest_a == digest_b))
