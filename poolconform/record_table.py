@@ -24,7 +24,8 @@ from typing import Any, overload
 
 import numpy as np
 
-Record = dict[str, Any]  # as poolconform.results names it (which reads records into this table)
+#: One result record: what results.jsonl holds a line of (poolconform.results makes and reads them).
+Record = dict[str, Any]
 
 #: Statuses kept as tuples; every other record is kept whole (see the module docstring).
 COMPACT_STATUSES = frozenset({"pass", "unsupported"})

@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from poolconform.errors import PoolconformError
-from poolconform.record_table import RecordTable
+from poolconform.record_table import Record, RecordTable
 
 STATUSES = ("pass", "mismatch", "shape-mismatch", "unsupported", "error", "crash", "timeout")
 #: Statuses that make a run fail unless an expectation covers them.
 FAILING = ("mismatch", "shape-mismatch", "error", "crash", "timeout")
-
-Record = dict[str, Any]
 
 RESULTS_FILE = "results.jsonl"
 

@@ -20,7 +20,7 @@ from poolconform.inputs import make_inputs
 from poolconform.matrix import load_matrix
 from poolconform.onnx_export import build_model
 from poolconform.validation import make_case
-from conftest import load, usable
+from conftest import usable
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,7 @@
 """The float64 oracle against ONNX Runtime's values, and the seed's golden examples."""
 
 import itertools
+import random
 
 import numpy as np
 import pytest
@@ -74,7 +75,7 @@ def test_empty_window_and_nan_semantics_are_explicit():
     assert np.isnan(y[0, 0, 0]) and y[0, 0, 1] == 4.0  # NaN propagates, like IEEE max
 
 
-def _random_case(rng: "random.Random"):
+def _random_case(rng: random.Random):
     """One case drawn from the matrix space: rank 1-3, dilation, pads, ceil_mode, auto_pad,
     count_include_pad, Indices and storage order, every dtype and generator."""
     op = rng.choice(["MaxPool", "AveragePool", "LpPool", "GlobalMaxPool", "GlobalAveragePool", "GlobalLpPool"])
