@@ -28,6 +28,7 @@ from poolconform.compare import digest_algorithm
 from poolconform.errors import PoolconformError
 from poolconform.findings import triage
 from poolconform.report.text import printable
+from poolconform.record_table import RecordTable
 from poolconform.results import FAILING, RESULTS_FILE, Record, read_records, write_atomic
 
 #: Entries printed per list; --json holds them all.
@@ -87,42 +88,49 @@ def _bad(record: Record) -> bool:
     return record["status"] in FAILING and not record.get("expected")
 
 
+def _facts(records: Sequence[Record]) -> dict[tuple[str, str], tuple[str, bool, Any, int]]:
+    """(status, counts as bad, digest, position) per (case, backend): what the comparison
+    reads, so two large runs are compared without holding their records as dicts."""
+    return {(r["case"], r["backend"]): (r["status"], _bad(r), r.get("digest"), i) for i, r in enumerate(records)}
+
+
 def compare_runs(a: Sequence[Record], b: Sequence[Record]) -> dict[str, Any]:
     """The comparison as plain data (what --json writes)."""
-    before = {(r["case"], r["backend"]): r for r in a}
-    after = {(r["case"], r["backend"]): r for r in b}
+    before, after = _facts(a), _facts(b)
     out: dict[str, Any] = {"regressed": [], "fixed": [], "changed": [], "uncovered": []}
     incomparable: dict[str, int] = {}
     for key in sorted(before.keys() & after.keys()):
-        ra, rb = before[key], after[key]
-        entry = {"case": key[0], "backend": key[1], "before": ra["status"], "after": rb["status"],
-                 "detail": rb.get("detail") or ""}
-        if rb["status"] == UNSUPPORTED and ra["status"] != UNSUPPORTED:
+        (status_a, bad_a, digest_a, _), (status_b, bad_b, digest_b, where) = before[key], after[key]
+        if status_a == status_b and bad_a == bad_b and digest_a == digest_b:
+            continue  # the same answer: nothing to list (most pairs)
+        entry = {"case": key[0], "backend": key[1], "before": status_a, "after": status_b,
+                 "detail": b[where].get("detail") or ""}
+        if status_b == UNSUPPORTED and status_a != UNSUPPORTED:
             out["uncovered"].append(entry)
-        elif not _bad(ra) and _bad(rb):
+        elif not bad_a and bad_b:
             out["regressed"].append(entry)
-        elif _bad(ra) and not _bad(rb):
+        elif bad_a and not bad_b:
             out["fixed"].append(entry)
-        elif ra["status"] != rb["status"]:
+        elif status_a != status_b:
             out["changed"].append(entry)
-        elif ra.get("digest") != rb.get("digest"):
-            algorithms = (digest_algorithm(ra.get("digest")), digest_algorithm(rb.get("digest")))
+        elif digest_a != digest_b:
+            algorithms = (digest_algorithm(digest_a), digest_algorithm(digest_b))
             if algorithms[0] == algorithms[1] or None in algorithms:
                 out["changed"].append(entry)
             else:
                 pair = f"{algorithms[0]} -> {algorithms[1]}"
                 incomparable[pair] = incomparable.get(pair, 0) + 1
     out["digests_not_compared"] = incomparable
-    out["lost"] = [{"case": k[0], "backend": k[1], "before": before[k]["status"], "after": MISSING, "detail": ""}
+    out["lost"] = [{"case": k[0], "backend": k[1], "before": before[k][0], "after": MISSING, "detail": ""}
                    for k in sorted(before.keys() - after.keys())]
-    out["new"] = [{"case": k[0], "backend": k[1], "before": MISSING, "after": after[k]["status"],
-                   "detail": after[k].get("detail") or ""} for k in sorted(after.keys() - before.keys())]
-    cases_a, cases_b = {r["case"] for r in a}, {r["case"] for r in b}
-    backends_a, backends_b = {r["backend"] for r in a}, {r["backend"] for r in b}
+    out["new"] = [{"case": k[0], "backend": k[1], "before": MISSING, "after": after[k][0],
+                   "detail": b[after[k][3]].get("detail") or ""} for k in sorted(after.keys() - before.keys())]
+    cases_a, cases_b = {case for case, _ in before}, {case for case, _ in after}
+    backends_a, backends_b = {backend for _, backend in before}, {backend for _, backend in after}
     out["only_in_a"] = {"cases": sorted(cases_a - cases_b), "backends": sorted(backends_a - backends_b)}
     out["only_in_b"] = {"cases": sorted(cases_b - cases_a), "backends": sorted(backends_b - backends_a)}
     regressed = {(e["case"], e["backend"]) for e in out["regressed"]}
-    subset = [r for r in b if (r["case"], r["backend"]) in regressed or r["status"] == "pass"]
+    subset = RecordTable(r for r in b if r["status"] == "pass" or (r["case"], r["backend"]) in regressed)
     out["regressed_findings"] = [{k: f[k] for k in ("backend", "status", "count", "summary", "cases", "minimal_case")}
                                  for f in triage(subset)]
     return out
