@@ -203,3 +203,22 @@ def test_an_entry_about_a_backend_that_did_not_run_is_not_called_unmatched(tmp_p
     entries = load_expectations(path)
     ran = [make_record("MaxPool-2d-k2-s2-p0-f32-n4", "onnxruntime-cpu", "pass")]
     assert [u["case"] for u in unmatched(ran, entries)] == ["Typo-*"]
+
+
+def test_scattered_disagreements_stop_at_max_rules_and_keep_every_record():
+    """A backend wrong on scattered cases (every other input size, no shared attribute) would
+    cost one full rule search per record: after MAX_RULES findings the rest make one, and no
+    record is lost."""
+    from poolconform.findings.triage import MAX_RULES
+
+    cases = [make_case("MaxPool", (1, 1, n, n), kernel=2) for n in range(4, 4 + 2 * (MAX_RULES + 8))]
+    records = [_record(c, "b", "mismatch" if i % 2 else "pass", detail="Y[0] expected 1, got 2")
+               for i, c in enumerate(cases)]
+    findings = triage(records)
+    failing = sorted(r["case"] for r in records if r["status"] == "mismatch")
+    assert sorted(c for f in findings for c in f["cases"]) == failing
+    assert len(findings) == MAX_RULES + 1
+    rest = [f for f in findings if f["rule"] == []]
+    assert len(rest) == 1 and rest[0]["count"] == len(failing) - MAX_RULES
+    assert f"not split into more than {MAX_RULES} patterns" in rest[0]["summary"]
+    assert all(f["count"] == 1 and f["rule"] for f in findings if f is not rest[0])

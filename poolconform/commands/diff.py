@@ -160,8 +160,10 @@ def main(args: argparse.Namespace) -> int:
         va, vb = versions_a.get(name, "-"), versions_b.get(name, "-")
         print(f"  {printable(name)}: {printable(va)}" + (f" -> {printable(vb)}" if va != vb else " (same)"))
     _print_list("regressed", result["regressed"])
-    for f in result["regressed_findings"]:
+    for f in result["regressed_findings"][:SHOWN]:
         print(f"  finding: {printable(f['summary'])} ({f['count']}); minimal case {printable(f['minimal_case'])}")
+    if len(result["regressed_findings"]) > SHOWN:
+        print(f"  ... and {len(result['regressed_findings']) - SHOWN} more finding(s) (--json FILE lists all)")
     _print_list("fixed", result["fixed"])
     _print_list("changed", result["changed"])
     for pair, count in result["digests_not_compared"].items():

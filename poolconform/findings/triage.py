@@ -19,6 +19,10 @@ from typing import Any
 from poolconform.findings.features import DERIVED, Test, case_tests, phrase
 from poolconform.results import FAILING, Record, numeric
 
+#: Rules sought per behaviour (backend, status, signature); its records left after that many
+#: make one finding. Disagreements without a pattern (a backend wrong on scattered cases)
+#: would otherwise cost a full rule search per record: 2,475 of them took minutes.
+MAX_RULES = 12
 #: Longest conjunction tried, and how many tests the longest ones combine (the rest are rare).
 MAX_TESTS = 4
 WIDE_SEARCH = {3: 40, 4: 22}
@@ -181,10 +185,12 @@ def induce_rule(positives: list[set[Test]], negatives: Negatives | list[set[Test
     return None if best is None else (best[1], best[2])
 
 
-def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, members: list[Record]) -> dict[str, Any]:
+def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, members: list[Record],
+             unsplit: bool = False) -> dict[str, Any]:
     members = sorted(members, key=smallest_first)
     if rule is None:
-        pattern = [f"{len(members)} case(s) that share no pattern apart from passing ones"]
+        pattern = [f"{len(members)} more case(s), not split into more than {MAX_RULES} patterns" if unsplit
+                   else f"{len(members)} case(s) that share no pattern apart from passing ones"]
         where = "in " + pattern[0]
     else:
         pattern = [phrase(t) for t in sorted(rule, key=lambda t: (t[0] not in ("op",), t[0] in DERIVED, str(t)))]
@@ -244,12 +250,14 @@ def triage(records: Sequence[Record]) -> list[dict[str, Any]]:
     for (backend, status, sig), members in groups.items():
         tests = [case_tests(r.get("params")) for r in members]
         remaining = (1 << len(members)) - 1
+        rules = 0
         while remaining:
-            found = induce_rule(tests, passing[backend], remaining)
+            found = induce_rule(tests, passing[backend], remaining) if rules < MAX_RULES else None
             if found is None:
                 left = [m for i, m in enumerate(members) if remaining >> i & 1]
-                findings.append(_finding(backend, status, sig, None, left))
+                findings.append(_finding(backend, status, sig, None, left, unsplit=rules >= MAX_RULES))
                 break
+            rules += 1
             rule, covered = found
             findings.append(_finding(backend, status, sig, rule,
                                      [m for i, m in enumerate(members) if covered >> i & 1]))
