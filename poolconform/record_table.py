@@ -108,23 +108,19 @@ class RecordTable(Sequence[Record]):
         values: list[Any] = []
         for key, value in record.items():
             kind = type(value)
-            if kind is str:
-                if len(value) <= _LONG_TEXT:
-                    value = self._strings.setdefault(value, value)
+            if kind is dict:
+                value = self._shared_params(record, key, value)
+                if value is None:
+                    return self._whole(record)
             elif kind is float:
                 if value == 0.0 and math.copysign(1.0, value) > 0:
                     value = _ZERO
-            elif kind is list:
-                if not all(type(v) is int for v in value):
-                    return self._whole(record)
-                value = self._lists.setdefault(tuple(value), value)
-            elif kind is dict:
-                shared = self._shared_params(record, key, value)
-                if shared is None:
-                    return self._whole(record)
-                value = shared
-            elif value is not None and kind not in (int, bool):
+            elif kind is list and not all(type(v) is int for v in value):
                 return self._whole(record)
+            elif value is not None and kind not in (str, int, bool, list):
+                return self._whole(record)
+            else:
+                value = self._shared(value)
             values.append(value)
         keys = tuple(record)
         values.append(self._layouts.setdefault(keys, keys))
@@ -134,7 +130,7 @@ class RecordTable(Sequence[Record]):
         """A record kept as its own dict, its short strings and its case's equal params shared."""
         out: Record = {}
         for key, value in record.items():
-            if key == "params" and type(value) is dict:
+            if type(value) is dict:
                 value = self._shared_params(record, key, value) or value
             out[self._strings.setdefault(key, key)] = self._shared(value)
         return out

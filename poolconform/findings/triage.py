@@ -13,7 +13,7 @@ import itertools
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence, Set as AbstractSet
+from collections.abc import Sequence, Set as AbstractSet
 from typing import Any
 
 from poolconform.findings.features import DERIVED, Test, case_tests, phrase
@@ -121,8 +121,8 @@ class Negatives:
     many records share a set does not matter), with each test's mask over them made once
     for every rule searched. 80,000 records of 10,000 cases: one set per case, not per record."""
 
-    def __init__(self, sets: Iterable[AbstractSet[Test]] = ()) -> None:
-        self._index: dict[frozenset[Test], None] = dict.fromkeys(frozenset(s) for s in sets)
+    def __init__(self) -> None:
+        self._index: dict[frozenset[Test], None] = {}
         self._sets: list[frozenset[Test]] | None = None
         self._masks: dict[Test, int] = {}
 
@@ -143,15 +143,13 @@ class Negatives:
         return mask
 
 
-def induce_rule(positives: list[set[Test]], negatives: Negatives | list[set[Test]],
+def induce_rule(positives: Sequence[AbstractSet[Test]], negatives: Negatives,
                 remaining: int) -> tuple[list[Test], int] | None:
     """The conjunction covering the most `remaining` positives and no negative (None if none).
 
     Ties go to fewer tests, then to derived facts that hold (they explain; one that does not
     hold, such as "no ceil_mode window ...", says little), then to a stable order.
     """
-    if not isinstance(negatives, Negatives):
-        negatives = Negatives(negatives)
     if not len(negatives):
         return [], remaining
     seen: set[Test] = set()
@@ -248,7 +246,7 @@ def triage(records: Sequence[Record]) -> list[dict[str, Any]]:
             passing[r["backend"]].add(facts(r.get("params")))
     findings = []
     for (backend, status, sig), members in groups.items():
-        tests = [case_tests(r.get("params")) for r in members]
+        tests = [facts(r.get("params")) for r in members]
         remaining = (1 << len(members)) - 1
         rules = 0
         while remaining:
