@@ -75,8 +75,8 @@ def measure(cases: int, backends: int) -> dict:
     import numpy as np
 
     from poolconform import dtypes
-    from poolconform.job import oracle_job
-    from poolconform.matrix import expand
+    from poolconform.job import JobList
+    from poolconform.matrix import expand_all
     from poolconform.pipeline import write_reports
     from poolconform.report.summary import summarize
     from poolconform.results import RESULTS_FILE, ResultsWriter, read_records
@@ -87,7 +87,7 @@ def measure(cases: int, backends: int) -> dict:
 
     started = time.perf_counter()
     base = current_mb()
-    jobs = [oracle_job(case) for table in tables_for(cases) for case in expand(table).cases]
+    jobs = JobList(expand_all(tables_for(cases)).cases)  # as `run` makes them: each when reached
     expanded = current_mb()
     expand_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="poolconform-memory-") as out:
@@ -106,6 +106,7 @@ def measure(cases: int, backends: int) -> dict:
         writer.write(batch)
         writer.close()
         judged = current_mb()
+        run_peak = peak_mb()  # the parent's peak while running: before the reports read records back
         records = read_records(path)  # what the reports are made from, as the pipeline does
         with_records = current_mb()
         reports_started = time.perf_counter()
@@ -116,6 +117,7 @@ def measure(cases: int, backends: int) -> dict:
             "expand_seconds": expand_s, "reports_seconds": reports_s,
             "rss_start_mb": base, "rss_after_expansion_mb": expanded, "rss_after_judging_mb": judged,
             "rss_with_records_mb": with_records, "rss_after_reports_mb": current_mb(), "rss_peak_mb": peak_mb(),
+            "rss_run_peak_mb": run_peak,
             "statuses": summary["counts"]}
 
 
@@ -141,12 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"parent side of a run (expansion, jobs, inputs, oracle, comparison, records, reports), "
           f"{args.backends} stand-in backend(s), one interpreter per size (MB: resident memory):")
     print(f"  {'cases':>7s} {'records':>8s} {'seconds':>8s} {'reports s':>9s} {'start':>6s} {'expanded':>8s} "
-          f"{'judged':>7s} {'+records':>8s} {'+reports':>8s} {'peak':>6s} {'peak-start per case':>20s}")
+          f"{'judged':>7s} {'run peak':>8s} {'+records':>8s} {'+reports':>8s} {'peak':>6s} {'peak-start per case':>20s}")
     for r in rows:
         per_case_kb = (r["rss_peak_mb"] - r["rss_start_mb"]) * 1024 / max(1, r["cases"])
         print(f"  {r['cases']:7d} {r['records']:8d} {r['seconds']:8.1f} {r['reports_seconds']:9.1f} "
               f"{r['rss_start_mb']:6.0f} {r['rss_after_expansion_mb']:8.0f} {r['rss_after_judging_mb']:7.0f} "
-              f"{r['rss_with_records_mb']:8.0f} {r['rss_after_reports_mb']:8.0f} {r['rss_peak_mb']:6.0f} "
+              f"{r['rss_run_peak_mb']:8.0f} {r['rss_with_records_mb']:8.0f} {r['rss_after_reports_mb']:8.0f} {r['rss_peak_mb']:6.0f} "
               f"{per_case_kb:17.2f} KB")
         r["peak_kb_per_case"] = per_case_kb
     if args.json:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -155,6 +156,58 @@ class Job:
 def oracle_job(case: PoolCase) -> Job:
     """A job whose inputs come from the case id and expected outputs from the float64 oracle."""
     return Job(case)
+
+
+#: Most jobs a JobList holds at once (the ones a run is working on; others are made again).
+JOBS_KEPT = 4096
+
+
+class JobList(Sequence[Job]):
+    """One job per case of a case list, made when first asked for, the `keep` most recently
+    used held: a run of 100,000 cases holds the jobs it is working on, not one per case
+    (docs/speed.md, "Memory as the matrix grows"). A job asked for again after it was let go
+    is made again; its inputs and oracle outputs come back from their caches or are recomputed."""
+
+    def __init__(self, cases: Sequence[PoolCase], make: Callable[[PoolCase], Job] = oracle_job,
+                 keep: int = JOBS_KEPT) -> None:
+        self.cases = cases
+        self._make = make
+        self._keep = max(1, keep)
+        self._held: OrderedDict[int, Job] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    @overload
+    def __getitem__(self, index: int) -> Job: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Job]: ...
+
+    def __getitem__(self, index: int | slice) -> Job | list[Job]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"job {index} of {len(self)}")
+        with self._lock:
+            job = self._held.get(index)
+            if job is not None:
+                self._held.move_to_end(index)
+                return job
+        job = self._make(self.cases[index])
+        with self._lock:
+            job = self._held.setdefault(index, job)
+            while len(self._held) > self._keep:
+                self._held.popitem(last=False)
+        return job
+
+    def __iter__(self) -> Iterator[Job]:
+        """Every job once, in order, without holding them (each made as it is reached)."""
+        for case in self.cases:
+            yield self._make(case)
 
 
 def clear_oracle_cache() -> None:

@@ -14,16 +14,19 @@ import itertools
 import math
 import reprlib
 from collections import Counter
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
 from poolconform.attributes import CONTEXTS, PAD_MODES
 from poolconform.attributes import ADAPTIVE_OPS, ALL_OPS
 from poolconform.case import AUTO_PADS, DTYPES, PoolCase
+from poolconform.case_list import CaseList, TableSource
 from poolconform.generators import SEED_SHAPE
 from poolconform.validation import make_case
 from poolconform.tomlfile import loads, read_toml
@@ -88,7 +91,7 @@ MAX_INT = 2**31 - 1
 class Expansion:
     """The cases of a matrix and what was dropped on the way."""
 
-    cases: list[PoolCase]
+    cases: CaseList
     dropped: Counter = field(default_factory=Counter)
     combinations: int = 0
 
@@ -239,7 +242,13 @@ def _axis(value: int | tuple[int, ...], rank: int, what: str) -> tuple[int, ...]
 
 
 def expand(table: dict[str, Any]) -> Expansion:
-    """Expand a [matrix] table into validated, de-duplicated cases."""
+    """Expand a [matrix] table into validated, de-duplicated cases (made again when read:
+    poolconform/case_list.py)."""
+    return _expand(table, set(), Expansion(cases=CaseList()))
+
+
+def _expand(table: dict[str, Any], seen: set[str], into: Expansion) -> Expansion:
+    """Add the table's cases whose ids `seen` does not hold to `into` (one more source)."""
     values = normalize(table)
     total = math.prod(len(v) for v in values.values())
     if total > MAX_COMBINATIONS:
@@ -248,27 +257,34 @@ def expand(table: dict[str, Any]) -> Expansion:
             f"matrix has {total} combinations ({sizes}), more than the limit {MAX_COMBINATIONS}; "
             "split it into several matrix files or shorten the lists"
         )
-    expansion = Expansion(cases=[])
-    seen: dict[PoolCase, None] = {}
     make = _memoized_make_case()
-    for combo in itertools.product(*values.values()):
-        expansion.combinations += 1
-        v = dict(zip(values, combo))
+    reread = _memoized_make_case()  # its own memory, empty until cases are read: nothing kept from here
+    source = TableSource(values, lambda v: _combination_case(v, reread))
+    number_of_source = into.cases.add_source(source)
+    kept = array("q")
+    dropped: Counter = Counter()
+    found = 0
+    for number, combo in enumerate(itertools.product(*values.values())):
         try:
-            case = _combination_case(v, make)
+            case = _combination_case(dict(zip(values, combo)), make)
         except CaseError as exc:
-            expansion.dropped[exc.category] += 1
+            dropped[exc.category] += 1
             continue
         _check_size(case)
-        seen.setdefault(case, None)
-    if not seen:
+        found += 1
+        if case.id not in seen:
+            seen.add(case.id)
+            kept.append(CaseList.code(number_of_source, number))
+    if not found:
         raise MatrixError(
-            f"matrix expands to no case: all {expansion.combinations} combinations were dropped "
-            f"({', '.join(f'{n} {why}' for why, n in expansion.dropped.most_common())}); "
+            f"matrix expands to no case: all {total} combinations were dropped "
+            f"({', '.join(f'{n} {why}' for why, n in dropped.most_common())}); "
             "an empty run checks nothing, so fix the values"
         )
-    expansion.cases = list(seen)
-    return expansion
+    into.cases.extend_codes(np.frombuffer(kept, dtype=np.int64) if kept else np.zeros(0, np.int64))
+    into.dropped.update(dropped)
+    into.combinations += total
+    return into
 
 
 def _check_size(case: PoolCase) -> None:
@@ -306,8 +322,8 @@ def _memoized_make_case() -> Callable[..., PoolCase]:
         if hit is None:
             try:
                 hit = make_case(op, shape, **kwargs)
-            except CaseError as exc:
-                hit = exc
+            except CaseError as exc:  # kept without its traceback: frames would tie the memory in a cycle
+                hit = CaseError(str(exc), category=exc.category)
             if len(made) >= MEMO_ENTRIES:
                 made.clear()
             made[key] = hit
@@ -406,7 +422,7 @@ def load_matrix(path: Path | None = None) -> Expansion:
     if path is not None:
         return expand_all(load_tables(path))
     expansion = expand(default_table())
-    expansion.cases = list(dict.fromkeys(golden_cases() + expansion.cases))
+    expansion.cases = CaseList.of(golden_cases()).then(expansion.cases)
     return expansion
 
 
@@ -416,20 +432,15 @@ def expand_all(tables: list[Any]) -> Expansion:
     (contexts, quantization) whose product with every other axis would be far too large."""
     if not tables:
         raise MatrixError("matrix file holds an empty [[matrix]] list")
-    total = Expansion(cases=[])
-    seen: dict[PoolCase, None] = {}
+    total = Expansion(cases=CaseList())
+    seen: set[str] = set()
     for number, table in enumerate(tables, 1):
         if not isinstance(table, dict) and len(tables) > 1:
             raise MatrixError(f"[[matrix]] entry {number} is not a table")
         try:
-            part = expand(table)
+            _expand(table, seen, total)
         except MatrixError as exc:
             if len(tables) == 1:
                 raise
             raise MatrixError(f"[[matrix]] table {number}: {exc}") from None
-        for case in part.cases:
-            seen.setdefault(case, None)
-        total.dropped.update(part.dropped)
-        total.combinations += part.combinations
-    total.cases = list(seen)
     return total

@@ -10,6 +10,7 @@ and the exit status is 130; a second Ctrl-C exits at once.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from poolconform.backends.base import BackendSpec
 from poolconform.errors import PoolconformError
 from poolconform.report.summary import summarize
 from poolconform.report.terminal import print_summary
+from poolconform.record_table import RecordTable
 from poolconform.results import RESULTS_FILE, Record, ResultsWriter, read_records, record_key, write_json
 from poolconform.job import Job
 from poolconform.runner import RunOptions, run_jobs, start_workers
@@ -65,7 +67,7 @@ def _console() -> Console:
     return console()
 
 
-def execute(jobs: list[Job], session: Session) -> tuple[int, Sequence[Record], dict]:
+def execute(jobs: Sequence[Job], session: Session) -> tuple[int, Sequence[Record], dict]:
     """Run `jobs` on the session's backends; returns (exit status, records, summary).
 
     --out is locked for the whole session; logs that stay empty are removed at the end,
@@ -88,7 +90,7 @@ def execute(jobs: list[Job], session: Session) -> tuple[int, Sequence[Record], d
             lock.release()
 
 
-def _execute(jobs: list[Job], session: Session) -> tuple[int, Sequence[Record], dict]:
+def _execute(jobs: Sequence[Job], session: Session) -> tuple[int, Sequence[Record], dict]:
     err = Console(stderr=True, highlight=False)
     started = time.perf_counter()
     done: set[tuple[str, str]] = set()
@@ -103,10 +105,10 @@ def _execute(jobs: list[Job], session: Session) -> tuple[int, Sequence[Record], 
         restore()
 
 
-def _check_identity(jobs: list[Job], session: Session, results_path: Path) -> set[tuple[str, str]]:
+def _check_identity(jobs: Sequence[Job], session: Session, results_path: Path) -> set[tuple[str, str]]:
     """Store this run's identity in --out; on --resume, refuse to continue a different run."""
     assert session.out is not None
-    identity = outdir.run_identity([j.case.id for j in jobs] + [r["case"] for r in session.preset_records],
+    identity = outdir.run_identity(itertools.chain((j.case.id for j in jobs), (r["case"] for r in session.preset_records)),
                                    [s.name for s in session.specs])
     done: set[tuple[str, str]] = set()
     if session.resume:
@@ -158,7 +160,7 @@ def _on_interrupt(stop: threading.Event):
     return lambda: signal.signal(signal.SIGINT, previous)
 
 
-def _run(jobs: list[Job], session: Session, err: Console, started: float, done: set[tuple[str, str]],
+def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, done: set[tuple[str, str]],
          results_path: Path | None) -> tuple[int, Sequence[Record], dict]:
     stop = session.options.stop
     workers = start_workers(session.specs, session.options)
@@ -188,14 +190,17 @@ def _run(jobs: list[Job], session: Session, err: Console, started: float, done: 
     # an unavailable backend is named once: in the summary's "not run" lines
     preset = [r for r in session.preset_records if record_key(r) not in done]
     done |= {record_key(r) for r in preset}
-    total = sum(1 for j in jobs for n in usable if (j.case.id, n) not in done) + len(preset)
+    if done:
+        total = sum(1 for j in jobs for n in usable if (j.case.id, n) not in done) + len(preset)
+    else:  # a fresh run: no pass over the jobs, which may be made when read (poolconform.job.JobList)
+        total = len(jobs) * len(usable) + len(preset)
     try:
         writer = ResultsWriter(results_path, resume=session.resume) if results_path else None
     except PoolconformError:
         for w in workers.values():
             w.close()
         raise
-    collected: list[Record] = []
+    collected = RecordTable()  # without --out: the records, held compactly
     written = [0]
     show = err.is_terminal and not session.quiet
     progress = Progress(TextColumn("running"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -208,7 +213,8 @@ def _run(jobs: list[Job], session: Session, err: Console, started: float, done: 
             if writer:
                 writer.write(records)
             else:  # with --out, results.jsonl is read back once at the end: one copy of each record
-                collected.extend(records)
+                for record in records:
+                    collected.add(record)
             written[0] += len(records)
             progress.advance(task, len(records))
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import os
 import queue
+from array import array
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from poolconform.backends.base import BackendSpec
 from poolconform.job import Job
@@ -108,8 +111,8 @@ class _Pump:
 class _Loop:
     """The run's one decision loop: events in, scheduler consulted, commands and records out."""
 
-    def __init__(self, jobs: list[Job], workers: dict[str, BackendWorker], options: RunOptions,
-                 sink: Callable[[list[Record]], None], pending: dict[str, list[int]]) -> None:
+    def __init__(self, jobs: Sequence[Job], workers: dict[str, BackendWorker], options: RunOptions,
+                 sink: Callable[[list[Record]], None], pending: dict[str, Sequence[int]]) -> None:
         self.jobs = jobs
         self.options = options
         self.sink = sink
@@ -122,10 +125,9 @@ class _Loop:
         self.helpers: dict[str, list[BackendWorker]] = {name: [] for name in pending}
         self.records: dict[int, list[Record]] = {}
         #: Answers still to judge per job; at 0 its oracle outputs are released (poolconform/job.py).
-        self.unjudged = [0] * len(jobs)
+        self.unjudged = np.zeros(len(jobs), np.int32)  # 4 bytes a case, not a list of ints
         for keys in pending.values():
-            for key in keys:
-                self.unjudged[key] += 1
+            self.unjudged[np.asarray(keys, np.int64)] += 1  # a backend's keys are distinct
         for name in pending:
             self._add_pump(workers[name], name)
 
@@ -199,7 +201,7 @@ class _Loop:
 
 
 def run_jobs(
-    jobs: list[Job],
+    jobs: Sequence[Job],
     workers: dict[str, BackendWorker],
     options: RunOptions,
     sink: Callable[[list[Record]], None],
@@ -208,13 +210,11 @@ def run_jobs(
     """Run every job on every available worker; `skip` holds (case, backend) already done.
 
     Each backend's batches form a backlog; see poolconform/scheduler.py for who runs
-    what, when helper workers start and how many batches compute at once.
+    what, when helper workers start and how many batches compute at once. `jobs` may
+    make each job when asked for (poolconform.job.JobList): nothing here holds them all.
     """
-    done = set(skip)
-    pending = {
-        name: [key for key, job in enumerate(jobs) if (job.case.id, name) not in done]
-        for name, worker in workers.items() if worker.info.unavailable is None
-    }
+    names = [name for name, worker in workers.items() if worker.info.unavailable is None]
+    pending = pending_keys(jobs, names, set(skip))
     loop = _Loop(jobs, workers, options, sink, pending)
     try:
         try:
@@ -232,3 +232,17 @@ def run_jobs(
         infos[name].restarts += sum(h.info.restarts for h in helpers)
         infos[name].extra["workers"] = str(1 + len(helpers))
     return infos
+
+
+def pending_keys(jobs: Sequence[Job], backends: list[str], done: set[tuple[str, str]]) -> dict[str, Sequence[int]]:
+    """Each backend's job keys without a record in `done`, in order: a range when nothing is
+    done (a fresh run), else arrays of 4 bytes a key."""
+    if not done:
+        return {name: range(len(jobs)) for name in backends}
+    keys = {name: array("i") for name in backends}
+    for key, job in enumerate(jobs):
+        case = job.case.id
+        for name in backends:
+            if (case, name) not in done:
+                keys[name].append(key)
+    return dict(keys)

@@ -20,8 +20,7 @@ The rules (docs/speed.md, "The slowest backend is not left to finish alone"):
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 #: Never spawn a helper worker for less than this much estimated work (seconds).
@@ -35,7 +34,7 @@ WorkerId = int
 class Backlog:
     """One backend's batches still to start, and how long its cases have taken so far."""
 
-    batches: deque[list[int]]
+    batches: Batches
     cases_left: int
     start_seconds: float = HELP_MIN_SECONDS
     seconds: float = 0.0
@@ -59,10 +58,45 @@ class Backlog:
         return per_worker > max(HELP_MIN_SECONDS, 3 * self.start_seconds)
 
 
-def batches_of(keys: Sequence[int], size: int) -> deque[list[int]]:
+class Batches:
+    """A backlog's job keys, cut into batches as they are taken: a backlog of 100,000 keys
+    holds the keys as given (a range, an array), not a list per batch."""
+
+    def __init__(self, keys: Sequence[int], size: int) -> None:
+        self._keys = keys
+        self._size = max(1, size)
+        self._next = 0
+
+    def __len__(self) -> int:
+        return -(-(len(self._keys) - self._next) // self._size)
+
+    def __bool__(self) -> bool:
+        return self._next < len(self._keys)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """The batches not yet taken (without taking them)."""
+        for start in range(self._next, len(self._keys), self._size):
+            yield self._batch(start)
+
+    def peek(self) -> list[int]:
+        """The next batch's keys, not taken ([] when none is left)."""
+        return self._batch(self._next) if self else []
+
+    def popleft(self) -> list[int]:
+        """Take the next batch."""
+        if not self:
+            raise IndexError("no batch left")
+        batch = self._batch(self._next)
+        self._next += self._size
+        return batch
+
+    def _batch(self, start: int) -> list[int]:
+        return [int(k) for k in self._keys[start : start + self._size]]
+
+
+def batches_of(keys: Sequence[int], size: int) -> Batches:
     """`keys` cut into batches of `size` (the last one shorter)."""
-    size = max(1, size)
-    return deque(list(keys[start : start + size]) for start in range(0, len(keys), size))
+    return Batches(keys, size)
 
 
 class Scheduler:
@@ -159,8 +193,7 @@ class Scheduler:
 
     def upcoming(self, backend: str) -> list[int]:
         """The job keys of the backend's next batch, not yet started ([] when none is left)."""
-        batches = self.backlogs[backend].batches
-        return list(batches[0]) if batches and not self.stopped else []
+        return [] if self.stopped else self.backlogs[backend].batches.peek()
 
     def helper_wanted(self, worker: WorkerId) -> str | None:
         """The backend that the new worker `worker` should start for, or None for no helper.

@@ -10,10 +10,11 @@ every K of one run, with every case on every backend that ran.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from poolconform import __version__
 from poolconform.case import PoolCase
+from poolconform.case_list import CaseList
 from poolconform.errors import PoolconformError
 
 #: The summary.json key that holds a shard's identity.
@@ -37,8 +38,10 @@ def shard_of(case_id: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "little") % n + 1
 
 
-def select(cases: list[PoolCase], k: int, n: int) -> list[PoolCase]:
-    return [c for c in cases if shard_of(c.id, n) == k]
+def select(cases: Sequence[PoolCase], k: int, n: int) -> CaseList:
+    """The cases of shard K/N, in matrix order (still made when read: poolconform/case_list.py)."""
+    listed = cases if isinstance(cases, CaseList) else CaseList.of(cases)
+    return listed.where(lambda c: shard_of(c.id, n) == k)
 
 
 def ids_digest(ids: Iterable[str]) -> str:
@@ -46,16 +49,17 @@ def ids_digest(ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()[:16]
 
 
-def identity(matrix: list[PoolCase], k: int, n: int, backends: Iterable[str]) -> dict[str, object]:
+def identity(matrix: Sequence[PoolCase], k: int, n: int, backends: Iterable[str]) -> dict[str, object]:
     """What shard K/N of `matrix` is, for its summary.json under IDENTITY_KEY."""
-    mine = select(matrix, k, n)
+    ids = {c.id for c in matrix}
+    mine = {i for i in ids if shard_of(i, n) == k}
     return {
         "k": k,
         "n": n,
-        "matrix_digest": ids_digest(c.id for c in matrix),
-        "matrix_cases": len({c.id for c in matrix}),
+        "matrix_digest": ids_digest(ids),
+        "matrix_cases": len(ids),
         "cases": len(mine),
-        "cases_digest": ids_digest(c.id for c in mine),
+        "cases_digest": ids_digest(mine),
         "backends": sorted(set(backends)),
         "version": __version__,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from poolconform.errors import CaseError, PoolconformError
 
 if TYPE_CHECKING:
     from poolconform.case import PoolCase
+    from poolconform.case_list import CaseList
     from poolconform.expectations import Expectation
 
 #: Characters that make a --cases pattern a glob rather than one id.
@@ -119,29 +121,46 @@ def case_from_id(case_id: str, matrix: Path | None = None) -> PoolCase:
         raise PoolconformError(f"{exc}{hint}") from None
 
 
-def select_cases(cases: list[PoolCase], patterns: list[str]) -> list[PoolCase]:
+def select_cases(cases: Sequence[PoolCase], patterns: list[str]) -> CaseList:
     """The cases whose id matches one of the --cases patterns (globs over the whole id, as
     `fnmatch` reads them), in matrix order; an exact id that no matrix case has is parsed and
-    added. A pattern that selects nothing is an error: an empty selection must not pass a gate."""
+    added. A pattern that selects nothing is an error: an empty selection must not pass a gate.
+    One pass over the matrix: its cases are made when read (poolconform/case_list.py)."""
     from fnmatch import fnmatchcase
 
+    from poolconform.case import PoolCase
     from poolconform.case_ids import parse_case_id
+    from poolconform.case_list import CaseList
 
-    chosen: dict[str, PoolCase] = {}
-    by_id = {c.id: c for c in cases}
+    globs = [p for p in patterns if GLOB_CHARS & set(p)]
+    named: dict[str, PoolCase | CaseError] = {}
     for pattern in patterns:
-        if not GLOB_CHARS & set(pattern):
+        if pattern not in globs:
             try:
-                case = by_id.get(pattern) or parse_case_id(pattern)
+                named[pattern] = parse_case_id(pattern)
             except CaseError as exc:
-                raise PoolconformError(f"--cases {pattern!r} is neither a case of the matrix nor a valid id "
-                                       f"({exc}); use * or ? for a glob") from None
-            chosen.setdefault(case.id, case)
-            continue
-        matched = [c for c in cases if fnmatchcase(c.id, pattern)]
-        if not matched:
+                named[pattern] = exc
+    wanted = {c.id for c in named.values() if isinstance(c, PoolCase)}
+    in_matrix: set[str] = set()
+    matched: set[str] = set()
+
+    def chosen(case: PoolCase) -> bool:
+        hit = case.id in wanted
+        if hit:
+            in_matrix.add(case.id)
+        for pattern in globs:
+            if fnmatchcase(case.id, pattern):
+                matched.add(pattern)
+                hit = True
+        return hit
+
+    listed = cases if isinstance(cases, CaseList) else CaseList.of(cases)
+    selected = listed.where(chosen)
+    for pattern in patterns:
+        if isinstance(named.get(pattern), CaseError):
+            raise PoolconformError(f"--cases {pattern!r} is neither a case of the matrix nor a valid id "
+                                   f"({named[pattern]}); use * or ? for a glob") from None
+        if pattern in globs and pattern not in matched:
             raise PoolconformError(f"--cases {pattern!r} matches none of the matrix's {len(cases)} cases")
-        for case in matched:
-            chosen.setdefault(case.id, case)
-    order = {c.id: i for i, c in enumerate(cases)}
-    return sorted(chosen.values(), key=lambda c: order.get(c.id, len(order)))
+    added = {c.id: c for c in named.values() if isinstance(c, PoolCase) and c.id not in in_matrix}
+    return selected.then(added.values()) if added else selected

@@ -10,7 +10,7 @@ from poolconform.commands.options import add_backend_options, expectations_of, s
 from poolconform.matrix import load_matrix
 from poolconform.pipeline import Session, execute
 from poolconform.tomlfile import shown_path
-from poolconform.job import oracle_job
+from poolconform.job import JobList
 from poolconform.runner import RunOptions
 
 
@@ -58,5 +58,5 @@ def main(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         extra=extra,
     )
-    status, _, _ = execute([oracle_job(c) for c in cases], session)
+    status, _, _ = execute(JobList(cases), session)  # each job made when its case is reached
     return status
