@@ -30,7 +30,8 @@ from poolconform.errors import PoolconformError
 from poolconform.report.summary import summarize
 from poolconform.report.terminal import print_summary
 from poolconform.record_table import RecordTable
-from poolconform.results import RESULTS_FILE, Record, ResultsWriter, read_records, record_key, write_json
+from poolconform.results import (RESULTS_FILE, Record, RecordKeys, ResultsWriter, iter_records, read_records, record_key,
+                                 write_json)
 from poolconform.job import Job
 from poolconform.runner import RunOptions, run_jobs, start_workers
 from poolconform.worker import kill_all_workers
@@ -93,7 +94,7 @@ def execute(jobs: Sequence[Job], session: Session) -> tuple[int, Sequence[Record
 def _execute(jobs: Sequence[Job], session: Session) -> tuple[int, Sequence[Record], dict]:
     err = Console(stderr=True, highlight=False)
     started = time.perf_counter()
-    done: set[tuple[str, str]] = set()
+    done = RecordKeys()
     results_path = session.out / RESULTS_FILE if session.out else None
     if session.out is not None and results_path is not None:
         done = _check_identity(jobs, session, results_path)
@@ -105,20 +106,21 @@ def _execute(jobs: Sequence[Job], session: Session) -> tuple[int, Sequence[Recor
         restore()
 
 
-def _check_identity(jobs: Sequence[Job], session: Session, results_path: Path) -> set[tuple[str, str]]:
-    """Store this run's identity in --out; on --resume, refuse to continue a different run."""
+def _check_identity(jobs: Sequence[Job], session: Session, results_path: Path) -> RecordKeys:
+    """Store this run's identity in --out; on --resume, refuse to continue a different run.
+    Returns the (case, backend) pairs that already have a record (read one at a time, not held)."""
     assert session.out is not None
     identity = outdir.run_identity(itertools.chain((j.case.id for j in jobs), (r["case"] for r in session.preset_records)),
                                    [s.name for s in session.specs])
-    done: set[tuple[str, str]] = set()
+    done = RecordKeys()
     if session.resume:
-        previous = read_records(results_path)
-        if previous:
+        for record in iter_records(results_path):
+            done.add(record["case"], record["backend"])
+        if done:
             why = outdir.identity_difference(outdir.read_identity(session.out), identity)
             if why:
                 raise PoolconformError(f"--resume: {str(session.out)!r} holds another run: {why}; "
                                        "choose another --out, or drop --resume to start over")
-        done = {record_key(r) for r in previous}
         _store_identity(session.out, identity)
     else:
         session.fresh_identity = identity  # stored once the backends are known to run (_start_fresh)
@@ -160,7 +162,7 @@ def _on_interrupt(stop: threading.Event):
     return lambda: signal.signal(signal.SIGINT, previous)
 
 
-def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, done: set[tuple[str, str]],
+def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, done: RecordKeys,
          results_path: Path | None) -> tuple[int, Sequence[Record], dict]:
     stop = session.options.stop
     workers = start_workers(session.specs, session.options)
@@ -189,7 +191,8 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
         raise
     # an unavailable backend is named once: in the summary's "not run" lines
     preset = [r for r in session.preset_records if record_key(r) not in done]
-    done |= {record_key(r) for r in preset}
+    for record in preset:
+        done.add(record["case"], record["backend"])
     if done:
         total = sum(1 for j in jobs for n in usable if (j.case.id, n) not in done) + len(preset)
     else:  # a fresh run: no pass over the jobs, which may be made when read (poolconform.job.JobList)

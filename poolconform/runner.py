@@ -16,7 +16,7 @@ import queue
 from array import array
 import signal
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +205,7 @@ def run_jobs(
     workers: dict[str, BackendWorker],
     options: RunOptions,
     sink: Callable[[list[Record]], None],
-    skip: Iterable[tuple[str, str]] = (),
+    skip: Collection[tuple[str, str]] = (),
 ) -> dict[str, BackendInfo]:
     """Run every job on every available worker; `skip` holds (case, backend) already done.
 
@@ -214,7 +214,7 @@ def run_jobs(
     make each job when asked for (poolconform.job.JobList): nothing here holds them all.
     """
     names = [name for name, worker in workers.items() if worker.info.unavailable is None]
-    pending = pending_keys(jobs, names, set(skip))
+    pending = pending_keys(jobs, names, skip)
     loop = _Loop(jobs, workers, options, sink, pending)
     try:
         try:
@@ -234,7 +234,7 @@ def run_jobs(
     return infos
 
 
-def pending_keys(jobs: Sequence[Job], backends: list[str], done: set[tuple[str, str]]) -> dict[str, Sequence[int]]:
+def pending_keys(jobs: Sequence[Job], backends: list[str], done: Collection[tuple[str, str]]) -> dict[str, Sequence[int]]:
     """Each backend's job keys without a record in `done`, in order: a range when nothing is
     done (a fresh run), else arrays of 4 bytes a key."""
     if not done:

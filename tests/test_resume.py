@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from poolconform.errors import PoolconformError
-from poolconform.results import read_records, repair_torn_tail, write_atomic, write_json
+from poolconform.results import RecordKeys, read_records, repair_torn_tail, write_atomic, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,6 +144,32 @@ def test_repair_cuts_a_torn_tail_and_keeps_a_whole_last_record(tmp_path):
     path.write_text("")
     repair_torn_tail(path)
     assert path.read_text() == ""
+
+
+def test_repair_reads_only_the_tail_of_a_large_file_and_cuts_what_a_kill_left(tmp_path):
+    path = tmp_path / "results.jsonl"
+    whole = "".join(json.dumps({"case": f"c{i}", "backend": "x", "status": "pass", "detail": "d" * (i % 300)}) + "\n"
+                    for i in range(3000))  # about 0.5 MB: many of the 64 KiB blocks read from the end
+    torn = '{"case": "c3000", "backend": "x", "status": "pa'
+    path.write_text(whole + "\n\n" + torn)  # blank lines, then a torn record: all cut
+    repair_torn_tail(path)
+    assert path.read_text() == whole
+    long_record = json.dumps({"case": "long", "backend": "x", "status": "pass", "detail": "z" * 200_000})
+    path.write_text(whole + long_record)  # a whole record longer than a block, lacking its newline
+    repair_torn_tail(path)
+    assert path.read_text() == whole + long_record + "\n"
+    assert len(read_records(path)) == 3001
+
+
+def test_resume_keys_say_which_pairs_have_a_record():
+    keys = RecordKeys([("a", "x"), ("a", "y"), ("b", "y"), ("a", "x")])
+    assert len(keys) == 3 and bool(keys)
+    assert ("a", "x") in keys and ("b", "y") in keys
+    assert ("b", "x") not in keys and ("c", "x") not in keys and ("a", "z") not in keys and "a" not in keys
+    assert sorted(keys) == [("a", "x"), ("a", "y"), ("b", "y")]
+    many = RecordKeys((f"case{i}", f"backend{b}") for i in range(100) for b in range(70))  # masks wider than 64 bits
+    assert len(many) == 7000 and ("case99", "backend69") in many and ("case99", "backend70") not in many
+    assert not RecordKeys()
 
 
 def test_only_the_last_line_may_be_torn(tmp_path):
