@@ -6,7 +6,8 @@ on matrices of about 1,000, 10,000 and 100,000 cases, each judged for several ba
 Each size runs in a fresh interpreter: the matrix is expanded (poolconform.matrix), one
 oracle job is made per case, and every job goes through the parent's whole per-case path
 as a run does it: inputs, float64 oracle, comparison with each backend's answer (the
-oracle's values in the case's dtype, standing in for --backends backends) and a record
+oracle's values in the case's dtype, standing in for --backends backends, the last of which
+lags like the slowest real backend: one case for every 10 of the others') and a record
 each, written batch by batch to a results.jsonl and read back at the end, as a run with
 --out does; then the reports a run writes (summary, findings, summary.md, junit.xml,
 report.html) are made from them. No worker runs, so the figure is the parent alone; what a
@@ -41,6 +42,10 @@ BASE_TABLE = {
     "dilation": [1, 2],
     "input_size": list(range(8, 28)),
 }
+
+
+#: The lagging stand-in judges one case for every SLOW_EVERY cases the others judge.
+SLOW_EVERY = 10
 
 
 def tables_for(cases: int) -> list[dict]:
@@ -93,16 +98,34 @@ def measure(cases: int, backends: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="poolconform-memory-") as out:
         path = Path(out) / RESULTS_FILE
         writer = ResultsWriter(path, resume=False)
-        batch = []
-        for key, job in enumerate(jobs):
+        batch: list = []
+        unjudged = np.full(len(jobs), len(names), np.int32)  # as the runner counts them
+
+        def judge(key: int, judged_by: list[str]) -> None:
+            job = jobs[key]  # made again if let go: a lagging backend's case, as in a run
             answer = [np.asarray(e).astype(dtypes.numpy_dtype(job.case.dtype) if i == 0 else np.int64)
                       for i, e in enumerate(job.expected)]
-            for name in names:
+            for name in judged_by:
                 batch.append(outcome_record(job, name, Outcome(key, "outputs", answer)))
-            job.release()  # as the runner does once every backend's answer is judged
+            unjudged[key] -= len(judged_by)
+            if unjudged[key] <= 0:
+                job.release()  # as the runner does once every backend's answer is judged
             if len(batch) >= 64:  # as a run with --out writes them: batch by batch, not kept
                 writer.write(batch)
-                batch = []
+                batch.clear()
+
+        # The last stand-in lags as the slowest backend does (OpenVINO at about 40 ms a case
+        # against 1-5 ms for the others): one case for every SLOW_EVERY of the others', then the rest.
+        fast, slow = (names[:-1], names[-1:]) if len(names) > 1 else (names, [])
+        slow_next = 0
+        for key in range(len(jobs)):
+            judge(key, fast)
+            if slow and key % SLOW_EVERY == 0:
+                judge(slow_next, slow)
+                slow_next += 1
+        while slow and slow_next < len(jobs):
+            judge(slow_next, slow)
+            slow_next += 1
         writer.write(batch)
         writer.close()
         judged = current_mb()

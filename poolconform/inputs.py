@@ -30,6 +30,9 @@ __all__ = ["CACHE_BYTES", "GENERATORS", "SEED_INPUT", "Generator", "case_seed", 
 
 #: Most bytes of inputs one process keeps for reuse (least recently used go first).
 CACHE_BYTES = 64 * 2**20
+#: What one kept entry costs besides its arrays' data (the id, the arrays' headers, the
+#: table's slot), counted against CACHE_BYTES: tiny inputs must not make entries unbounded.
+ENTRY_OVERHEAD = 512
 
 _cache: OrderedDict[str, list[np.ndarray]] = OrderedDict()
 _cached_bytes = 0
@@ -58,7 +61,7 @@ def make_inputs(case: PoolCase) -> list[np.ndarray]:
         _cache.move_to_end(case.id)
         return [a.copy() for a in hit]
     inputs = generate_inputs(case)
-    if sum(a.nbytes for a in inputs) <= CACHE_BYTES:
+    if _size(inputs) <= CACHE_BYTES:
         _keep(case, [a.copy() for a in inputs])
     return inputs
 
@@ -80,10 +83,14 @@ def _keep(case: PoolCase, arrays: list[np.ndarray]) -> None:
     if case.id in _cache:
         return
     _cache[case.id] = arrays
-    _cached_bytes += sum(a.nbytes for a in arrays)
+    _cached_bytes += _size(arrays)
     while _cached_bytes > CACHE_BYTES:
         _, dropped = _cache.popitem(last=False)
-        _cached_bytes -= sum(a.nbytes for a in dropped)
+        _cached_bytes -= _size(dropped)
+
+
+def _size(arrays: list[np.ndarray]) -> int:
+    return sum(a.nbytes for a in arrays) + ENTRY_OVERHEAD
 
 
 def forget_inputs(case: PoolCase) -> None:
@@ -91,7 +98,7 @@ def forget_inputs(case: PoolCase) -> None:
     global _cached_bytes
     dropped = _cache.pop(case.id, None)
     if dropped is not None:
-        _cached_bytes -= sum(a.nbytes for a in dropped)
+        _cached_bytes -= _size(dropped)
 
 
 def clear_cache() -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -30,48 +30,62 @@ from poolconform.worker import Task
 if TYPE_CHECKING:
     from poolconform.stored_data import Judge
 
-#: Most bytes of oracle outputs one process keeps for jobs that may still need them.
-ORACLE_CACHE_BYTES = 128 * 2**20
+#: Most bytes of oracle outputs one process keeps for jobs that may still need them. What
+#: falls out is a lagging backend's, remade once when it gets there: cheap beside that
+#: backend's own time on the case.
+ORACLE_CACHE_BYTES = 32 * 2**20
+#: What one kept entry costs besides its arrays' data (its key, the arrays' headers, the
+#: table's slot), counted against the limit: tiny outputs must not make entries unbounded.
+ENTRY_OVERHEAD = 2048
 
 
 class _OracleCache:
-    """Jobs whose computed oracle outputs are kept, least recently used first, bounded in bytes."""
+    """Oracle outputs by key, least recently used first, bounded in bytes.
+
+    The key is the case where its id determines the inputs (so a job made again for a
+    lagging backend finds the outputs computed for the others), else the job itself."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.bytes = 0
-        self._held: OrderedDict[Job, int] = OrderedDict()
+        self._held: OrderedDict[Hashable, tuple[list[np.ndarray], int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def keep(self, job: Job, outputs: list[np.ndarray]) -> None:
-        size = sum(a.nbytes for a in outputs)
+    def get(self, key: Hashable) -> list[np.ndarray] | None:
         with self._lock:
-            if size > self.limit:
-                return  # too big to keep at all: remade on each use
-            self.bytes += size - self._held.pop(job, 0)  # a second thread may have made it too
-            job._computed = outputs
-            self._held[job] = size
+            hit = self._held.get(key)
+            if hit is None:
+                return None
+            self._held.move_to_end(key)
+            return hit[0]
+
+    def holds(self, key: Hashable) -> bool:
+        return key in self._held
+
+    def keep(self, key: Hashable, outputs: list[np.ndarray]) -> None:
+        size = sum(a.nbytes for a in outputs) + ENTRY_OVERHEAD
+        if size > self.limit:
+            return  # too big to keep at all: remade on each use
+        with self._lock:
+            self.drop_held(key)  # a second thread may have made it too
+            self._held[key] = (outputs, size)
+            self.bytes += size
             while self.bytes > self.limit:
-                victim, dropped = self._held.popitem(last=False)
-                victim._computed = None
+                _, (_, dropped) = self._held.popitem(last=False)
                 self.bytes -= dropped
 
-    def touch(self, job: Job) -> None:
+    def drop(self, key: Hashable) -> None:
         with self._lock:
-            if job in self._held:
-                self._held.move_to_end(job)
+            self.drop_held(key)
 
-    def drop(self, job: Job) -> None:
-        with self._lock:
-            size = self._held.pop(job, None)
-            if size is not None:
-                job._computed = None
-                self.bytes -= size
+    def drop_held(self, key: Hashable) -> None:
+        """Forget `key`'s outputs (the caller holds the lock)."""
+        held = self._held.pop(key, None)
+        if held is not None:
+            self.bytes -= held[1]
 
     def clear(self) -> None:
         with self._lock:
-            for job in self._held:
-                job._computed = None
             self._held.clear()
             self.bytes = 0
 
@@ -90,8 +104,7 @@ class Job:
     Given inputs and outputs are held for the job's life; made ones are cached (see above).
     """
 
-    __slots__ = ("case", "expected_from", "judge", "record_fields", "_given_inputs", "_given_expected",
-                 "_computed")
+    __slots__ = ("case", "expected_from", "judge", "record_fields", "_given_inputs", "_given_expected")
 
     def __init__(
         self,
@@ -108,7 +121,6 @@ class Job:
         self.record_fields = record_fields
         self._given_inputs = inputs
         self._given_expected = expected
-        self._computed: list[np.ndarray] | None = None
 
     @property
     def inputs(self) -> list[np.ndarray]:
@@ -122,19 +134,25 @@ class Job:
         """The given outputs, or the oracle's on the inputs (kept in the bounded oracle cache)."""
         if self._given_expected is not None:
             return self._given_expected
-        computed = self._computed
+        key = self.cache_key
+        computed = _oracle_cache.get(key)
         if computed is not None:
-            _oracle_cache.touch(self)
             return computed
         computed = reference_outputs(self.case, self.inputs)
         for array in computed:  # shared by every backend's judging (and its memoized tolerance)
             array.flags.writeable = False
-        _oracle_cache.keep(self, computed)
+        _oracle_cache.keep(key, computed)
         return computed
+
+    @property
+    def cache_key(self) -> Hashable:
+        """What its oracle outputs are kept under: the case's id, which determines the inputs
+        (and the case: poolconform/case.py), unless the inputs were given (then the job itself)."""
+        return self.case.id if self._given_inputs is None else self
 
     def release(self) -> None:
         """Every answer for this job is judged: free its computed oracle outputs and inputs now."""
-        _oracle_cache.drop(self)
+        _oracle_cache.drop(self.cache_key)
         if self._given_inputs is None:
             forget_inputs(self.case)
 

@@ -28,7 +28,7 @@ from poolconform.attributes import ADAPTIVE_OPS, ALL_OPS
 from poolconform.case import AUTO_PADS, DTYPES, PoolCase
 from poolconform.case_list import CaseList, TableSource
 from poolconform.generators import SEED_SHAPE
-from poolconform.validation import make_case
+from poolconform.validation import build_case, make_case
 from poolconform.tomlfile import loads, read_toml
 from poolconform.errors import CaseError, MatrixError
 
@@ -258,8 +258,9 @@ def _expand(table: dict[str, Any], seen: set[str], into: Expansion) -> Expansion
             "split it into several matrix files or shorten the lists"
         )
     make = _memoized_make_case()
-    reread = _memoized_make_case()  # its own memory, empty until cases are read: nothing kept from here
-    source = TableSource(values, lambda v: _combination_case(v, reread))
+    # read back unchecked: only combinations validated here are ever read (and nothing of
+    # this expansion's memory is kept)
+    source = TableSource(values, lambda v: _combination_case(v, build_case))
     number_of_source = into.cases.add_source(source)
     kept = array("q")
     dropped: Counter = Counter()

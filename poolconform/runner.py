@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import queue
-from array import array
 import signal
 import threading
+from array import array
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field

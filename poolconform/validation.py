@@ -38,6 +38,23 @@ def make_case(
     ONNX defaults apply where a value is omitted: strides 1, pads 0, dilations 1
     (not the kernel-sized strides of PyTorch and Keras).
     """
+    case = build_case(op, input_shape, kernel, strides, pads, dilations, **rest)
+    validate_case(case)
+    return case
+
+
+def build_case(
+    op: str,
+    input_shape: tuple[int, ...] | list[int],
+    kernel: int | tuple[int, ...] | list[int] | None = None,
+    strides: int | tuple[int, ...] | list[int] | None = None,
+    pads: int | tuple[int, ...] | list[int] | None = None,
+    dilations: int | tuple[int, ...] | list[int] | None = None,
+    **rest: object,
+) -> PoolCase:
+    """The case `make_case` makes of these arguments, without asking whether ONNX can express
+    it: for arguments make_case accepted before (a matrix's kept combination, made again
+    when read, poolconform/case_list.py), where validating again would cost 30x the build."""
     shape = tuple(int(v) for v in input_shape)
     if len(shape) < 3:
         raise CaseError(f"input_shape must be (N, C, spatial...) with 1-3 spatial axes, got {shape!r}")
@@ -61,7 +78,6 @@ def make_case(
             for row in ATTRIBUTES if row.name in given
         }
         case = PoolCase(op=op, input_shape=shape, **per_axis, **rest)  # type: ignore[arg-type]
-    validate_case(case)
     return case
 
 

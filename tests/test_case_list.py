@@ -10,6 +10,7 @@ import tracemalloc
 import pytest
 
 from poolconform import shard
+from poolconform.case_ids import parse_case_id
 from poolconform.case_list import CaseList
 from poolconform.commands.options import select_cases
 from poolconform.errors import PoolconformError
@@ -37,6 +38,8 @@ def test_cases_read_back_are_the_validated_distinct_cases_in_product_order():
     first = [c for c in listed if c.op == "MaxPool"][:3]
     assert [c.spatial for c in first] == [(4, 4), (5, 5), (6, 6)]
     assert cases == listed and cases != listed[::-1]
+    # read back unchecked, yet each is the validated case its id names
+    assert all(parse_case_id(c.id) == c for c in listed)
 
 
 def test_several_tables_and_the_golden_cases_are_joined_without_repeats():

@@ -35,9 +35,9 @@ def test_the_oracle_cache_stays_under_its_byte_limit_and_evicted_outputs_are_rem
     jobs = [oracle_job(c) for c in cases(12)]
     first = [[a.copy() for a in j.expected] for j in jobs]
     assert 0 < job_module._oracle_cache.bytes <= limit
-    held = [j for j in jobs if j._computed is not None]
+    held = [j for j in jobs if job_module._oracle_cache.holds(j.cache_key)]
     assert 0 < len(held) < len(jobs)  # the oldest were evicted
-    assert jobs[0]._computed is None
+    assert not job_module._oracle_cache.holds(jobs[0].cache_key)
     for j, before in zip(jobs, first):  # an evicted job's outputs come back identical
         again = j.expected
         assert len(again) == len(before)
@@ -48,13 +48,34 @@ def test_the_oracle_cache_stays_under_its_byte_limit_and_evicted_outputs_are_rem
 def test_release_frees_outputs_and_inputs_and_the_values_come_back_the_same():
     j = oracle_job(cases(1)[0])
     expected = [a.copy() for a in j.expected]
-    assert j._computed is not None and j.case.id in inputs._cache
+    assert job_module._oracle_cache.holds(j.cache_key) and j.case.id in inputs._cache
     j.release()
-    assert j._computed is None
+    assert not job_module._oracle_cache.holds(j.cache_key)
     assert j.case.id not in inputs._cache
     assert job_module._oracle_cache.bytes == 0
     assert np.array_equal(j.expected[0], expected[0])
     assert np.array_equal(j.expected[0], reference_outputs(j.case, inputs.generate_inputs(j.case))[0])
+
+
+def test_a_job_made_again_finds_its_cases_outputs_and_given_inputs_are_never_shared(monkeypatch):
+    case = cases(1)[0]
+    first = oracle_job(case).expected
+    assert oracle_job(case).expected is first  # a lagging backend's job, made again, computes nothing
+    given = Job(case, [np.full(case.input_shape, 3.0, dtype=np.float32)])
+    assert given.cache_key is given and not np.array_equal(given.expected[0], first[0])
+    assert oracle_job(case).expected is first  # the given inputs' outputs went under their own key
+    monkeypatch.setattr(job_module._oracle_cache, "limit", 10 * job_module.ENTRY_OVERHEAD)
+    job_module.clear_oracle_cache()
+    tiny = [oracle_job(make_case("MaxPool", (1, 1, 2 + i, 2 + i), kernel=2)) for i in range(40)]
+    for j in tiny:
+        j.expected
+    kept = sum(job_module._oracle_cache.holds(j.cache_key) for j in tiny)
+    assert 0 < kept < 10  # each entry's overhead counts: tiny outputs do not make entries unbounded
+    monkeypatch.setattr(inputs, "CACHE_BYTES", 10 * inputs.ENTRY_OVERHEAD)
+    inputs.clear_cache()
+    for j in tiny[:12]:  # up to 13x13: each fits alone
+        inputs.make_inputs(j.case)
+    assert 0 < len(inputs._cache) < 10  # the same for the inputs kept
 
 
 def test_given_inputs_and_outputs_are_never_dropped():
@@ -82,7 +103,7 @@ def test_a_run_releases_every_job_it_judged(tmp_path: Path):
     assert sorted(r["case"] for r in records) == sorted(j.case.id for j in jobs)
     assert {r["status"] for r in records} == {"pass"}
     assert job_module._oracle_cache.bytes == 0
-    assert all(j._computed is None for j in jobs)
+    assert not any(job_module._oracle_cache.holds(j.cache_key) for j in jobs)
     assert not any(j.case.id in inputs._cache for j in jobs)
 
 
