@@ -29,7 +29,7 @@ __all__ = ["CACHE_BYTES", "GENERATORS", "SEED_INPUT", "Generator", "case_seed", 
            "make_inputs", "prepare_inputs"]
 
 #: Most bytes of inputs one process keeps for reuse (least recently used go first).
-CACHE_BYTES = 64 * 2**20
+CACHE_BYTES = 32 * 2**20
 #: What one kept entry costs besides its arrays' data (the id, the arrays' headers, the
 #: table's slot), counted against CACHE_BYTES: tiny inputs must not make entries unbounded.
 ENTRY_OVERHEAD = 512
