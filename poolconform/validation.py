@@ -8,6 +8,7 @@ asks it back. Every refusal is a CaseError whose `category` a matrix counts drop
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from poolconform import shapes
 from poolconform.adaptive import check_adaptive
@@ -38,23 +39,17 @@ def make_case(
     ONNX defaults apply where a value is omitted: strides 1, pads 0, dilations 1
     (not the kernel-sized strides of PyTorch and Keras).
     """
-    case = build_case(op, input_shape, kernel, strides, pads, dilations, **rest)
+    case = build_case(op, input_shape, kernel=kernel, strides=strides, pads=pads, dilations=dilations, **rest)
     validate_case(case)
     return case
 
 
-def build_case(
-    op: str,
-    input_shape: tuple[int, ...] | list[int],
-    kernel: int | tuple[int, ...] | list[int] | None = None,
-    strides: int | tuple[int, ...] | list[int] | None = None,
-    pads: int | tuple[int, ...] | list[int] | None = None,
-    dilations: int | tuple[int, ...] | list[int] | None = None,
-    **rest: object,
-) -> PoolCase:
+def build_case(op: str, input_shape: tuple[int, ...] | list[int], **arguments: Any) -> PoolCase:
     """The case `make_case` makes of these arguments, without asking whether ONNX can express
     it: for arguments make_case accepted before (a matrix's kept combination, made again
     when read, poolconform/case_list.py), where validating again would cost 30x the build."""
+    kernel, strides, pads, dilations = (arguments.pop(name, None) for name in ("kernel", "strides", "pads", "dilations"))
+    rest = arguments
     shape = tuple(int(v) for v in input_shape)
     if len(shape) < 3:
         raise CaseError(f"input_shape must be (N, C, spatial...) with 1-3 spatial axes, got {shape!r}")
@@ -66,10 +61,10 @@ def build_case(
             raise CaseError(f"{op} has no {', '.join(window)}: its windows follow from output_size",
                             category=f"{window[0]} on an op without it")
         size = rest.pop("output_size", None)
-        output_size = _per_axis("output_size", size, rank, None)  # type: ignore[arg-type]
-        case = PoolCase(op=op, input_shape=shape, output_size=output_size, **rest)  # type: ignore[arg-type]
+        output_size = _per_axis("output_size", size, rank, None)
+        case = PoolCase(op=op, input_shape=shape, output_size=output_size, **rest)
     elif op in GLOBAL_OPS:
-        case = PoolCase(op=op, input_shape=shape, **rest)  # type: ignore[arg-type]
+        case = PoolCase(op=op, input_shape=shape, **rest)
     else:
         given = {"kernel": kernel, "strides": strides, "pads": pads, "dilations": dilations}
         per_axis = {
