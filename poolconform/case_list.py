@@ -122,9 +122,12 @@ class CaseList(Sequence[PoolCase]):
         """This list followed by the cases of `other` that it does not hold already."""
         extra = other if isinstance(other, CaseList) else CaseList.of(other)
         known = set(self.ids())
-        offset = len(self._sources)
-        keep = [code + (offset << _SOURCE_SHIFT) for case, code in zip(extra, extra._codes.tolist())
-                if case.id not in known and not known.add(case.id)]  # type: ignore[func-returns-value]
+        shift = len(self._sources) << _SOURCE_SHIFT  # extra's sources come after ours
+        keep: list[int] = []
+        for case, code in zip(extra, extra._codes.tolist()):
+            if case.id not in known:
+                known.add(case.id)
+                keep.append(code + shift)
         return CaseList(self._sources + extra._sources, np.concatenate([self._codes, np.asarray(keep, np.int64)]))
 
     def _make(self, code: int) -> PoolCase:
