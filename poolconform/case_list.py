@@ -4,8 +4,8 @@ not as 100,000 PoolCase objects (docs/speed.md, "Memory as the matrix grows").
 Expanding a matrix still makes and validates every combination once (that is how the
 impossible ones are dropped and the repeats found), but keeps only each kept case's
 combination number: which table, which product of its value lists. Reading a case makes
-it again from that number, through the same memoized make_case, so a run holds the cases
-it is working on, not the matrix. Cases given one by one (the seed's golden cases, a
+it again from that number (without validating it a second time: validation.build_case), so
+a run holds the cases it is working on, not the matrix. Cases given one by one (the seed's golden cases, a
 --cases id that no matrix holds) are kept as they are.
 """
 

@@ -67,7 +67,7 @@ class _OracleCache:
         if size > self.limit:
             return  # too big to keep at all: remade on each use
         with self._lock:
-            self.drop_held(key)  # a second thread may have made it too
+            self._forget(key)  # a second thread may have made it too
             self._held[key] = (outputs, size)
             self.bytes += size
             while self.bytes > self.limit:
@@ -76,9 +76,9 @@ class _OracleCache:
 
     def drop(self, key: Hashable) -> None:
         with self._lock:
-            self.drop_held(key)
+            self._forget(key)
 
-    def drop_held(self, key: Hashable) -> None:
+    def _forget(self, key: Hashable) -> None:
         """Forget `key`'s outputs (the caller holds the lock)."""
         held = self._held.pop(key, None)
         if held is not None:

@@ -13,8 +13,8 @@ import difflib
 import itertools
 import math
 import reprlib
-from collections import Counter
 from array import array
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -282,7 +282,7 @@ def _expand(table: dict[str, Any], seen: set[str], into: Expansion) -> Expansion
             f"({', '.join(f'{n} {why}' for why, n in dropped.most_common())}); "
             "an empty run checks nothing, so fix the values"
         )
-    into.cases.extend_codes(np.frombuffer(kept, dtype=np.int64) if kept else np.zeros(0, np.int64))
+    into.cases.extend_codes(np.asarray(kept, np.int64))
     into.dropped.update(dropped)
     into.combinations += total
     return into
