@@ -281,11 +281,18 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
 
 
 def write_reports(out: Path, records: Sequence[Record], summary: dict) -> None:
-    """summary.json always; the other reports where their writers are installed."""
+    """summary.json always; the other reports where their writers are installed, and a
+    warning naming what is missing where they are not (a package run from a source tree
+    without its dependencies, as ci/gpu-check.sh may be): a CI job that reads junit.xml must
+    not find it silently absent."""
     write_json(out / "summary.json", summary)
     try:
         from poolconform.report import files
-    except ImportError:
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        print_line(f"poolconform: warning: only summary.json was written to {str(out)!r}: {missing!r} is not "
+                   "installed (a dependency of poolconform; pip install the package to get "
+                   "findings.json, report.html, junit.xml and summary.md)")
         return
     files.write_all(out, records, summary)
 

@@ -198,3 +198,26 @@ def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(m
     empty = JUnitXml("poolconform")
     empty.update_statistics()
     assert junit_xml([]) == '<?xml version="1.0" encoding="utf-8"?>\n' + empty.tostring().decode("utf-8") + "\n"
+
+
+def test_reports_without_their_writers_warn_and_keep_the_summary(tmp_path: Path) -> None:
+    """A source tree run without its dependencies (ci/gpu-check.sh on a machine that lacks
+    junitparser) writes summary.json and says which reports are missing and why."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['junitparser'] = None\n"  # import junitparser now raises ImportError
+        "from pathlib import Path\n"
+        "from poolconform.pipeline import write_reports\n"
+        "from poolconform.report.summary import summarize\n"
+        "from poolconform.results import make_record\n"
+        f"out = Path({str(tmp_path)!r})\n"
+        "records = [make_record('MaxPool-1d-k2-s2-p0-f32-n4-gseed', 'onnx-reference', 'pass')]\n"
+        "write_reports(out, records, summarize(records))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'junitparser' is not installed" in lines[0] and "junit.xml" in lines[0]
