@@ -33,14 +33,24 @@ LOG_DIR = "logs"
 #: Names poolconform writes directly in --out besides the report files (reports are
 #: replaced atomically, these are opened in place): none of them may be a symlink.
 WRITTEN_NAMES = (LOCK_FILE, IDENTITY_FILE, LOG_DIR, RESULTS_FILE, "summary.json")
+#: The reports a run writes besides summary.json (poolconform/report/files.py).
+REPORT_FILES = ("findings.json", "report.html", "junit.xml", "summary.md")
 
 
 def _written_names() -> tuple[str, ...]:
-    try:
-        from poolconform.report.files import REPORT_FILES
-    except ImportError:  # a build without the file reports writes none of them
-        return WRITTEN_NAMES
-    return WRITTEN_NAMES + tuple(REPORT_FILES)
+    return WRITTEN_NAMES + REPORT_FILES
+
+
+def remove_reports(out: Path) -> None:
+    """Remove the previous run's reports from --out as a new run starts: if this one is
+    killed, no summary.json or report.html may go on saying how the old one ended while
+    results.jsonl holds the new one's records."""
+    for name in ("summary.json", *REPORT_FILES):
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise PoolconformError(f"cannot remove the previous run's {str(out / name)!r}: "
+                                   f"{exc.strerror or exc}") from None
 
 
 def prepare(out: Path) -> None:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,21 +110,38 @@ def _check_identity(jobs: Sequence[Job], session: Session, results_path: Path) -
     """Store this run's identity in --out; on --resume, refuse to continue a different run.
     Returns the (case, backend) pairs that already have a record (read one at a time, not held)."""
     assert session.out is not None
-    identity = outdir.run_identity(itertools.chain((j.case.id for j in jobs), (r["case"] for r in session.preset_records)),
-                                   [s.name for s in session.specs])
+    names = [s.name for s in session.specs]
+    ids = itertools.chain((j.case.id for j in jobs), (r["case"] for r in session.preset_records))
+    ours: set[str] = set()  # on --resume, this run's case ids: every earlier record must be of one
+    identity = outdir.run_identity(_kept(ids, ours) if session.resume else ids, names)
     done = RecordKeys()
     if session.resume:
+        backends = set(names) | {r["backend"] for r in session.preset_records}
+        foreign: tuple[str, str] | None = None
         for record in iter_records(results_path):
             done.add(record["case"], record["backend"])
+            if foreign is None and (record["backend"] not in backends or record["case"] not in ours):
+                foreign = record["case"], record["backend"]
         if done:
             why = outdir.identity_difference(outdir.read_identity(session.out), identity)
             if why:
                 raise PoolconformError(f"--resume: {str(session.out)!r} holds another run: {why}; "
                                        "choose another --out, or drop --resume to start over")
+        if foreign is not None:  # its record would be reported as if this run had judged it
+            raise PoolconformError(f"--resume: {str(results_path)!r} holds a record of {foreign[0]!r} on "
+                                   f"{foreign[1]!r}, which this run does not select (the file was edited or "
+                                   "joined with another); choose another --out, or drop --resume to start over")
         _store_identity(session.out, identity)
     else:
         session.fresh_identity = identity  # stored once the backends are known to run (_start_fresh)
     return done
+
+
+def _kept(ids: Iterable[str], into: set[str]) -> Iterator[str]:
+    """`ids`, each also added to `into` as it passes (one walk over a lazy case list)."""
+    for case_id in ids:
+        into.add(case_id)
+        yield case_id
 
 
 def _store_identity(out: Path, identity: dict) -> None:
@@ -141,6 +158,7 @@ def _start_fresh(session: Session, results_path: Path | None) -> None:
     if results_path is None or session.out is None or identity is None:
         return
     ResultsWriter(results_path, resume=False).close()  # empty before the new identity is stored
+    outdir.remove_reports(session.out)  # a kill from here on must not leave the old run's verdict
     _store_identity(session.out, identity)
 
 
@@ -178,6 +196,13 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
         reasons = "; ".join(f"{n}: {infos[n].unavailable if n in infos else 'not selected'}" for n in missing)
         raise PoolconformError(f"required backend unavailable: {reasons}")
     usable = [n for n, i in infos.items() if i.unavailable is None]
+    gone = [n for n in done.backends() if n in infos and n not in usable]
+    if gone:  # its earlier records would stand beside the cases it never reached
+        for w in workers.values():
+            w.close()
+        reasons = "; ".join(f"{n}: {infos[n].unavailable}" for n in gone)
+        raise PoolconformError(f"--resume: backends with records in this run are unavailable here ({reasons}); "
+                               "resume where they run, or drop --resume to start over")
     if not usable:
         for w in workers.values():
             w.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from poolconform.errors import PoolconformError
-from poolconform.record_table import Record, RecordTable
+from poolconform.record_table import MARKS, Record, RecordTable
 
 STATUSES = ("pass", "mismatch", "shape-mismatch", "unsupported", "error", "crash", "timeout")
 #: Statuses that make a run fail unless an expectation covers them.
@@ -180,20 +180,24 @@ def _is_record(line: bytes) -> bool:
 
 def read_records(path: Path) -> RecordTable:
     """Records of a results.jsonl, held compactly (poolconform/record_table.py); a torn last
-    line is ignored, later duplicates win (see iter_records)."""
+    line is ignored (see iter_records)."""
     return RecordTable(iter_records(path))
 
 
 def iter_records(path: Path) -> Iterator[Record]:
     """The records of a results.jsonl one by one, none of them held; a torn last line is ignored.
+    An expectation's marks in a line ("expected", ...) are dropped: what excuses a record is the
+    --expectations file the command is given, not an edit of results.jsonl.
 
-    Only the last line can be torn by a kill; an unreadable line before it, or a record
-    without a string case and backend and a known status, means the file is not
-    poolconform's (or was edited), and is refused naming the line rather than skipped.
+    Only the last line can be torn by a kill; an unreadable line before it, a record
+    without a string case and backend and a known status, or a second record of one (case,
+    backend) means the file is not poolconform's (or was edited), and is refused naming the
+    line rather than skipped or resolved.
     """
     if not path.exists():
         return
     torn: int | None = None
+    seen = RecordKeys()  # one bit per (case, backend): a run writes each pair once
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():
@@ -208,6 +212,12 @@ def iter_records(path: Path) -> Iterator[Record]:
             problem = record_problem(record)
             if problem:
                 raise PoolconformError(f"{str(path)!r} line {number}: {problem}")
+            if not seen.add(record["case"], record["backend"]):  # which one would count? Neither, quietly
+                raise PoolconformError(f"{str(path)!r} line {number}: a second record of {record['case']!r} on "
+                                       f"{record['backend']!r}; a run writes one per case and backend, so the "
+                                       "file was edited or joined with another")
+            for mark in MARKS:  # only --expectations excuses a record, never a line in the file
+                record.pop(mark, None)
             yield record
 
 
@@ -222,12 +232,22 @@ class RecordKeys:
         for case, backend in keys:
             self.add(case, backend)
 
-    def add(self, case: str, backend: str) -> None:
+    def add(self, case: str, backend: str) -> bool:
+        """Add the pair; False when it was there already."""
         bit = 1 << self._backends.setdefault(backend, len(self._backends))
         mask = self._cases.get(case, 0)
-        if not mask & bit:
-            self._cases[case] = mask | bit
-            self._count += 1
+        if mask & bit:
+            return False
+        self._cases[case] = mask | bit
+        self._count += 1
+        return True
+
+    def backends(self) -> list[str]:
+        """The backends that have at least one record."""
+        held = 0
+        for mask in self._cases.values():
+            held |= mask
+        return [name for number, name in enumerate(self._backends) if held >> number & 1]
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, tuple) or len(key) != 2:

@@ -41,7 +41,7 @@ def test_merged_shards_equal_the_full_run(tmp_path: Path) -> None:
         main([*common, "--out", str(tmp_path / f"shard{k}"), "--shard", f"{k}/3"])
     sizes = [len(read_records(tmp_path / f"shard{k}" / "results.jsonl")) for k in (1, 2, 3)]
     assert all(sizes) and sum(sizes) == len(read_records(tmp_path / "full" / "results.jsonl"))
-    # a shard given twice is deduplicated by (case, backend)
+    # the same folder given twice is one shard
     dirs = [str(tmp_path / f"shard{k}") for k in (3, 1, 2, 1)]
     assert main(["merge", *dirs, "--out", str(tmp_path / "merged"), "--quiet"]) == 1
     full_records, full_summary = content(tmp_path / "full")
@@ -51,7 +51,7 @@ def test_merged_shards_equal_the_full_run(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / "merged" / "results.jsonl").read_text().splitlines()]
     assert [(r["case"], r["backend"]) for r in lines] == sorted((r["case"], r["backend"]) for r in lines)
     merged = json.loads((tmp_path / "merged" / "summary.json").read_text())["merged"]
-    assert sorted(merged["shards"]) == ["1/3", "1/3", "2/3", "3/3"]
+    assert sorted(merged["shards"]) == ["1/3", "2/3", "3/3"]
     for name in ("report.html", "junit.xml", "summary.md"):
         assert (tmp_path / "merged" / name).stat().st_size > 0
 
@@ -344,3 +344,39 @@ def test_merge_refuses_symlinked_names_in_out(shards: dict[str, Path], tmp_path:
     dirs = [str(shards[str(k)]) for k in range(1, N + 1)]
     assert "is a symlink" in _one_line_error(run_cli("merge", *dirs, "--out", str(out)))
     assert victim.read_text() == "precious\n" and (out / name).is_symlink()
+
+
+def test_two_folders_of_one_shard_are_refused_whichever_comes_first(tmp_path: Path) -> None:
+    """A re-run shard's folder beside the first: merging both would let the later folder's
+    records win, so a copy whose record says pass could hide the other's mismatch."""
+    matrix = tmp_path / "m.toml"
+    matrix.write_text(MATRIX)
+    common = ["run", "--matrix", str(matrix), "--backends", "onnx-reference", "--quiet"]
+    for k in (1, 2):
+        main([*common, "--out", str(tmp_path / f"s{k}"), "--shard", f"{k}/2"])
+    shutil.copytree(tmp_path / "s1", tmp_path / "s1-again")
+    lines = (tmp_path / "s1-again" / "results.jsonl").read_text().splitlines()
+    lines[0] = lines[0].replace('"status": "pass"', '"status": "mismatch"')
+    (tmp_path / "s1-again" / "results.jsonl").write_text("\n".join(lines) + "\n")
+    for order in (("s1", "s1-again", "s2"), ("s1-again", "s1", "s2")):
+        assert main(["merge", *(str(tmp_path / d) for d in order), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_writes_the_records_without_the_expectations_marks(tmp_path: Path) -> None:
+    """`merge --expectations` marks records for its reports; its results.jsonl holds what an
+    unsharded run's does, so a later `diff` cannot read the marks as declared."""
+    matrix = tmp_path / "m.toml"
+    matrix.write_text(MATRIX)
+    expectations = tmp_path / "e.toml"
+    expectations.write_text('[[expect]]\ncase = "*"\nbackend = "onnx-reference"\nreason = "known"\n')
+    common = ["run", "--matrix", str(matrix), "--backends", "onnx-reference", "--quiet"]
+    for k in (1, 2):
+        main([*common, "--out", str(tmp_path / f"s{k}"), "--shard", f"{k}/2"])
+    status = main(["merge", str(tmp_path / "s1"), str(tmp_path / "s2"), "--out", str(tmp_path / "m"),
+                   "--expectations", str(expectations), "--quiet"])
+    assert status == 0  # onnx-reference's ceil_mode disagreement is declared
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert summary["counts"]["mismatch"] >= 1 and summary["unexpected"] == 0
+    text = (tmp_path / "m" / "results.jsonl").read_text()
+    assert '"status": "mismatch"' in text and '"expected"' not in text

@@ -53,7 +53,10 @@ def test_records_come_back_exactly_as_written(tmp_path: Path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = read_records(path)
     assert len(table) == len(rows)
-    for got, want in zip(table, json.loads("[" + ",".join(json.dumps(r) for r in rows) + "]")):
+    # as written, but for an expectation's marks: reading a file drops them (results.iter_records)
+    written = json.loads("[" + ",".join(json.dumps(r) for r in rows) + "]")
+    for got, want in zip(table, written):
+        want = {k: v for k, v in want.items() if k not in ("expected", "expected_reason")}
         assert _same(got, want), (got, want)
     assert [_same(table[i], table[i]) for i in (0, -1)] == [True, True]
     assert table[-1]["max_ulp"] == "1.5" and table[-2]["max_ulp"] == 1.5

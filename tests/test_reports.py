@@ -221,3 +221,23 @@ def test_reports_without_their_writers_warn_and_keep_the_summary(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "'junitparser' is not installed" in lines[0] and "junit.xml" in lines[0]
+
+
+@pytest.mark.parametrize(("records", "extra", "exit_status", "words"), [
+    # every record unsupported: exit 2, and no report may say OK
+    ([make_record("MaxPool-1d-k2-s2-p0-f32-n4-gseed", "x", "unsupported", detail="no")], {}, 2, "NOTHING VERIFIED"),
+    # an empty shard: exit 0, but no report may say the frameworks agree
+    ([], {"shard": "2/3"}, 0, "NOTHING CHECKED"),
+])
+def test_every_report_states_the_verdict_the_exit_status_gives(records, extra, exit_status, words) -> None:
+    from poolconform.report.html import render_html
+    from poolconform.report.terminal import verdict
+
+    summary = summarize(records, extra=extra)
+    assert summary["exit_status"] == exit_status
+    terminal, markdown, html = verdict(summary), render_markdown(records, summary), render_html(records, summary)
+    assert f"exit {exit_status}" in terminal and "agrees" not in terminal
+    assert f"**poolconform: {words}**" in markdown and "**poolconform: OK**" not in markdown
+    assert f'class="verdict fail">{words}:' in html and 'class="verdict ok"' not in html
+    if extra:
+        assert "shard 2/3" in terminal and "shard 2/3" in markdown

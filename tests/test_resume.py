@@ -187,8 +187,13 @@ def test_only_the_last_line_may_be_torn(tmp_path):
         path.write_text(f"{a}\n{line}\n{a}\n")
         with pytest.raises(PoolconformError, match=f"line 2: {why}"):
             read_records(path)
+    # a second record of one (case, backend): neither may quietly win (an appended pass would hide the error)
     path.write_text('{"case": "a", "backend": "x", "status": "error"}\n{"case": "a", "backend": "x", "status": "pass"}\n')
-    assert [r["status"] for r in read_records(path)] == ["pass"]  # a later duplicate wins
+    with pytest.raises(PoolconformError, match="line 2: a second record of 'a' on 'x'"):
+        read_records(path)
+    # an expectation's marks in a line do not excuse it: only --expectations does
+    path.write_text('{"case": "a", "backend": "x", "status": "error", "expected": true, "expected_reason": "r"}\n')
+    assert list(read_records(path)) == [{"case": "a", "backend": "x", "status": "error"}]
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -203,3 +208,71 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         write_atomic(path, 12345)  # type: ignore[arg-type]  # fails inside the write
     assert json.loads(path.read_text()) == {"records": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no temp file left behind
+
+
+TINY = '[matrix]\nops = ["MaxPool"]\nkernel = [2, 3]\nstride = 1\ninput_size = 5\n'
+
+
+def _tiny_run(tmp_path: Path, *extra: str) -> tuple[int, Path]:
+    from poolconform.cli import main
+
+    matrix = tmp_path / "tiny.toml"
+    matrix.write_text(TINY)
+    out = tmp_path / "out"
+    status = main(["run", "--matrix", str(matrix), "--backends", "onnx-reference", "--out", str(out), "--quiet",
+                   *extra])
+    return status, out
+
+
+@pytest.mark.parametrize("foreign", [
+    {"case": "MaxPool-2d-k5-s1-p0-f32-n8", "backend": "onnx-reference", "status": "pass"},  # not in the matrix
+    {"case": "MaxPool-2d-k2-s1-p0-f32-n5", "backend": "torch-cpu", "status": "pass"},  # a backend not selected
+])
+def test_resume_refuses_a_record_this_run_does_not_select(tmp_path: Path, foreign: dict) -> None:
+    """Its record would be reported as this run's: a backend never selected shown passing."""
+    status, out = _tiny_run(tmp_path)
+    assert status == 0
+    with (out / "results.jsonl").open("a") as f:
+        f.write(json.dumps(foreign) + "\n")
+    before = lines_of(out)
+    status, _ = _tiny_run(tmp_path, "--resume")
+    assert status == 2
+    assert lines_of(out) == before  # nothing removed or added
+
+
+def test_resume_refuses_when_a_backend_with_records_is_unavailable(tmp_path: Path) -> None:
+    """Its earlier records would pass beside the cases it never reached: a green with holes."""
+    status, out = _tiny_run(tmp_path)
+    assert status == 0
+    lines = lines_of(out)
+    (out / "results.jsonl").write_text(lines[0] + "\n")  # as if killed after the first record
+    broken = tmp_path / "broken-python"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    status, _ = _tiny_run(tmp_path, "--resume", "--backend-python", f"onnx-reference={broken}")
+    assert status == 2
+    assert lines_of(out) == lines[:1]
+    status, _ = _tiny_run(tmp_path, "--resume")  # where it runs, the run completes
+    assert status == 0 and set(statuses(lines_of(out))) == set(statuses(lines))
+
+
+def test_a_new_run_removes_the_previous_verdict_before_it_writes_records(tmp_path: Path) -> None:
+    """A new run killed part way must not leave the old run's summary.json and report.html
+    saying how that one ended beside the new one's records."""
+    status, out = _tiny_run(tmp_path)
+    assert status == 0 and (out / "summary.json").exists() and (out / "report.html").exists()
+    (tmp_path / "big.toml").write_text(MATRIX)
+    proc = subprocess.Popen(run_args(tmp_path / "big.toml", out), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "results.jsonl").stat().st_size and "AveragePool" in (out / "results.jsonl").read_text():
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert "AveragePool" in (out / "results.jsonl").read_text()  # the new run's records
+    for name in ("summary.json", "summary.md", "report.html", "junit.xml", "findings.json"):
+        assert not (out / name).exists(), name

@@ -28,7 +28,7 @@ from poolconform.errors import PoolconformError
 from poolconform.pipeline import write_reports
 from poolconform.report.summary import summarize
 from poolconform.report.terminal import print_summary
-from poolconform.record_table import RecordTable
+from poolconform.record_table import MARKS, RecordTable
 from poolconform.results import RESULTS_FILE, Record, read_records, write_atomic
 from poolconform.worker import BackendInfo
 
@@ -154,9 +154,10 @@ def missing_parts(shards: list[Shard]) -> list[str]:
     by_k: dict[int, Shard] = {}
     for s in shards:
         seen = by_k.setdefault(s.identity["k"], s)
-        if seen.identity != s.identity:
-            raise PoolconformError(f"{str(seen.folder)!r} and {str(s.folder)!r} both claim shard {s.label} "
-                                   "but hold different cases")
+        if seen is not s:  # which one is the shard? Merging both would let the later one's records win
+            differ = "but hold different cases" if seen.identity != s.identity else "(two runs of the same shard)"
+            raise PoolconformError(f"{str(seen.folder)!r} and {str(s.folder)!r} both claim shard {s.label} {differ}: "
+                                   "give one folder per shard")
     missing = [f"missing shards {', '.join(f'{k}/{n}' for k in range(1, n + 1) if k not in by_k)}"] if len(by_k) < n else []
     held = sum(s.identity["cases"] for s in by_k.values())
     if not missing and held != first["matrix_cases"]:  # every K is there, so their cases must add up
@@ -223,7 +224,7 @@ def merge(dirs: list[Path], expectations: Path | None = None,
     With `allow_partial`, a set that lacks parts gives a summary with `partial` (what is
     missing) and an exit_status of at least 1.
     """
-    shards = [read_shard(folder) for folder in dirs]
+    shards = [read_shard(folder) for folder in _distinct(dirs)]
     missing = missing_parts(shards)
     if missing and not allow_partial:
         raise PoolconformError(f"incomplete set of shards: {'; '.join(missing)} "
@@ -232,7 +233,7 @@ def merge(dirs: list[Path], expectations: Path | None = None,
     records = RecordTable()
     for s in shards:
         for record in s.records:
-            records.add(record)  # a later folder's record of the same (case, backend) wins
+            records.add(record)  # folders hold disjoint cases (missing_parts refuses a shard given twice)
         s.records = ()  # held once, in the merged table
     records.sort_by_key()
     if not records and not missing:  # a run always has a record: no backend at all is refused by run
@@ -257,6 +258,21 @@ def merge(dirs: list[Path], expectations: Path | None = None,
     return records, summary
 
 
+def _unmarked(record: Record) -> Record:
+    """The record as judged, without the marks --expectations set on it for the reports: the
+    merged results.jsonl holds what an unsharded run's does (marks are not records' facts)."""
+    return {k: v for k, v in record.items() if k not in MARKS} if not MARKS.isdisjoint(record) else record
+
+
+def _distinct(dirs: list[Path]) -> list[Path]:
+    """The folders, each once: the same folder named twice (a path and its alias) is one shard."""
+    kept: list[Path] = []
+    for folder in dirs:
+        if not any(folder.exists() and k.exists() and folder.samefile(k) for k in kept):
+            kept.append(folder)
+    return kept
+
+
 def _check_out(out: Path, dirs: list[Path]) -> None:
     """The merged report goes to a folder of its own: never over a file, never into a shard."""
     if out.exists() and not out.is_dir():
@@ -271,7 +287,7 @@ def main(args: argparse.Namespace) -> int:
     outdir.prepare(args.out)  # as `run` does: a folder, no symlinked names to write through
     lock = outdir.OutLock(args.out)  # a run or another merge into --out now is refused, naming it
     try:
-        write_atomic(args.out / RESULTS_FILE, (json.dumps(r) + "\n" for r in records))  # streamed, not one string
+        write_atomic(args.out / RESULTS_FILE, (json.dumps(_unmarked(r)) + "\n" for r in records))  # streamed
         write_reports(args.out, records, summary)
     finally:
         lock.release()

@@ -22,7 +22,6 @@ from poolconform.report.junit import junit_parts
 from poolconform.report.markdown import render_markdown
 from poolconform.results import Record, write_atomic, write_json
 
-REPORT_FILES = ("findings.json", "report.html", "junit.xml", "summary.md")
 FINDINGS_FILE = "findings.json"
 
 

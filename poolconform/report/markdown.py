@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from poolconform.report.headline import headline, nothing_checked
 from poolconform.report.text import printable
 from poolconform.results import FAILING, STATUSES, Record, numeric
 
@@ -58,12 +59,18 @@ def verdict(summary: dict[str, Any]) -> str:
     failing = sum(summary["counts"].get(s, 0) for s in FAILING)
     expected = failing - summary["unexpected"]
     scope = f"{summary['cases']} cases, {summary['records']} records"
-    if summary.get("partial"):  # `merge --allow-partial`: never read as a whole run
+    kind = headline(summary)
+    if kind == "partial":
         return f"**poolconform: PARTIAL**: {_cell('; '.join(summary['partial']['missing']))} ({scope})"
-    if summary.get("interrupted"):  # Ctrl-C: what finished, not a verdict on the run
+    if kind == "interrupted":
         return f"**poolconform: INTERRUPTED**: {_cell(summary['interrupted'])} ({scope})"
-    if summary["unexpected"]:
+    if kind == "nothing-verified":
+        return (f"**poolconform: NOTHING VERIFIED**: {_cell(summary['nothing_verified'])}; no backend could "
+                f"express the selected cases ({scope})")
+    if kind == "fail":
         return f"**poolconform: FAIL**: {summary['unexpected']} unexpected disagreement(s) ({scope})"
+    if kind == "nothing-checked":
+        return f"**poolconform: NOTHING CHECKED**: {_cell(nothing_checked(summary))} ({scope})"
     note = f", {expected} expected disagreement(s)" if expected else ""
     return f"**poolconform: OK**: no unexpected disagreement ({scope}{note})"
 

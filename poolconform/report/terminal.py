@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from poolconform.report.headline import headline, nothing_checked
 from poolconform.report.text import printable
 from poolconform.results import FAILING, STATUSES
 
@@ -114,25 +115,22 @@ def verdict(summary: dict[str, Any]) -> str:
 
 
 def _verdict_head(summary: dict[str, Any]) -> str:
-    if summary.get("partial"):  # `merge --allow-partial`: never read as a whole run
-        from rich.markup import escape
-
+    kind = headline(summary)
+    if kind == "partial":
         return f"[bold red]verdict: PARTIAL report ({escape('; '.join(summary['partial']['missing']))}): exit 1[/bold red]"
-    if summary.get("interrupted"):  # Ctrl-C: what finished, not a verdict on the run
-        from rich.markup import escape
-
+    if kind == "interrupted":
         return f"[bold yellow]verdict: none, INTERRUPTED ({escape(summary['interrupted'])}): exit 130[/bold yellow]"
-    if summary.get("nothing_verified"):
-        from rich.markup import escape
-
+    if kind == "nothing-verified":
         return (f"[bold red]verdict: nothing verified ({escape(summary['nothing_verified'])}; no backend could "
                 "express the selected cases): exit 2[/bold red]")
     failing = sum(summary["counts"].get(s, 0) for s in FAILING)
     unexpected = summary["unexpected"]
     expected = failing - unexpected
-    if unexpected:
+    if kind == "fail":
         tail = f" ({expected} more expected)" if expected else ""
         return f"[bold red]verdict: {unexpected} unexpected disagreement(s){tail}: exit 1[/bold red]"
+    if kind == "nothing-checked":
+        return f"[bold yellow]verdict: nothing checked here ({escape(nothing_checked(summary))}): exit 0[/bold yellow]"
     if expected:
         return f"[bold green]verdict: no unexpected disagreement ({expected} expected, declared in --expectations): exit 0[/bold green]"
     return "[bold green]verdict: every backend that ran agrees with the oracle: exit 0[/bold green]"
