@@ -11,6 +11,7 @@ to mix two different runs.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import fcntl
 import json
@@ -72,6 +73,46 @@ def prepare(out: Path) -> None:
                                    "(remove it or choose another --out)")
         if name == LOG_DIR and not stat.S_ISDIR(mode):
             raise PoolconformError(f"{str(path)!r} is not a folder")
+    _refuse_foreign(out)
+
+
+def out_folder(text: str) -> Path:
+    """argparse type of --out: a path, never an empty one (which would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, not an empty path (which would mean the current one)")
+    return Path(text)
+
+
+def _refuse_foreign(out: Path) -> None:
+    """Refuse a folder holding files that poolconform would overwrite but did not write: a
+    project folder with its own summary.md or results.jsonl, $HOME, /. A folder is
+    poolconform's when it holds a run's run.json or a poolconform summary.json (merge's)."""
+    if (out / IDENTITY_FILE).is_file() or _holds_our_summary(out):
+        return
+    held = []
+    for name in (*WRITTEN_NAMES, *REPORT_FILES):
+        path = out / name
+        if name == LOCK_FILE or not path.exists():
+            continue
+        if path.is_dir() and not any(path.iterdir()) or path.is_file() and not path.stat().st_size:
+            continue  # empty: nothing to lose (a run killed as it started leaves an empty results.jsonl)
+        held.append(name)
+    if held:
+        more = f" (and {', '.join(held[1:])})" if held[1:] else ""
+        raise PoolconformError(f"--out {str(out)!r} holds {held[0]!r}{more}, which poolconform did not write "
+                               "(there is no run.json or poolconform summary.json beside it); choose a new or "
+                               "empty folder, or move those files")
+
+
+def _holds_our_summary(out: Path) -> bool:
+    path = out / "summary.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 64 << 20:
+            return False
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(summary, dict) and isinstance(summary.get("tool"), dict) and summary["tool"].get("name") == "poolconform"
 
 
 class OutLock:

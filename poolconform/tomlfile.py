@@ -8,6 +8,7 @@ is the user's input being unusable, never a traceback.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,26 @@ def shown_path(path: str | os.PathLike[str]) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+#: The largest TOML file read (bytes): the largest shipped matrix is about 2 KB; a larger
+#: file is a wrong path (a log, a dataset), and reading it whole would only cost memory.
+MAX_BYTES = 1 << 20
+
+
 def read_toml(path: Path, what: str, error: type[PoolconformError]) -> dict[str, Any]:
-    """The parsed file; `what` names it in messages ("matrix file"), `error` is raised."""
+    """The parsed file; `what` names it in messages ("matrix file"), `error` is raised.
+
+    Only a regular file is read, and at most MAX_BYTES of it: /dev/zero would fill the
+    memory and a FIFO would block forever (it is opened without blocking, then refused)."""
     where = shown_path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise error(f"{what} {where!r} is not a regular file (a device, FIFO or socket)")
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise error(f"{what} {where!r} is larger than {MAX_BYTES >> 20} MiB: not a {what}")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise error(f"{what} {where!r} does not exist") from None
     except IsADirectoryError:

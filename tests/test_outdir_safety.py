@@ -191,3 +191,35 @@ def test_check_without_out_leaves_no_log_folder_in_tmpdir(tmp_path):
     proc = run_cli("check", str(root), "--backends", BOTH, env={"TMPDIR": str(tmp)})
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in tmp.iterdir() if p.name.startswith("poolconform-logs-")] == []
+
+
+def test_a_folder_of_the_users_own_files_is_never_written_over(tmp_path: Path, tiny_matrix: Path) -> None:
+    """A project folder holding its own summary.md and results.jsonl (or $HOME, /): run and
+    merge refuse it before writing anything; an empty --out is refused too."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "summary.md").write_text("my notes\n")
+    (project / "results.jsonl").write_text('{"mine": 1}\n')
+    one_line_error(run(tiny_matrix, project), "holds 'results.jsonl' (and summary.md)", "did not write")
+    assert (project / "summary.md").read_text() == "my notes\n"
+    assert sorted(p.name for p in project.iterdir()) == ["results.jsonl", "summary.md"]
+    one_line_error(run_cli("run", "--matrix", str(tiny_matrix), "--out", ""), "--out", "empty path")
+    # a folder poolconform wrote (run.json beside its files) is reused as before
+    first = run(tiny_matrix, tmp_path / "ours")
+    assert first.returncode == 0 and run(tiny_matrix, tmp_path / "ours").returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_a_matrix_that_is_no_regular_file_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """/dev/zero would fill the memory, a FIFO block forever, a 2 MB file is no matrix."""
+    path = tmp_path / "m.toml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    else:
+        path.write_text("# " + "x" * (2 << 20) + "\n")
+    proc = run_cli("run", "--matrix", str(path), "--out", str(tmp_path / "o"), timeout=60)
+    one_line_error(proc, "matrix file", "not a regular file" if kind != "huge" else "larger than 1 MiB")
+    proc = run_cli("run", "--expectations", str(path), "--out", str(tmp_path / "o"), timeout=60)
+    one_line_error(proc, "expectations file")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from poolconform import outdir
 from poolconform.commands.options import add_backend_options, expectations_of, selected_specs
 from poolconform.errors import PoolconformError
 from poolconform.pipeline import Session, execute
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx-suite", action="store_true",
                    help="also run the ONNX project's own pooling node tests from the installed onnx package")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the records as a JSON list")
-    p.add_argument("--out", type=Path, metavar="DIR", help="also write results.jsonl and the reports here")
+    p.add_argument("--out", type=outdir.out_folder, metavar="DIR", help="also write results.jsonl and the reports here")
     p.add_argument("--against", choices=("spec", "stored"), default="spec",
                    help="what backends are judged against: the spec (the oracle, where it reads the model; "
                         "the stored outputs are then judged once, as backend 'stored-data') or the stored outputs "

@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "with the content of the unsharded run. Exit 2 unless the folders hold every "
                                    "shard of one run; exit 1 when the merged run has an unexpected disagreement.")
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="shard report folders (each with results.jsonl)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the merged report")
+    p.add_argument("--out", type=outdir.out_folder, required=True, metavar="DIR", help="folder for the merged report")
     p.add_argument("--expectations", type=Path, metavar="FILE",
                    help="re-apply this expectations file to the merged records (and report fixed entries)")
     p.add_argument("--allow-partial", action="store_true",

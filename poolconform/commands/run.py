@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from poolconform import shard
+from poolconform import outdir, shard
 from poolconform.commands.options import add_backend_options, expectations_of, select_cases, selected_specs
 from poolconform.matrix import load_matrix
 from poolconform.pipeline import Session, execute
@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "backend, compare with the float64 oracle, write reports to --out.")
     p.add_argument("--matrix", type=Path, metavar="FILE.toml",
                    help="matrix file ([matrix] table, or a pyproject.toml with [tool.poolconform.matrix])")
-    p.add_argument("--out", type=Path, default=Path("poolconform-report"), metavar="DIR",
+    p.add_argument("--out", type=outdir.out_folder, default=Path("poolconform-report"), metavar="DIR",
                    help="report folder (default: poolconform-report/)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out")
     p.add_argument("--cases", action="append", default=[], metavar="GLOB",

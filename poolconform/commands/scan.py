@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from poolconform import outdir
 from poolconform.commands.options import add_backend_options, expectations_of, selected_specs
 from poolconform.pipeline import Session, execute
 from poolconform.report.text import printable
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keras-backend", choices=KERAS_BACKENDS, metavar="NAME",
                    help="Keras backend that exports a .keras file (default: Keras' own setting, KERAS_BACKEND "
                         f"or ~/.keras/keras.json; one of {', '.join(KERAS_BACKENDS)})")
-    p.add_argument("--out", type=Path, default=Path("poolconform-report"), metavar="DIR",
+    p.add_argument("--out", type=outdir.out_folder, default=Path("poolconform-report"), metavar="DIR",
                    help="report folder (default: poolconform-report/)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted scan in the same --out")
     p.add_argument("--export", type=Path, metavar="DIR",
