@@ -277,7 +277,56 @@ def record_problem(record: Any) -> str | None:
         return "the record has no status"
     if record["status"] not in STATUSES:
         return f"unknown status {record['status']!r}; allowed: {', '.join(STATUSES)}"
+    return _field_problem(record)
+
+
+#: Fields the reports read, by the values a record may hold there (absent is always fine).
+_FIGURES = ("max_abs_err", "max_rel_err", "max_ulp", "atol", "seconds")  # a number, None, "inf", "-inf", "nan"
+_SHAPES = ("expected_shape", "actual_shape")  # a list of integers, or None
+_TEXTS = ("detail", "note", "digest", "op", "dtype", "expected_from")  # text, or None
+
+
+def _field_problem(record: dict) -> str | None:
+    """Why a field the reports read holds what no run writes there (a corrupt or edited line,
+    which would otherwise stop the reports with a traceback, or worse, be misread)."""
+    for key in _FIGURES:
+        value = record.get(key)
+        if not (value is None or _is_number(value) or value in ("inf", "-inf", "nan")):
+            return f"{key} must be a number, not {_short(value)}"
+    for key in _SHAPES:
+        value = record.get(key)
+        if not (value is None or isinstance(value, list) and all(_is_int(v) for v in value)):
+            return f"{key} must be a list of integers, not {_short(value)}"
+    for key in _TEXTS:
+        value = record.get(key)
+        if not (value is None or isinstance(value, str)):
+            return f"{key} must be text, not {_short(value)}"
+    if not (record.get("opset") is None or _is_int(record["opset"])):
+        return f"opset must be an integer, not {_short(record['opset'])}"
+    params = record.get("params")
+    if params is not None:
+        if not isinstance(params, dict):
+            return f"params must be an object, not {_short(params)}"
+        for key, value in params.items():
+            if isinstance(value, list):
+                if not all(_is_number(v) for v in value):
+                    return f"params.{key} must be a list of numbers, not {_short(value)}"
+            elif not (value is None or isinstance(value, (str, bool)) or _is_number(value)):
+                return f"params.{key} must be a number, text or a list of numbers, not {_short(value)}"
     return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def write_atomic(path: Path, text: str | Iterable[str]) -> None:

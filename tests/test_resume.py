@@ -183,7 +183,14 @@ def test_only_the_last_line_may_be_torn(tmp_path):
         read_records(path)
     for line, why in [('{"case": ["a"], "backend": "x", "status": "pass"}', "case must be a non-empty string"),
                       ('{"case": "a", "backend": "x"}', "the record has no status"),
-                      ('{"case": "a", "backend": "x", "status": "ok"}', "unknown status 'ok'")]:
+                      ('{"case": "a", "backend": "x", "status": "ok"}', "unknown status 'ok'"),
+                      # a figure the reports read that no run writes: refused, not a traceback in html
+                      ('{"case": "a", "backend": "x", "status": "pass", "max_abs_err": "huge"}',
+                       "max_abs_err must be a number, not 'huge'"),
+                      ('{"case": "a", "backend": "x", "status": "pass", "params": {"kernel": ["k"]}}',
+                       "params.kernel must be a list of numbers"),
+                      ('{"case": "a", "backend": "x", "status": "pass", "actual_shape": "1x2"}',
+                       "actual_shape must be a list of integers")]:
         path.write_text(f"{a}\n{line}\n{a}\n")
         with pytest.raises(PoolconformError, match=f"line 2: {why}"):
             read_records(path)
