@@ -112,7 +112,9 @@ def spatial_output_shape(case: PoolCase) -> tuple[int, ...]:
         return tuple(-(-n // s) for n, s in zip(case.spatial, case.strides))
     pads = resolve_pads(case)
     rank = case.rank
-    ceil = case.ceil_mode and case.auto_pad == "NOTSET"
+    # ceil_mode holds under VALID too (onnx/onnx#5248; onnx's shape inference, ONNX Runtime);
+    # the spec's VALID-with-ceil formula is its floor formula, a doc slip. SAME ignores it.
+    ceil = case.ceil_mode and case.auto_pad in ("NOTSET", "VALID")
     drop = drops_overhang(case)
     return tuple(
         output_size(
@@ -133,11 +135,11 @@ def keeps_an_overhang_window(case: PoolCase) -> bool:
 def onnx_inferred_spatial_shape(case: PoolCase) -> tuple[int, ...]:
     """What onnx's shape inference gives for the case: before opset 22 it keeps every window
     the ceil formula counts, even one that covers neither input nor padding."""
-    if drops_overhang(case) or case.is_global or not case.ceil_mode or case.auto_pad != "NOTSET":
+    if drops_overhang(case) or case.is_global or not case.ceil_mode:
         return spatial_output_shape(case)
-    rank = case.rank
+    rank, pads = case.rank, resolve_pads(case)  # auto_pad: onnx applies the formula to its pads
     return tuple(
-        _ceil_letter_size(case.spatial[a], case.kernel[a], case.strides[a], case.pads[a], case.pads[a + rank],
+        _ceil_letter_size(case.spatial[a], case.kernel[a], case.strides[a], pads[a], pads[a + rank],
                           case.dilations[a], True)
         for a in range(rank)
     )

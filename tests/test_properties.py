@@ -53,7 +53,7 @@ def valid_cases(draw) -> PoolCase:
         pads += [draw(st.integers(0, k - 1)) for k in kernel]
     else:
         pads = [0] * (2 * rank)
-    rest.update(auto_pad=auto_pad, ceil_mode=draw(st.booleans()) if auto_pad == "NOTSET" else False)
+    rest.update(auto_pad=auto_pad, ceil_mode=draw(st.booleans()) if auto_pad in ("NOTSET", "VALID") else False)
     if op == "AveragePool":
         rest["count_include_pad"] = draw(st.booleans())
     if op == "MaxPool" and draw(st.booleans()):

@@ -74,7 +74,7 @@ def test_shape_rule_equals_onnxruntime_over_a_sweep():
         (1, 2), range(3, 10), (1, 2, 3, 4), (1, 2, 3), (0, 1, 2), (1, 2), (False, True),
         ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"),
     ):
-        if auto_pad != "NOTSET" and (p or ceil):
+        if auto_pad != "NOTSET" and p:  # ceil_mode stays: under VALID it counts (onnx/onnx#5248)
             continue
         if p >= k:  # ONNX Runtime refuses pads >= kernel
             continue
@@ -192,3 +192,24 @@ def test_seed_hint_only_when_the_seed_formula_is_the_cause():
     # ceil_mode dropped (5, k2, s2: ONNX 3, floor 2) equals the seed's 2 by coincidence: no hint.
     ceil = make_case("MaxPool", (1, 1, 5), kernel=2, strides=2, ceil_mode=True)
     assert not shapes.seed_formula_explains(ceil, [1, 1, 2])
+
+
+def test_every_auto_pad_with_ceil_mode_builds_a_model_onnx_accepts():
+    """ceil_mode under VALID counts, as onnx's shape inference and ONNX Runtime apply it
+    (onnx/onnx#5248; the spec's VALID formula with ceil is its floor formula): declaring the
+    floor shape made onnx reject the model, so `export` of matrices/pads.toml stopped."""
+    from poolconform.onnx_export import build_model
+
+    built = 0
+    for op, auto_pad, opset, n, k, s in itertools.product(
+        ("MaxPool", "AveragePool"), ("VALID", "SAME_UPPER", "SAME_LOWER"), (12, 19, 22), (5, 6, 7), (1, 2, 3), (1, 2, 3),
+    ):
+        try:
+            case = make_case(op, (1, 1, n, n + 1), kernel=k, strides=s, ceil_mode=True, auto_pad=auto_pad, opset=opset)
+        except CaseError:
+            continue
+        build_model(case)  # checked with strict shape inference: raises when the shapes differ
+        built += 1
+    assert built > 200
+    case = make_case("MaxPool", (1, 1, 5), kernel=2, strides=2, ceil_mode=True, auto_pad="VALID")
+    assert shapes.output_shape(case) == (1, 1, 3)  # the window at 4 holds one element, as in ONNX Runtime

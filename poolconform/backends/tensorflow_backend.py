@@ -107,7 +107,7 @@ def translate(case: PoolCase) -> TFPlan | Unsupported:
         return TFPlan(pool, case.spatial, ones, "VALID",
                       note=f"{case.op} as tf.nn.{pool}{case.rank}d over the whole spatial extent; NHWC via transpose")
     notes = ["NHWC via transpose"]
-    if case.ceil_mode and case.auto_pad == "NOTSET":
+    if case.ceil_mode and case.auto_pad in ("NOTSET", "VALID"):
         ceil_shape = shapes.spatial_output_shape(case)
         floor_shape = shapes.spatial_output_shape(case.replace(ceil_mode=False))
         if ceil_shape != floor_shape:

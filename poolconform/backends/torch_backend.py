@@ -126,15 +126,15 @@ def translate(case: PoolCase) -> TorchPlan | Unsupported:
         return padding
     if case.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         notes.append(f"{case.auto_pad} as symmetric padding={padding!r}")
-    if case.ceil_mode and case.auto_pad != "NOTSET":
-        notes.append("ceil_mode not passed: it has no effect under auto_pad")
+    if case.ceil_mode and case.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        notes.append("ceil_mode not passed: it has no effect under SAME padding")
     if case.with_indices:
         order = "column-major" if case.storage_order == 1 else "row-major"
         notes.append(f"Indices converted from per-(N,C)-plane to whole-tensor {order} flattening")
     note = "; ".join(notes)
     kernel: int | tuple[int, ...] = case.kernel
     stride: int | tuple[int, ...] = case.strides
-    ceil_mode = case.ceil_mode and case.auto_pad == "NOTSET"
+    ceil_mode = case.ceil_mode and case.auto_pad in ("NOTSET", "VALID")
     if case.op == "MaxPool":
         return TorchPlan(f"max_pool{rank}d", (kernel, stride, padding, case.dilations),
                          (("ceil_mode", ceil_mode), ("return_indices", case.with_indices)), note)
