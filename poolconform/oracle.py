@@ -426,6 +426,54 @@ def _window_sum(case: PoolCase, x: np.ndarray, p: int | None, divide: bool) -> n
     return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work, t.itemsize)
 
 
+def _lp_in_range(x: np.ndarray, p: int | None, count: int, t: np.dtype) -> bool:
+    """Whether every nonzero finite |x|**p is a normal number of t and `count` of them sum
+    below its maximum: then the plain sum is exact enough. Otherwise (p = 10**6 on 2.86 is
+    inf, on 0.5 is 0, p = 9 on float32's maximum is inf) _scaled_lp computes the norm."""
+    if p is None or p == 1:
+        return True
+    info = np.finfo(t)
+    top, bottom = float(np.log2(info.max)) - math.log2(max(count, 1)), float(np.log2(info.tiny))
+    if x.dtype.kind == "f":  # every value of the dtype is in range (float32 to p = 6): no scan
+        own = np.finfo(x.dtype)
+        if p * float(np.log2(own.max)) < top and p * float(np.log2(own.smallest_subnormal)) > bottom:
+            return True
+    a = np.abs(x.astype(np.float64, copy=False))
+    a = a[np.isfinite(a) & (a > 0)]
+    if not a.size:
+        return True
+    return p * math.log2(float(a.max())) < top and p * math.log2(float(a.min())) > bottom
+
+
+def _unscale(m: np.ndarray, total: np.ndarray, p: int) -> np.ndarray:
+    """m * total**(1/p) where m is a window's largest |x| (finite, > 0); inf and NaN windows
+    keep m, and a window of zeros or of no element gives 0 (what the plain sum gives)."""
+    with np.errstate(all="ignore"):
+        y = m.astype(total.dtype) * _root(total.astype(np.longdouble), p).astype(total.dtype)
+    y = np.where(np.isfinite(m) & (m > 0), y, np.where(m > 0, m, np.where(np.isnan(m), m, 0.0)))
+    return y.astype(np.float64)
+
+
+def _scaled_lp(case: PoolCase, x: np.ndarray) -> np.ndarray:
+    """LpPool as m * (sum (|x_i| / m)**p)**(1/p), m the window's largest |x_i|: every ratio is
+    at most 1 and the largest term is 1, so nothing overflows or underflows to 0 for any p.
+    Not separable (m is the whole window's), so each kernel offset adds its strided view of
+    the zero-padded input, as accumulated_outputs does: memory input plus output per offset."""
+    t = _sum_type(x)
+    axes = _axes(case)
+    a = np.abs(x.astype(np.float64, copy=False))
+    m = _window_max(case, a).astype(t)  # float64 holds every |x| of every input dtype exactly
+    right = [max(0, (g.out - 1) * g.s + g.first(g.k - 1) - (g.n - 1)) for g in axes]
+    padded = np.pad(a.astype(t), [(0, 0), (0, 0)] + [(g.pb, r) for g, r in zip(axes, right)])
+    total = np.zeros(m.shape, dtype=t)
+    with np.errstate(all="ignore"):
+        for offset in np.ndindex(*(g.k for g in axes)):
+            view = padded[(slice(None), slice(None)) + tuple(
+                slice(j * g.d, j * g.d + (g.out - 1) * g.s + 1, g.s) for j, g in zip(offset, axes))]
+            total += np.power(view / m, case.p)
+    return _unscale(m, total, case.p)
+
+
 def _kept_when_small(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     """Memoize a function of hashable arguments whose result is an array, keeping results of
     at most KEPT_ELEMENTS elements (the last KEPT_RESULTS of them). On a small case such an
@@ -484,8 +532,14 @@ def _global(case: PoolCase, x: np.ndarray, kind: str) -> np.ndarray:
             y = flat.astype(_max_type(x), copy=False).max(axis=1)
         elif kind == "avg":
             y = (flat.sum(axis=1, dtype=t) / t.type(size)).astype(np.float64)
-        else:
+        elif _lp_in_range(flat, case.p, size, t):
             y = _root(_terms(flat, case.p, t).sum(axis=1), case.p)
+        else:  # |x|**p over- or underflows t: scale each plane by its largest |x| (_scaled_lp)
+            a = np.abs(flat.astype(t))
+            m = a.max(axis=1, keepdims=True)
+            with np.errstate(all="ignore"):
+                total = np.power(a / m, case.p).sum(axis=1, keepdims=True)
+            y = _unscale(m, total, case.p).ravel()
         dst[...] = y.reshape((-1,) + (1,) * rank)
 
     return _per_chunk(x, None, (1,) * rank, np.float64, work)
@@ -766,5 +820,7 @@ def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarr
     if case.op == "AveragePool":
         return [_window_sum(case, x, None, divide=True)]
     if case.op == "LpPool":
+        if not _lp_in_range(x, case.p, math.prod(case.kernel), _sum_type(x)):
+            return [_scaled_lp(case, x)]
         return [_window_sum(case, x, case.p, divide=False)]
     raise ValueError(f"oracle has no rule for op {case.op!r}")

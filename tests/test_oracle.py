@@ -227,3 +227,46 @@ def test_bench_oracle_times_every_op_against_a_copy_and_names_its_threads(monkey
     assert sum(1 for line in narrow if line.split(" ")[0] in {"MaxPool", "AveragePool", "LpPool"}) == 5
     bench_oracle.print_rows(rows, 3, 1, (1, 2, 16, 16), width=120)
     assert any(line.endswith("cpu ratio") for line in capsys.readouterr().out.splitlines())
+
+
+def _lp_by_hand(case, x):
+    """Lp norms window by window in plain Python, scaled by the window's largest |x|."""
+    import math
+
+    from poolconform import shapes
+
+    pads, out, r = shapes.resolve_pads(case), shapes.spatial_output_shape(case), case.rank
+    kernel = case.spatial if case.is_global else case.kernel
+    strides = (1,) * r if case.is_global else case.strides
+    y = np.zeros(x.shape[:2] + out)
+    for n, c in np.ndindex(*x.shape[:2]):
+        for o in np.ndindex(*out):
+            values = []
+            for j in np.ndindex(*kernel):
+                pos = tuple(o[a] * strides[a] + j[a] - pads[a] for a in range(r))
+                if all(0 <= q < case.spatial[a] for a, q in enumerate(pos)):
+                    values.append(abs(float(x[(n, c) + pos])))
+            m = max(values, default=0.0)
+            y[(n, c) + o] = 0.0 if m == 0 else m * math.fsum((v / m) ** case.p for v in values) ** (1 / case.p)
+    return y
+
+
+@pytest.mark.parametrize("p", [2, 9, 700, 10**6])
+@pytest.mark.parametrize("op", ["LpPool", "GlobalLpPool"])
+def test_lp_norms_stay_finite_and_exact_for_any_p(op, p):
+    """|x|**p leaves float64 for a large p (2.86**10**6 is inf, 0.5**1100 is 0): the oracle
+    said inf (or 0) and a backend's inf passed against it. It scales by the window's largest
+    |x| instead, with no warning."""
+    import warnings
+
+    rng = np.random.default_rng(p)
+    window = dict(kernel=[2, 3], strides=[1, 2], pads=[1, 0, 0, 1], ceil_mode=True) if op == "LpPool" else {}
+    for dtype, scale in (("float32", 1e-30), ("float32", 0.5), ("float32", 2.86), ("float16", 3.0), ("float64", 1e300)):
+        case = make_case(op, (1, 2, 5, 6), p=p, dtype=dtype, **window)
+        x = (rng.standard_normal((1, 2, 5, 6)) * scale).astype(dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            got = reference_outputs(case, [x])[0]
+        want = _lp_by_hand(case, x)
+        assert np.all(np.isfinite(got)), (case.id, scale)
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=f"{case.id} scale {scale}")
