@@ -48,6 +48,16 @@ DEFAULT_OPS = ("MaxPool", "AveragePool")
 #: Shortest timed stretch whose busy-core figure is shown (CPU time has a 10 ms grain).
 MIN_CORES_WALL = 0.5
 DEFAULT_SHAPES = ((1, 64, 112, 112), (8, 256, 56, 56))
+#: Most timed or warm-up runs per case: each is a task built up front and sent to the worker.
+MAX_RUNS = 100_000
+
+
+class BenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_bench`; `rows` holds the (case, backend) timings already finished."""
+
+    def __init__(self, rows: list[BenchRow]) -> None:
+        super().__init__(len(rows))
+        self.rows = rows
 
 
 @dataclass
@@ -156,7 +166,10 @@ def run_bench(
     """Time each case `repeat` times (after `warmup` uncounted runs) on every backend, one
     backend at a time. The copy rate each row is set against is measured around that
     backend's runs, unless `copy_bytes_per_s` fixes it. `progress(what, done, total)` is
-    told each step before it starts (the CLI shows it on a terminal's stderr)."""
+    told each step before it starts (the CLI shows it on a terminal's stderr). Ctrl-C raises
+    BenchInterrupted with the rows finished so far."""
+    if not (1 <= repeat <= MAX_RUNS and 0 <= warmup <= MAX_RUNS):
+        raise PoolconformError(f"repeat {repeat} and warmup {warmup} must be within 1..{MAX_RUNS} and 0..{MAX_RUNS}")
     step = progress or (lambda what, done, total: None)
     total = len(cases) * len(specs)
     step(f"starting {len(specs)} backend(s)", 0, total)
@@ -191,6 +204,8 @@ def run_bench(
                     if wall >= MIN_CORES_WALL:  # CPU time counts in clock ticks (10 ms): too coarse below
                         row.cores_used = (used[0] - usage[0]) / wall
                 rows.append(row)
+    except KeyboardInterrupt:
+        raise BenchInterrupted(rows) from None
     finally:
         for worker in workers.values():
             worker.close()

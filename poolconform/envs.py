@@ -134,10 +134,23 @@ def create_env(name: str, packages: list[str], requirements: Path | None = None,
         steps = [[uv, "venv", "--python", base, str(target)], [uv, "pip", "install", "--python", str(python_path), *wanted]]
     else:
         steps = [[base, "-m", "venv", str(target)], [str(python_path), "-m", "pip", "install", *wanted]]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for step in steps:
-        status = run(step)
-        if status != 0:
-            shutil.rmtree(target, ignore_errors=True)
-            raise PoolconformError(f"building environment {name!r} failed: `{' '.join(step)}` exited with {status}")
+    if os.path.lexists(target.parent) and not target.parent.is_dir():
+        raise PoolconformError(f"the environments folder {str(target.parent)!r} exists and is not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PoolconformError(f"cannot create the environments folder {str(target.parent)!r}: "
+                               f"{exc.strerror or exc}") from None
+    try:
+        for step in steps:
+            try:
+                status = run(step)
+            except OSError as exc:  # the build tool itself could not be started
+                raise PoolconformError(f"building environment {name!r} failed: cannot run `{step[0]}`: "
+                                       f"{exc.strerror or exc}") from None
+            if status != 0:
+                raise PoolconformError(f"building environment {name!r} failed: `{' '.join(step)}` exited with {status}")
+    except BaseException:  # a failed or interrupted build leaves nothing behind
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     return python_path

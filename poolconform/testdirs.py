@@ -105,11 +105,22 @@ def manifest_entry(case: PoolCase) -> dict[str, object]:
     }
 
 
+class ExportInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `export_cases`: `written` of `total` case directories are complete and
+    listed in the manifest (so a later export into the folder can replace or clean them up)."""
+
+    def __init__(self, written: int, total: int) -> None:
+        super().__init__(written, total)
+        self.written, self.total = written, total
+
+
 def export_cases(cases: Iterable[PoolCase], out_dir: str | os.PathLike[str]) -> Path:
     """Write every case as `out_dir/test_<id>/` plus `manifest.json`; returns the manifest path.
 
     Directories named by a previous manifest in `out_dir` but no longer exported are
     removed, so re-exporting into a corpus leaves no stale cases; nothing else is touched.
+    A manifest.json that export did not write is refused, never overwritten. Interrupted
+    (ExportInterrupted), the manifest still lists every export folder left in `out_dir`.
     """
     out = Path(out_dir)
     unique: dict[str, PoolCase] = {}
@@ -117,27 +128,68 @@ def export_cases(cases: Iterable[PoolCase], out_dir: str | os.PathLike[str]) -> 
         seen = unique.setdefault(case.id, case)
         if seen != case:
             raise PoolconformError(f"two different cases share the id {case.id!r}: {seen!r} and {case!r}")
-    out.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(out) and not out.is_dir():
+        raise PoolconformError(f"export folder {str(out)!r} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PoolconformError(f"cannot create export folder {str(out)!r}: {exc.strerror or exc}") from None
     manifest_path = out / MANIFEST
     wanted = {dir_name(c) for c in unique.values()}
-    if manifest_path.is_symlink():
-        raise PoolconformError(f"{str(manifest_path)!r} is a symlink; export does not write through links")
+    previous = _previous_manifest(manifest_path)  # refuses a manifest.json that is not export's
     for name in sorted(wanted):  # refuse before writing anything: never write through a link
         foreign = _foreign_content(out, name)
         if foreign:
             raise PoolconformError(f"{str(out / name)!r} exists but {foreign}; move it away and export again")
-    for stale in sorted(_manifest_dirs(manifest_path) - wanted):
-        if os.path.lexists(out / stale) and _foreign_content(out, stale) is None:
-            shutil.rmtree(out / stale)
-    entries = []
-    for case in sorted(unique.values(), key=dir_name):
-        target = out / dir_name(case)
-        if os.path.lexists(target):
-            shutil.rmtree(target)  # no leftover output_1.pb from an older version of the case
-        write_case_dir(case, target)
-        entries.append(manifest_entry(case))
-    manifest_path.write_text(_manifest_text(entries))
+    entries: list[dict[str, object]] = []
+    current: Path | None = None
+    try:
+        for stale in sorted(set(previous) - wanted):
+            if os.path.lexists(out / stale) and _foreign_content(out, stale) is None:
+                shutil.rmtree(out / stale)
+                del previous[stale]
+        for case in sorted(unique.values(), key=dir_name):
+            current = out / dir_name(case)
+            if os.path.lexists(current):
+                shutil.rmtree(current)  # no leftover output_1.pb from an older version of the case
+            previous.pop(current.name, None)
+            write_case_dir(case, current)
+            entries.append(manifest_entry(case))
+            current = None
+    except KeyboardInterrupt:
+        _finish_interrupted(out, current, entries, previous)
+        raise ExportInterrupted(len(entries), len(unique)) from None
+    except OSError as exc:
+        _finish_interrupted(out, current, entries, previous)
+        where = exc.filename if exc.filename is not None else out
+        raise PoolconformError(f"export into {str(out)!r} failed at {str(where)!r}: {exc.strerror or exc}") from None
+    _write_manifest(manifest_path, entries)
     return manifest_path
+
+
+def _write_manifest(path: Path, entries: list[dict[str, object]]) -> None:
+    from poolconform.results import write_atomic
+
+    try:
+        write_atomic(path, _manifest_text(entries))
+    except OSError as exc:
+        raise PoolconformError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _finish_interrupted(out: Path, current: Path | None, entries: list[dict[str, object]],
+                        previous: dict[str, dict[str, object]]) -> None:
+    """After a stop part-way: drop the half-written case folder and list every export folder
+    still in `out` (the finished ones, and an earlier export's not yet rewritten) in the
+    manifest, so a later export can replace or remove each. Best effort: the first error stands."""
+    try:
+        listed = {e["dir"] for e in entries}
+        if current is not None and current.name not in listed and os.path.lexists(current) \
+                and _foreign_content(out, current.name) is None:
+            shutil.rmtree(current, ignore_errors=True)
+        kept = [e for name, e in previous.items() if os.path.lexists(out / name)]
+        _write_manifest(out / MANIFEST, sorted([*entries, *kept], key=lambda e: str(e["dir"])))
+    except (OSError, PoolconformError):
+        pass
 
 
 def _manifest_text(entries: list[dict[str, object]]) -> str:
@@ -149,13 +201,40 @@ def _manifest_text(entries: list[dict[str, object]]) -> str:
     )
 
 
-def _manifest_dirs(path: Path) -> set[str]:
-    """Folder names a previous export listed; only names export could have generated."""
+#: Largest manifest.json read back (the 806-case corpus's is about 0.5 MB).
+MAX_MANIFEST_BYTES = 2**28
+
+
+def _previous_manifest(path: Path) -> dict[str, dict[str, object]]:
+    """The case entries (by folder name) of the manifest a previous export left at `path`,
+    only folder names export could have generated; {} when there is none. A manifest.json
+    export did not write (a link, not a file, not JSON, another or no "format") is refused:
+    export would overwrite it."""
     try:
-        document = json.loads(path.read_text())
-        return {e["dir"] for e in document["cases"] if isinstance(e["dir"], str) and _GENERATED.fullmatch(e["dir"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
+        mode = os.lstat(path)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise PoolconformError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(mode.st_mode):
+        raise PoolconformError(f"{str(path)!r} is a symlink; export does not write through links")
+    refuse = PoolconformError(f"{str(path)!r} is not a manifest export wrote (format {MANIFEST_FORMAT}) and export "
+                              "would overwrite it; move it away or export into another folder")
+    if not stat.S_ISREG(mode.st_mode) or mode.st_size > MAX_MANIFEST_BYTES:
+        raise refuse
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        document = None
+    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
+        raise refuse
+    cases = document.get("cases")
+    found: dict[str, dict[str, object]] = {}
+    for entry in cases if isinstance(cases, list) else ():
+        name = entry.get("dir") if isinstance(entry, dict) else None
+        if isinstance(name, str) and _GENERATED.fullmatch(name):
+            found[name] = entry
+    return found
 
 
 #: What dir_name() can produce: no separator, no `..`, nothing but id characters.

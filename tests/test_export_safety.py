@@ -17,7 +17,9 @@ CASES = [make_case("MaxPool", (1, 1, 4, 4), kernel=2, strides=2), make_case("Ave
 
 
 def _hostile_manifest(out: Path, dirs: list[object]) -> None:
-    (out / "manifest.json").write_text(json.dumps({"cases": [{"dir": d} for d in dirs], "count": len(dirs)}))
+    # claims to be export's own (a manifest that does not is refused outright): the names must still be checked
+    (out / "manifest.json").write_text(json.dumps({"cases": [{"dir": d} for d in dirs], "count": len(dirs),
+                                                   "format": testdirs.MANIFEST_FORMAT}))
 
 
 def test_manifest_naming_the_parent_deletes_nothing_outside(tmp_path: Path) -> None:

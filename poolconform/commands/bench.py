@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.text import Text
 from poolconform import bench
 from poolconform.backends.base import resolve_backend_names
 from poolconform.commands.options import names, positive_float, positive_int
+from poolconform.commands.output_file import check_output_file, write_output_file
 from poolconform.report.terminal import console
 from poolconform.report.text import printable
 
@@ -35,9 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=positive_int, default=2, help="stride on every spatial axis (default 2)")
     p.add_argument("--backends", metavar="A,B", help="backends to time (default: every available one but onnx-reference, "
                         "a Python evaluator that takes minutes on these shapes)")
-    p.add_argument("--repeat", type=positive_int, default=10, metavar="N", help="timed runs per case (default 10)")
-    p.add_argument("--warmup", type=positive_int, default=2, metavar="N",
-                   help="uncounted runs per case before the timed ones (default 2)")
+    p.add_argument("--repeat", type=run_count, default=10, metavar="N",
+                   help=f"timed runs per case, at most {bench.MAX_RUNS} (default 10)")
+    p.add_argument("--warmup", type=run_count, default=2, metavar="N",
+                   help=f"uncounted runs per case before the timed ones, at most {bench.MAX_RUNS} (default 2)")
     p.add_argument("--timeout", type=positive_float, default=120.0, metavar="SECONDS",
                    help="limit per run of one case (default 120)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the rows and the copy bandwidth as JSON")
@@ -46,25 +49,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=main)
 
 
+def run_count(text: str) -> int:
+    """--repeat / --warmup: 1 to bench.MAX_RUNS (each run is a task held in memory)."""
+    value = positive_int(text)
+    if value > bench.MAX_RUNS:
+        raise argparse.ArgumentTypeError(f"{text!r} is over {bench.MAX_RUNS} runs per case")
+    return value
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     if args.oracle:
         from poolconform.commands.bench_oracle import main as oracle_main
 
-        return oracle_main(args)
+        try:
+            return oracle_main(args)
+        except KeyboardInterrupt:  # not the run commands' --resume advice
+            print("poolconform bench: interrupted", file=sys.stderr)
+            return 130
     shapes = [bench.parse_shape(s) for s in names(args.shape)]
     cases = bench.bench_cases(names(args.op), shapes, args.kernel, args.stride)
     specs = resolve_backend_names(names(args.backends) or None)
     if not args.backends:
         specs = [s for s in specs if s.name not in bench.NOT_TIMED_BY_DEFAULT]
-    with progress_bar() as progress:
-        progress("timing a NumPy copy", 0, 0)
-        copy_rate = bench.copy_bandwidth()
-        rows = bench.run_bench(cases, specs, args.repeat, args.timeout, warmup=args.warmup, progress=progress)
+    copy_rate: float | None = None
+    try:
+        with progress_bar() as progress:
+            progress("timing a NumPy copy", 0, 0)
+            copy_rate = bench.copy_bandwidth()
+            rows = bench.run_bench(cases, specs, args.repeat, args.timeout, warmup=args.warmup, progress=progress)
+    except KeyboardInterrupt as stop:  # the rows timed so far, then one line: not the run commands' --resume
+        done = getattr(stop, "rows", [])
+        if done and copy_rate is not None:
+            print_table(done, copy_rate, args.repeat, args.warmup)
+        print(f"poolconform bench: interrupted after {len(done)} of {len(cases) * len(specs)} timing(s)"
+              + (" (shown above)" if done and copy_rate is not None else "")
+              + ("; --json was not written" if args.json is not None else ""), file=sys.stderr)
+        return 130
     print_table(rows, copy_rate, args.repeat, args.warmup)
     if args.json:
-        args.json.write_text(json.dumps({"copy_gb_per_s": copy_rate / 1e9, "repeat": args.repeat,
-                                         "warmup": args.warmup, "cpu_count": os.cpu_count(),
-                                         "rows": bench.rows_as_dicts(rows)}, indent=2) + "\n", encoding="utf-8")
+        write_output_file(args.json, json.dumps({"copy_gb_per_s": copy_rate / 1e9, "repeat": args.repeat,
+                                                 "warmup": args.warmup, "cpu_count": os.cpu_count(),
+                                                 "rows": bench.rows_as_dicts(rows)}, indent=2) + "\n", "--json")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from poolconform import bench_oracle
+from poolconform.commands.output_file import write_output_file
 
 
 def main(args: argparse.Namespace) -> int:
@@ -15,8 +16,8 @@ def main(args: argparse.Namespace) -> int:
     with progress_bar() as progress:
         rows = bench_oracle.bench_oracle(repeat=args.repeat, warmup=warmup, progress=progress)
     bench_oracle.print_rows(rows, args.repeat, warmup)
-    if args.json:
-        args.json.write_text(json.dumps({"shape": list(bench_oracle.SHAPE), "repeat": args.repeat, "warmup": warmup,
-                                         "environment": bench_oracle.environment(),
-                                         "rows": bench_oracle.as_dicts(rows)}, indent=2) + "\n", encoding="utf-8")
+    if args.json:  # checked before timing (commands/bench.py); a write that fails still is one line
+        write_output_file(args.json, json.dumps({"shape": list(bench_oracle.SHAPE), "repeat": args.repeat,
+                                                 "warmup": warmup, "environment": bench_oracle.environment(),
+                                                 "rows": bench_oracle.as_dicts(rows)}, indent=2) + "\n", "--json")
     return 0

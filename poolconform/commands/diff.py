@@ -29,7 +29,7 @@ from poolconform.errors import PoolconformError
 from poolconform.findings import triage
 from poolconform.report.text import printable
 from poolconform.record_table import RecordTable
-from poolconform.results import FAILING, RESULTS_FILE, Record, read_records, write_atomic
+from poolconform.results import FAILING, RESULTS_FILE, Record, read_records
 
 #: Entries printed per list; --json holds them all.
 SHOWN = 20
@@ -144,7 +144,26 @@ def _print_list(title: str, entries: list[dict[str, Any]]) -> None:
         print(f"  ... and {len(entries) - SHOWN} more (--json FILE lists all)")
 
 
+def check_json_target(path: Path, runs: Sequence[Path]) -> None:
+    """Refuse a --json path that is, or lies inside, a compared folder: writing it there would
+    overwrite or add to the very run being compared (e.g. `--json RUN_A/results.jsonl`)."""
+    try:
+        written = {path.resolve(), path.parent.resolve() / path.name}  # the link itself and where it points
+        folders = [run.resolve() for run in runs]
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise PoolconformError(f"--json {str(path)!r}: cannot resolve the path: {exc}") from None
+    for run, folder in zip(runs, folders):
+        if any(w == folder or folder in w.parents for w in written):
+            raise PoolconformError(f"--json {str(path)!r} lies inside the compared folder {str(run)!r}; "
+                                   "write the comparison outside both runs")
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.json is not None:
+        from poolconform.commands.output_file import check_output_file
+
+        check_json_target(args.json, (args.run_a, args.run_b))
+        check_output_file(args.json, "--json")
     a, versions_a = load_run(args.run_a)
     b, versions_b = load_run(args.run_b)
     if args.expectations is not None:
@@ -182,6 +201,8 @@ def main(args: argparse.Namespace) -> int:
     why = [f"{len(result[k])} {k}" for k in FAILING_LISTS if result[k]]
     print(f"diff: FAIL (exit 1): {', '.join(why)}" if status
           else "diff: OK (exit 0): nothing regressed, lost or uncovered")
-    if args.json:
-        write_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    if args.json:  # after the comparison is printed: a failed write loses the file alone
+        from poolconform.commands.output_file import write_output_file
+
+        write_output_file(args.json, json.dumps(result, indent=2) + "\n", "--json")
     return status

@@ -5,6 +5,7 @@ on PATH, else venv + pip. Prints the interpreter and the `--backend-python` opti
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from poolconform.envs import DEFAULT_ROOT, create_env
@@ -31,7 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    python = create_env(args.name, args.packages, args.requirements, args.python, args.dir)
+    try:
+        python = create_env(args.name, args.packages, args.requirements, args.python, args.dir)
+    except KeyboardInterrupt:  # not the run commands' `--resume` advice: there is nothing to resume
+        print(f"poolconform env: interrupted; environment {args.name!r} was not created (nothing is left behind)",
+              file=sys.stderr)
+        return 130
     print(python)
     print(f"--backend-python {args.name}={python}")
     return 0

@@ -23,6 +23,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Export, and on Ctrl-C say what is on disk: not the run commands' `--resume` advice."""
+    from poolconform.testdirs import ExportInterrupted
+
+    try:
+        return _export(args)
+    except ExportInterrupted as stop:
+        print(f"poolconform export: interrupted; {stop.written} of {stop.total} case(s) written to "
+              f"{str(args.out)!r} and listed in its manifest.json; a new export into the same --out replaces them",
+              file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"poolconform export: interrupted; a new export into the same --out {str(args.out)!r} replaces "
+              "what was written", file=sys.stderr)
+        return 130
+
+
+def _export(args: argparse.Namespace) -> int:
     from poolconform.adaptive import ADAPTIVE_OPS, ONNX_REFUSAL
     from poolconform.errors import PoolconformError
     from poolconform.testdirs import corpus_cases, export_cases
