@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_STATUS = 130
+
 
 class PoolconformError(Exception):
     """A usage, configuration or input error: the user can fix it, no traceback needed."""

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from poolconform import outdir
 from poolconform.backends.base import BackendSpec
-from poolconform.errors import PoolconformError
+from poolconform.errors import INTERRUPTED_STATUS, PoolconformError
 from poolconform.report.summary import summarize
 from poolconform.report.terminal import print_summary
 from poolconform.record_table import RecordTable
@@ -36,8 +36,6 @@ from poolconform.job import Job
 from poolconform.runner import RunOptions, run_jobs, start_workers
 from poolconform.worker import kill_all_workers
 
-#: The exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
-INTERRUPTED_STATUS = 130
 
 
 @dataclass
@@ -254,7 +252,7 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
                 w.close()
             if writer:
                 writer.close()
-    interrupted = stop.is_set() and written[0] < total
+    interrupted = stop.is_set()  # before the last record, or after it (no shrinking, then): either way, stop
     records = read_records(results_path) if results_path else collected
     fixed: list[dict] = []
     catch_all: list[dict] = []
@@ -277,13 +275,14 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
     if unused:
         extra["unmatched_expectations"] = unused
     if interrupted:
-        extra["interrupted"] = f"stopped by Ctrl-C after {written[0]} of {total} records"
+        extra["interrupted"] = (f"stopped by Ctrl-C after {written[0]} of {total} records" if written[0] < total else
+                                f"stopped by Ctrl-C after all {total} records had finished, before the reports")
     summary = summarize(records, infos, dropped=session.dropped, extra=extra)
     if interrupted:
         summary["exit_status"] = INTERRUPTED_STATUS
     if session.out is not None:
         try:
-            write_reports(session.out, records, summary)
+            write_reports(session.out, records, summary, stop=stop)
         except OSError as exc:
             raise PoolconformError(f"cannot write the reports to {str(session.out)!r}: {exc.strerror or exc}; "
                                    f"{len(records)} records are kept in {RESULTS_FILE}") from None
@@ -297,15 +296,15 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
             err.print(f"fixed: {entry['case']} on {entry['backend']} now passes: remove this expectation entry")
         if session.out is not None:
             err.print(f"wrote {session.out}/ ({len(records)} records, {extra['seconds']:.1f} s)")
-    if interrupted:
-        kept = (f" and kept in {session.out}/{RESULTS_FILE}; the reports say interrupted; continue with --resume"
-                if session.out is not None else "")
+    if interrupted or summary.get("interrupted"):  # also: Ctrl-C while the findings were shrunk
+        kept = (f" and kept in {session.out}/{RESULTS_FILE}; the reports say interrupted"
+                + ("; continue with --resume" if written[0] < total else "") if session.out is not None else "")
         print_line(f"poolconform: interrupted: {written[0]} of {total} records finished{kept}")
         return INTERRUPTED_STATUS, records, summary
     return summary["exit_status"], records, summary
 
 
-def write_reports(out: Path, records: Sequence[Record], summary: dict) -> None:
+def write_reports(out: Path, records: Sequence[Record], summary: dict, stop: threading.Event | None = None) -> None:
     """summary.json always; the other reports where their writers are installed, and a
     warning naming what is missing where they are not (a package run from a source tree
     without its dependencies, as ci/gpu-check.sh may be): a CI job that reads junit.xml must
@@ -319,7 +318,7 @@ def write_reports(out: Path, records: Sequence[Record], summary: dict) -> None:
                    "installed (a dependency of poolconform; pip install the package to get "
                    "findings.json, report.html, junit.xml and summary.md)")
         return
-    files.write_all(out, records, summary)
+    files.write_all(out, records, summary, stop)
 
 
 def print_line(message: str) -> None:

@@ -171,3 +171,37 @@ def test_sigint_while_the_workers_start_exits_130_without_a_traceback(matrix):
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert record_lines(out) == 0 or not [r for r in records(out) if r["status"] in ("crash", "timeout")]
     assert_no_worker_outlives(process.pid)
+
+
+def test_sigint_after_the_last_record_stops_the_shrinking_at_once(matrix):
+    """Once every record is written, findings are shrunk by re-running their backend (up to
+    POOLCONFORM_SHRINK_SECONDS): a Ctrl-C there was ignored for as long. It stops, the
+    reports say interrupted, the exit status is 130, and every record is kept. The backend's
+    interpreter is a wrapper that sleeps once a marker exists, so the shrinking is caught
+    starting its worker whatever the machine's speed."""
+    out = matrix.parent / "shrinking"
+    marker = matrix.parent / "shrinking-now"
+    wrapper = matrix.parent / "slow-python"
+    wrapper.write_text(f"#!/bin/sh\n[ -e '{marker}' ] && sleep 60\nexec '{sys.executable}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), POOLCONFORM_SHRINK_SECONDS="120")
+    process = subprocess.Popen([sys.executable, "-m", "poolconform", "run", "--matrix", str(matrix), "--backends",
+                                BACKENDS, "--backend-python", f"onnx-reference={wrapper}", "--out", str(out), "--quiet"],
+                               cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    # onnx-reference disagrees on ceil_mode cases: shrinking starts once all records are in
+    assert wait_for(lambda: process.poll() is not None or record_lines(out) >= TOTAL, 240)
+    marker.touch()
+    assert process.poll() is None, "the run ended before it could be interrupted while shrinking"
+    time.sleep(1.5)  # the shrinking's own onnx-reference worker is starting (and sleeping)
+    sent = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - sent < 6, "the shrinking went on after Ctrl-C"
+    assert "Traceback" not in stderr and "interrupted:" in stderr and "--resume" not in stderr, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_status"] == 130 and summary["records"] == TOTAL
+    assert "stopped by Ctrl-C" in summary["interrupted"]
+    assert "**poolconform: INTERRUPTED**" in (out / "summary.md").read_text()
+    assert_no_worker_outlives(process.pid)

@@ -9,6 +9,7 @@ still holds. Re-runs go through the ordinary worker API, in one worker per backe
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -123,8 +124,12 @@ def _keeps_for(finding: dict[str, Any], run: Callable[[list[PoolCase]], list[Rec
 
 
 def shrink_findings(findings: list[dict[str, Any]], records: Sequence[Record], *,
-                    log_dir: Path | None = None, budget: float = BUDGET_SECONDS) -> None:
-    """Set each finding's `minimal_case` (and `minimal_detail`, `shrunk`) by re-running its backend."""
+                    log_dir: Path | None = None, budget: float = BUDGET_SECONDS,
+                    stop: threading.Event | None = None) -> None:
+    """Set each finding's `minimal_case` (and `minimal_detail`, `shrunk`) by re-running its
+    backend, until the budget is spent or `stop` is set (Ctrl-C: the run's own event, so the
+    workers are stopped as a run's are and the reports follow at once)."""
+    stop = stop or threading.Event()
     from poolconform.backends.base import resolve_backend_names
     from poolconform.job import oracle_job
     from poolconform.runner import RunOptions, start_workers
@@ -147,7 +152,7 @@ def shrink_findings(findings: list[dict[str, Any]], records: Sequence[Record], *
             continue  # a NAME@TAG backend whose interpreter is not known here
     # Every backend's worker at once, so their imports overlap (one after another they took
     # as long as the shrinking itself on the full matrix).
-    workers = start_workers(specs, RunOptions(timeout=CASE_TIMEOUT, jobs=1, log_dir=log_dir))
+    workers = start_workers(specs, RunOptions(timeout=CASE_TIMEOUT, jobs=1, log_dir=log_dir, stop=stop))
     deadline = time.monotonic() + budget
     try:
         for spec in specs:
@@ -162,9 +167,12 @@ def shrink_findings(findings: list[dict[str, Any]], records: Sequence[Record], *
                         for i, j in enumerate(jobs)]
 
             for finding, case in todo[backend]:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or stop.is_set():
                     break
-                minimal = shrink_case(case, _keeps_for(finding, run), deadline)
+                keeps = _keeps_for(finding, run)
+                minimal = shrink_case(case, lambda c, keeps=keeps: not stop.is_set() and keeps(c), deadline)
+                if stop.is_set():
+                    break
                 if minimal != case:
                     record = run([minimal])[0]
                     finding.update(minimal_case=minimal.id, minimal_detail=record.get("detail") or "", shrunk=True)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from poolconform.errors import PoolconformError
+from poolconform.errors import INTERRUPTED_STATUS, PoolconformError
 from poolconform.findings import cases_by_backend, refresh
 from poolconform.findings.shrink import BUDGET_SECONDS, shrink_findings
 from poolconform.report.html import render_html
@@ -39,16 +40,20 @@ def shrink_budget() -> float:
     return value
 
 
-def write_all(out: Path, records: Sequence[Record], summary: dict) -> None:
+def write_all(out: Path, records: Sequence[Record], summary: dict, stop: threading.Event | None = None) -> None:
     """Write every file report for one run (summary.json is the pipeline's; rewritten here
-    once the minimal cases are known)."""
+    once the minimal cases are known). A Ctrl-C while shrinking (`stop` set) ends the
+    shrinking at once, and the summary then says interrupted (exit status 130)."""
     findings = summary.get("findings") or []
     budget = shrink_budget()
     if findings and budget > 0 and not summary.get("interrupted") and not summary.get("partial"):
-        shrink_findings(findings, records, log_dir=out / "logs", budget=budget)
+        shrink_findings(findings, records, log_dir=out / "logs", budget=budget, stop=stop)
         by_backend = cases_by_backend(records)
         for finding in findings:
             refresh(finding, by_backend)
+        if stop is not None and stop.is_set():
+            summary["interrupted"] = "stopped by Ctrl-C while shrinking the findings (every record had finished)"
+            summary["exit_status"] = INTERRUPTED_STATUS
         write_json(out / "summary.json", summary)
     write_atomic(out / FINDINGS_FILE, json.dumps(findings + (summary.get("unsupported") or []), indent=2) + "\n")
     markdown = render_markdown(records, summary)
