@@ -14,6 +14,7 @@ import sys
 from typing import NoReturn
 
 from poolconform import __version__
+from poolconform.environment import check_environment
 from poolconform.errors import PoolconformError
 
 COMMANDS = ("run", "check", "export", "backends", "merge", "repro", "explain", "bench", "diff", "scan", "env")
@@ -104,6 +105,7 @@ def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_environment()  # a bad POOLCONFORM_* number: one line now, not a failure half way
         return int(args.handler(args) or 0)
     except PoolconformError as exc:
         print(f"poolconform: error: {exc}", file=sys.stderr)

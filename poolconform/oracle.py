@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
@@ -56,14 +55,9 @@ def oracle_threads() -> int:
     workers keep the cores busy, and on this project's shared 2-core machine a second thread
     measured no faster (docs/speed.md). Set it on an idle many-core machine to go faster on
     large inputs; outputs are the same bytes for any count."""
-    env = os.environ.get("POOLCONFORM_ORACLE_THREADS", "").strip()
-    if not env:
-        return 1
-    if not env.isdigit() or int(env) < 1:
-        from poolconform.errors import PoolconformError
+    from poolconform.environment import ORACLE_THREADS, thread_count
 
-        raise PoolconformError(f"POOLCONFORM_ORACLE_THREADS must be a positive integer, not {env!r}")
-    return int(env)
+    return thread_count(ORACLE_THREADS) or 1
 
 
 class _Axis(NamedTuple):

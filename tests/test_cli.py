@@ -198,3 +198,31 @@ def test_a_run_where_no_backend_computed_anything_is_not_green(tmp_path):
     assert summary["selected_cases"] == ["AveragePool-2d-k3-s1-p0_0_1_1-f32-n5"]
     assert summary["exit_status"] == 2 and "unsupported" in summary["nothing_verified"]
     assert "poolconform run: 1 cases, 1 records" in proc.stdout
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("POOLCONFORM_ORT_INTRA_OP_THREADS", "99999999999"),  # was an onnxruntime `error` finding, exit 1
+    ("POOLCONFORM_ORT_INTRA_OP_THREADS", "abc"),  # was silently ignored
+    ("POOLCONFORM_ORACLE_THREADS", "-2"),  # was read only once a case was large enough
+    ("POOLCONFORM_SHRINK_SECONDS", "nan"),
+])
+def test_a_bad_environment_number_is_one_line_before_any_work(monkeypatch, capsys, tmp_path, name, value) -> None:
+    from poolconform.cli import main
+
+    monkeypatch.setenv(name, value)
+    status = main(["run", "--cases", "MaxPool-2d-k2-s2-p0-f32-n4-gseed", "--backends", "onnx-reference",
+                   "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and name in err[0], err
+    assert not (tmp_path / "out").exists()  # refused before the run touched anything
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "backends", "explain"])
+def test_a_backend_list_that_names_nothing_is_refused(command, capsys) -> None:
+    """`--backends ,` (or an unset shell variable's "") meant every backend: a 27 s surprise."""
+    from poolconform.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--backends", ","] + (["MaxPool-2d-k2-s2-p0-f32-n4-gseed"] if command == "explain" else []))
+    assert exited.value.code == 2
+    assert "--backends: names nothing" in capsys.readouterr().err

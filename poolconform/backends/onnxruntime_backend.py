@@ -61,16 +61,19 @@ class _OnnxRuntime(BaseBackend):
 
 
 #: Intra-op threads for ORT sessions; `poolconform bench` sets "0" (ORT's default, one per core).
-THREADS_ENV = "POOLCONFORM_ORT_INTRA_OP_THREADS"
+from poolconform.environment import ORT_THREADS as THREADS_ENV  # noqa: E402  # one name, poolconform.environment
 
 
 def _threads_from_env() -> int:
-    """Intra-op threads: THREADS_ENV, else OMP_NUM_THREADS, else 1 (cheap sessions, small tensors)."""
-    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "").strip()
-        if value.isdigit():
-            return int(value)
-    return 1
+    """Intra-op threads: THREADS_ENV (checked as the command started, poolconform.environment),
+    else OMP_NUM_THREADS where it is a plain count, else 1 (cheap sessions, small tensors)."""
+    from poolconform.environment import MAX_THREADS, thread_count
+
+    given = thread_count(THREADS_ENV, lowest=0)
+    if given is not None:
+        return given
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(omp) if omp.isdigit() and 1 <= int(omp) <= MAX_THREADS else 1
 
 
 class OnnxRuntimeCPU(_OnnxRuntime):

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from poolconform.backends.base import opt_in_backends, registry, resolve_backend_names, split_tagged
-from poolconform.commands.options import add_backend_python_option, names
+from poolconform.commands.options import add_backend_python_option, name_list, names
 from poolconform.runner import RunOptions, start_workers
 
 #: Below this width the table would break backend names and reasons into slivers: one block
@@ -32,7 +32,7 @@ class BackendRow(TypedDict):
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backends", help="list backends, their versions, and why any is unavailable")
-    p.add_argument("--backends", metavar="A,B", help="only these backends")
+    p.add_argument("--backends", type=name_list, metavar="A,B", help="only these backends")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_backend_python_option(p)
     p.set_defaults(handler=main)

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from poolconform import bench
 from poolconform.backends.base import resolve_backend_names
-from poolconform.commands.options import names, positive_float, positive_int
+from poolconform.commands.options import name_list, names, positive_float, positive_int
 from poolconform.commands.output_file import check_output_file, write_output_file
 from poolconform.report.terminal import console
 from poolconform.report.text import printable
@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    metavar="NxCxHxW,...", help="input shapes, NCHW (default 1x64x112x112,8x256x56x56)")
     p.add_argument("--kernel", type=positive_int, default=3, help="window size on every spatial axis (default 3)")
     p.add_argument("--stride", type=positive_int, default=2, help="stride on every spatial axis (default 2)")
-    p.add_argument("--backends", metavar="A,B", help="backends to time (default: every available one but onnx-reference, "
+    p.add_argument("--backends", type=name_list, metavar="A,B", help="backends to time (default: every available one but onnx-reference, "
                         "a Python evaluator that takes minutes on these shapes)")
     p.add_argument("--repeat", type=run_count, default=10, metavar="N",
                    help=f"timed runs per case, at most {bench.MAX_RUNS} (default 10)")

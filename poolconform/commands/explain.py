@@ -20,7 +20,7 @@ from rich.console import Console
 
 from poolconform import compare, dtypes
 from poolconform.case import AVERAGING_OPS, PoolCase
-from poolconform.commands.options import add_backend_python_option, case_from_id, positive_float, selected_specs
+from poolconform.commands.options import add_backend_python_option, case_from_id, name_list, positive_float, selected_specs
 from poolconform.job import Job, oracle_job
 from poolconform.report.terminal import console
 from poolconform.report.text import printable
@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matrix", type=Path, metavar="FILE.toml",
                    help="matrix whose ids to suggest when CASE is not a valid id (default: embedded)")
     p.add_argument("--full", action="store_true", help=f"print arrays over {TRUNCATE_OVER} elements in full")
-    p.add_argument("--backends", metavar="A,B", help="backends to run (default: every available one)")
+    p.add_argument("--backends", type=name_list, metavar="A,B", help="backends to run (default: every available one)")
     p.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS", help="limit per backend (default 60)")
     add_backend_python_option(p)
     p.set_defaults(handler=main, require="")

@@ -25,8 +25,16 @@ def names(value: str | None) -> list[str]:
     return [n.strip() for n in (value or "").split(",") if n.strip()]
 
 
+def name_list(value: str) -> str:
+    """argparse type of a comma-separated list that must name something: `--backends ,` (or
+    an empty string from an unset shell variable) would otherwise mean every backend."""
+    if not names(value):
+        raise argparse.ArgumentTypeError(f"names nothing ({value!r}); leave the option out to mean all")
+    return value
+
+
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backends", metavar="A,B", help="backends to run (default: every available one)")
+    parser.add_argument("--backends", type=name_list, metavar="A,B", help="backends to run (default: every available one)")
     parser.add_argument("--require", metavar="A,B", default="",
                         help="exit 2 unless these backends are available (a CI gate must not pass because CUDA vanished)")
     parser.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS",

@@ -15,7 +15,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from poolconform.errors import INTERRUPTED_STATUS, PoolconformError
+from poolconform import environment
+from poolconform.errors import INTERRUPTED_STATUS
 from poolconform.findings import cases_by_backend, refresh
 from poolconform.findings.shrink import BUDGET_SECONDS, shrink_findings
 from poolconform.report.html import render_html
@@ -28,16 +29,7 @@ FINDINGS_FILE = "findings.json"
 
 def shrink_budget() -> float:
     """Seconds shrinking may take: POOLCONFORM_SHRINK_SECONDS, or the default."""
-    text = os.environ.get("POOLCONFORM_SHRINK_SECONDS", "")
-    if not text:
-        return BUDGET_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        raise PoolconformError(f"POOLCONFORM_SHRINK_SECONDS={text!r} is not a number of seconds") from None
-    if not value >= 0:
-        raise PoolconformError(f"POOLCONFORM_SHRINK_SECONDS={text!r} must be >= 0")
-    return value
+    return environment.seconds(environment.SHRINK_SECONDS, BUDGET_SECONDS)
 
 
 def write_all(out: Path, records: Sequence[Record], summary: dict, stop: threading.Event | None = None) -> None:
