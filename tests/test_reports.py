@@ -241,3 +241,13 @@ def test_every_report_states_the_verdict_the_exit_status_gives(records, extra, e
     assert f'class="verdict fail">{words}:' in html and 'class="verdict ok"' not in html
     if extra:
         assert "shard 2/3" in terminal and "shard 2/3" in markdown
+
+
+def test_a_step_summary_that_cannot_be_written_is_a_warning_naming_the_variable(tmp_path, monkeypatch, capsys) -> None:
+    """GITHUB_STEP_SUMMARY pointing at a folder: every report is still written, and the line
+    names the variable, not --out (which was blamed before, with exit 2)."""
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))
+    status = main(["run", "--cases", "MaxPool-2d-k2-s2-p0-f32-n4-gseed", "--backends", "onnx-reference",
+                   "--out", str(tmp_path / "out"), "--quiet"])
+    assert status == 0 and (tmp_path / "out" / "report.html").exists()
+    assert "warning: GITHUB_STEP_SUMMARY=" in capsys.readouterr().err
