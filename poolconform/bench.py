@@ -174,7 +174,11 @@ def run_bench(
     total = len(cases) * len(specs)
     step(f"starting {len(specs)} backend(s)", 0, total)
     logs = tempfile.TemporaryDirectory(prefix="poolconform-bench-")  # framework chatter stays off the table
-    workers = start_workers(specs, RunOptions(timeout=timeout, env=dict(BENCH_ENV), log_dir=Path(logs.name)))
+    try:
+        workers = start_workers(specs, RunOptions(timeout=timeout, env=dict(BENCH_ENV), log_dir=Path(logs.name)))
+    except BaseException:  # Ctrl-C while the frameworks load: the log folder goes too
+        logs.cleanup()
+        raise
     rows: list[BenchRow] = []
     try:
         for c, case in enumerate(cases):

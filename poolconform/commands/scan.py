@@ -128,7 +128,11 @@ def _export(scanned: ScannedModel, groups: list[PoolGroup], out: Path, quiet: bo
     nodes = {"model": scanned.describe()["model"], "opset": scanned.opset,
              "dirs": {dir_name(g.case): list(g.nodes) for g in runnable if g.case is not None},
              "not_exported": {n: g.problem for g in groups if g.problem for n in g.nodes}}
-    write_atomic(out / EXPORT_NODES_FILE, json.dumps(nodes, indent=2, sort_keys=True) + "\n")
+    try:
+        write_atomic(out / EXPORT_NODES_FILE, json.dumps(nodes, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise PoolconformError(f"cannot write {str(out / EXPORT_NODES_FILE)!r}: {exc.strerror or exc}; "
+                               f"the {len(runnable)} backend-test directories are written") from None
     if not quiet:
         print(f"wrote {len(runnable)} backend-test directories, {manifest} and {out / EXPORT_NODES_FILE}")
 
