@@ -103,19 +103,43 @@ def ulp_distance(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
     """Number of representable values of type `name` between a and b (elementwise, float64).
 
     Both are rounded to the type first; NaN positions give 0 here (NaN is judged apart),
-    and an infinity against a finite value gives the distance to the largest finite.
+    and an infinity is one step past the largest finite value.
     """
     if not is_float(name):
         return np.abs(a.astype(np.float64) - b.astype(np.float64))
     dtype = NUMPY_DTYPES[name]
-    ints = _BITS[dtype.itemsize]
     with np.errstate(over="ignore"):  # beyond the type's range rounds to inf, as it should
-        x = np.nan_to_num(np.asarray(a, dtype=np.float64)).astype(dtype)
-        y = np.nan_to_num(np.asarray(b, dtype=np.float64)).astype(dtype)
-    xi = x.view(ints).astype(np.int64)
-    yi = y.view(ints).astype(np.int64)
-    # Map sign-magnitude bit patterns onto a monotonic integer line.
+        x = np.nan_to_num(np.asarray(a, dtype=np.float64), posinf=np.inf, neginf=-np.inf).astype(dtype)
+        y = np.nan_to_num(np.asarray(b, dtype=np.float64), posinf=np.inf, neginf=-np.inf).astype(dtype)
+    return np.abs(_line(x) - _line(y)).astype(np.float64)
+
+
+def _line(x: np.ndarray) -> np.ndarray:
+    """Values of one float type as positions on a monotonic integer line (adjacent values
+    one apart, -0.0 and 0.0 both at 0, each infinity one past the largest finite)."""
+    ints = _BITS[x.dtype.itemsize]
+    bits = x.view(ints).astype(np.int64)
     magnitude = np.int64(np.iinfo(ints).max)  # every bit but the sign
-    xi = np.where(xi < 0, -(xi & magnitude), xi)
-    yi = np.where(yi < 0, -(yi & magnitude), yi)
-    return np.abs(xi - yi).astype(np.float64)
+    return np.where(bits < 0, -(bits & magnitude), bits)
+
+
+def _from_line(positions: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The inverse of _line (0 gives +0.0)."""
+    ints = _BITS[dtype.itemsize]
+    sign = np.int64(np.iinfo(ints).min)
+    bits = np.where(positions < 0, (-positions) | sign, positions)
+    return bits.astype(ints).view(dtype)
+
+
+def bracket(exact: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two values of type `name` around each exact (float64) value, as float64: equal
+    where the value is exactly representable. A faithfully rounded result is one of them,
+    and no other value is within 1 ULP of the exact one."""
+    dtype = NUMPY_DTYPES[name]
+    with np.errstate(over="ignore", invalid="ignore"):
+        nearest = np.asarray(exact, dtype=np.float64).astype(dtype)
+        back = nearest.astype(np.float64)
+    line = _line(nearest)
+    step = np.where(back > exact, -1, np.where(back < exact, 1, 0))
+    other = _from_line(line + step, dtype).astype(np.float64)
+    return np.minimum(back, other), np.maximum(back, other)
