@@ -22,14 +22,20 @@ def test_the_oracle_dequantizes_pools_and_requantizes_with_ties_to_even() -> Non
     assert reference_outputs(clipped, x)[0].ravel().tolist() == [255.0, 255.0]  # saturates
 
 
-def test_plus_minus_one_passes_and_two_fails() -> None:
-    case = parse_case_id("AveragePool-2d-k2-s2-p0-q0p05_3_0p1_7-u8-n6")
-    x = make_inputs(case)
+def test_plus_minus_one_passes_only_at_a_rounding_boundary_and_two_never() -> None:
+    """±1 is allowed where the unrounded value lies at k + 1/2 (a float32 or fixed-point
+    backend may round it the other way), nowhere else: +1 on every element passed before."""
+    case = make_case("AveragePool", (1, 1, 4), kernel=2, strides=2, dtype="uint8", quant=(0.5, 10, 1.0, 0))
+    x = [np.array([[[10, 13, 20, 21]]], dtype=np.uint8)]  # means 0.75 and 5.25: far from a boundary
     e = reference_outputs(case, x)
-    off_by_one = [np.clip(e[0] + 1, 0, 255).astype(np.uint8)]
-    off_by_two = [np.clip(e[0] + 2, 0, 255).astype(np.uint8)]
-    assert compare_outputs(case, e, off_by_one, x).status == "pass"
-    assert compare_outputs(case, e, off_by_two, x).status == "mismatch"
+    for delta in (1, -1, 2):
+        assert compare_outputs(case, e, [np.clip(e[0] + delta, 0, 255).astype(np.uint8)], x).status == "mismatch"
+    tie = [np.array([[[10, 12, 20, 24]]], dtype=np.uint8)]  # real 0, 1, 5, 7: means 0.5 and 6.0
+    et = reference_outputs(case, tie)
+    assert et[0].ravel().tolist() == [0.0, 6.0]  # 0.5 rounds to even
+    assert compare_outputs(case, et, [np.array([[[1, 6]]], np.uint8)], tie).status == "pass"  # the tie, other way
+    assert compare_outputs(case, et, [np.array([[[0, 7]]], np.uint8)], tie).status == "mismatch"  # 6.0 is exact
+    assert compare_outputs(case, et, [np.array([[[2, 6]]], np.uint8)], tie).status == "mismatch"
     exact = parse_case_id("MaxPool-2d-k2-s2-p0-q0p05_3_0p05_3-u8-n6")  # requantized to itself: exact
     xe = make_inputs(exact)
     ee = reference_outputs(exact, xe)
