@@ -222,3 +222,36 @@ def test_scattered_disagreements_stop_at_max_rules_and_keep_every_record():
     assert len(rest) == 1 and rest[0]["count"] == len(failing) - MAX_RULES
     assert f"not split into more than {MAX_RULES} patterns" in rest[0]["summary"]
     assert all(f["count"] == 1 and f["rule"] for f in findings if f is not rest[0])
+
+
+def test_shrinking_stops_as_soon_as_the_stop_event_is_set():
+    """Ctrl-C while findings are shrunk: the shrinking of the current finding ends at its next
+    question to the backend, and no later finding is shrunk."""
+    import threading
+
+    pytest.importorskip("onnx", reason="the shrink re-runs onnx-reference")
+    from poolconform.findings import shrink
+    from poolconform.findings.shrink import shrink_findings
+
+    bad = make_case("AveragePool", (2, 3, 7, 7), kernel=3, strides=3, ceil_mode=True)
+    records = [_record(bad, "onnx-reference", "mismatch", detail="Y[0] expected 1, got 2; 1 of 1 element(s) differ")]
+    findings = build_findings(records)
+    stop = threading.Event()
+    asked: list[int] = []
+    real = shrink._keeps_for
+
+    def keeps_for(finding, run):
+        keeps = real(finding, run)
+
+        def counted(cases):
+            asked.append(len(cases))
+            stop.set()  # as if Ctrl-C came during the first question
+            return keeps(cases)
+
+        return counted
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shrink, "_keeps_for", keeps_for)
+        shrink_findings(findings, records, budget=60, stop=stop)
+    assert len(asked) == 1  # one question, then the stop was seen
+    assert not findings[0].get("shrunk")

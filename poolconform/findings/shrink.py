@@ -170,7 +170,12 @@ def shrink_findings(findings: list[dict[str, Any]], records: Sequence[Record], *
                 if time.monotonic() > deadline or stop.is_set():
                     break
                 keeps = _keeps_for(finding, run)
-                minimal = shrink_case(case, lambda c, keeps=keeps: not stop.is_set() and keeps(c), deadline)
+
+                def until_stopped(cases: list[PoolCase], keeps: Callable[[list[PoolCase]], list[bool]] = keeps,
+                                  ) -> list[bool]:
+                    return [False] * len(cases) if stop.is_set() else keeps(cases)
+
+                minimal = shrink_case(case, until_stopped, deadline)
                 if stop.is_set():
                     break
                 if minimal != case:
