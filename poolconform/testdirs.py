@@ -645,6 +645,11 @@ def case_from_node(
                 + f"attribute {a.name!r} is stored as {onnx.AttributeProto.AttributeType.Name(a.type)}, "
                 f"ONNX defines it as {onnx.AttributeProto.AttributeType.Name(want)}"
             )
+    names = [a.name for a in node.attribute]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # a dict would keep the last; ONNX Runtime refuses such a model outright
+        raise ModelError((f"{label}: " if label else "") + f"attribute {repeated[0]!r} appears more than once "
+                         "in the node; ONNX allows each attribute once")
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if isinstance(attrs.get("auto_pad"), bytes):
         attrs["auto_pad"] = attrs["auto_pad"].decode()

@@ -592,3 +592,43 @@ def test_bad_keras_input(keras_file, tmp_path):
     _one_line_error(run_cli("scan", str(junk)), "junk.keras: Keras cannot load it")
     _one_line_error(run_cli("scan", str(keras_file), "--input-shape", "a=1x8x8x3", "--input-shape", "b=1x8x8x3"),
                     "--input-shape names 'a', which is not an input")
+
+
+def _two_pool_model(path, *, repeat_kernel: bool = False, nested: bool = False) -> None:
+    """MaxPool `top` on X; optionally a kernel_shape given twice, or a second MaxPool inside an If."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from conftest import make_model
+
+    pool = helper.make_node("MaxPool", ["X"], ["Y"], name="top", kernel_shape=[2, 2], strides=[2, 2])
+    if repeat_kernel:
+        pool.attribute.append(helper.make_attribute("kernel_shape", [3, 3]))
+    nodes, outputs = [pool], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 1, 2, 2])]
+    if nested:
+        branch = helper.make_graph([helper.make_node("MaxPool", ["X"], ["Z"], name="inner", kernel_shape=[2, 2])],
+                                   "b", [], [helper.make_tensor_value_info("Z", TensorProto.FLOAT, None)])
+        nodes.append(helper.make_node("If", ["C"], ["W"], name="cond", then_branch=branch, else_branch=branch))
+        outputs.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, None))
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 1, 4, 4])]
+    if nested:
+        inputs.append(helper.make_tensor_value_info("C", TensorProto.BOOL, []))
+    onnx.save(make_model(helper.make_graph(nodes, "g", inputs, outputs), 17), path)
+
+
+def test_a_node_no_backend_verified_is_said_even_with_quiet(tmp_path):
+    """A pooling node inside an If is not checked: the run may exit 0 for the other node, but
+    never without saying that one node was not verified."""
+    _two_pool_model(tmp_path / "m.onnx", nested=True)
+    proc = run_cli("scan", str(tmp_path / "m.onnx"), "--backends", "onnxruntime-cpu", "--out", str(tmp_path / "o"),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 of 3 pooling node(s) NOT VERIFIED (inner, inner#2)" in proc.stderr  # the then and else branch
+
+
+def test_an_attribute_given_twice_is_not_read_as_the_last_one(tmp_path):
+    """ONNX Runtime refuses such a node; a dict kept the second kernel_shape and judged it."""
+    _two_pool_model(tmp_path / "m.onnx", repeat_kernel=True)
+    proc = run_cli("scan", str(tmp_path / "m.onnx"), "--backends", "onnxruntime-cpu", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "'kernel_shape' appears more than once" in proc.stdout + proc.stderr

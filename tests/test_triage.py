@@ -255,3 +255,16 @@ def test_shrinking_stops_as_soon_as_the_stop_event_is_set():
         shrink_findings(findings, records, budget=60, stop=stop)
     assert len(asked) == 1  # one question, then the stop was seen
     assert not findings[0].get("shrunk")
+
+
+def test_the_reproduce_line_of_a_stored_data_or_folder_finding_is_a_command_that_runs():
+    """`explain` takes case ids, and stored-data is no backend: check's findings named
+    `poolconform explain test_nan --backends stored-data`, which exits 2."""
+    from poolconform.findings import reproduce_command
+
+    case = "MaxPool-2d-k2-s2-p0-f32-n4-gseed"
+    assert reproduce_command({"backend": "stored-data", "minimal_case": case}) == f"poolconform check test_{case}"
+    assert reproduce_command({"backend": "onnxruntime-cpu", "minimal_case": "test_nan"}) == (
+        "poolconform check test_nan --backends onnxruntime-cpu")
+    assert reproduce_command({"backend": "onnxruntime-cpu", "minimal_case": case}) == (
+        f"poolconform explain {case} --backends onnxruntime-cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,12 @@ def main(args: argparse.Namespace) -> int:
     status, records, _ = execute(jobs, session)
     if args.json:
         write_atomic(args.json, json.dumps(list(records), indent=2) + "\n")
+    more_sets = [item for item in loaded if isinstance(item, StoredCase) and len(item.data_sets) > 1]
+    if more_sets:  # said even with --quiet: a green above vouches for test_data_set_0 alone
+        extra = sum(len(item.data_sets) - 1 for item in more_sets)
+        print(f"poolconform check: warning: {extra} data set(s) after test_data_set_0 in {len(more_sets)} "
+              f"folder(s) were NOT run (e.g. {printable(more_sets[0].path.name)}); check judges each "
+              "folder's test_data_set_0 only", file=sys.stderr)
     return status
 
 

@@ -117,7 +117,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"poolconform scan: none of the {len(scanned.nodes)} pooling node(s) was run on any backend; "
               "nothing was verified (see the reasons above)", file=sys.stderr)
         return 2
+    unverified = unverified_nodes(groups, records)
+    if unverified:  # said even with --quiet: the verdict above covers the other nodes only
+        print(f"poolconform scan: warning: {len(unverified)} of {len(scanned.nodes)} pooling node(s) NOT VERIFIED "
+              f"({', '.join(printable(n) for n in unverified[:5])}{', ...' if len(unverified) > 5 else ''}): "
+              "not checked, or no selected backend ran them; the verdict covers the other nodes only",
+              file=sys.stderr)
     return status
+
+
+def unverified_nodes(groups: list[PoolGroup], records: Sequence[Record]) -> list[str]:
+    """The pooling nodes no backend judged: not checked (a subgraph, an attribute poolconform
+    does not model), or unsupported on every selected backend."""
+    judged = {r["case"] for r in records if r["backend"] != SCAN_BACKEND and r["status"] != "unsupported"}
+    return [n for g in groups if g.problem is not None or g.case_id not in judged for n in g.nodes]
 
 
 def _export(scanned: ScannedModel, groups: list[PoolGroup], out: Path, quiet: bool) -> None:
@@ -166,7 +179,10 @@ def node_lines(scanned: ScannedModel, groups: list[PoolGroup], records: Sequence
             lines.append(f"  {label} disagrees on {r['backend']}{known}: {r['status']}: {printable(r.get('detail'))[:160]}")
         passed = [r["backend"] for r in mine if r["status"] == "pass"]
         unsupported = [r["backend"] for r in mine if r["status"] == "unsupported"]
-        if not failing:
+        if not failing and not passed and mine:
+            lines.append(f"  {label}: NOT VERIFIED: no selected backend ran it"
+                         + (f" (unsupported on {', '.join(unsupported)})" if unsupported else ""))
+        elif not failing:
             lines.append(f"  {label}: agrees with the spec on {len(passed)} backend(s)"
                          + (f"; unsupported on {', '.join(unsupported)}" if unsupported else ""))
         elif unsupported:

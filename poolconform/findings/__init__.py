@@ -65,8 +65,23 @@ def reproduce_command(finding: dict[str, Any]) -> str:
     install of the framework, or none."""
     import shlex
 
-    backend = finding["backend"]
-    line = f"poolconform explain {shlex.quote(finding['minimal_case'])} --backends {shlex.quote(backend)}"
+    from poolconform.case_ids import parse_case_id
+    from poolconform.errors import CaseError
+    from poolconform.report.summary import PSEUDO_BACKENDS
+
+    backend, case = finding["backend"], finding["minimal_case"]
+    try:
+        parse_case_id(case)
+        is_id = True
+    except CaseError:
+        is_id = False
+    if backend in PSEUDO_BACKENDS or not is_id:
+        # check's stored data, or a folder whose model no case id names: explain cannot run
+        # it; check can, from the folder that holds the test directory
+        folder = f"test_{case}" if is_id and not case.startswith("test_") else case
+        line = f"poolconform check {shlex.quote(folder)}"
+        return line if backend in PSEUDO_BACKENDS else f"{line} --backends {shlex.quote(backend)}"
+    line = f"poolconform explain {shlex.quote(case)} --backends {shlex.quote(backend)}"
     if finding.get("python"):
         line += f" --backend-python {shlex.quote(backend + '=' + finding['python'])}"
     return line
