@@ -241,6 +241,12 @@ def test_every_report_states_the_verdict_the_exit_status_gives(records, extra, e
     assert f'class="verdict fail">{words}:' in html and 'class="verdict ok"' not in html
     if extra:
         assert "shard 2/3" in terminal and "shard 2/3" in markdown
+    # junit.xml: an error testcase where the exit status is not 0, so a CI view is never green then
+    from poolconform.report.junit import junit_xml
+
+    xml = junit_xml(records, findings=summary.get("findings"), summary=summary)
+    assert ('<testsuite name="poolconform verdict"' in xml) == (exit_status != 0)
+    assert (' errors="1"' in xml.split(">", 2)[1]) == (exit_status != 0)
 
 
 def test_a_step_summary_that_cannot_be_written_is_a_warning_naming_the_variable(tmp_path, monkeypatch, capsys) -> None:

@@ -51,7 +51,7 @@ def write_all(out: Path, records: Sequence[Record], summary: dict, stop: threadi
     write_atomic(out / FINDINGS_FILE, json.dumps(findings + (summary.get("unsupported") or []), indent=2) + "\n")
     markdown = render_markdown(records, summary)
     write_atomic(out / "summary.md", markdown)
-    write_atomic(out / "junit.xml", junit_parts(records, findings=findings))
+    write_atomic(out / "junit.xml", junit_parts(records, findings=findings, summary=summary))
     write_atomic(out / "report.html", render_html(records, summary))
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:

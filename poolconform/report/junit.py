@@ -77,14 +77,39 @@ def finding_case(finding: dict) -> TestCase:
     return case
 
 
-def junit_xml(records: Sequence[Record], name: str = "poolconform", findings: list[dict] | None = None) -> str:
-    """The whole junit.xml document as text: the findings suite first (when there are
+def junit_xml(records: Sequence[Record], name: str = "poolconform", findings: list[dict] | None = None,
+              summary: dict | None = None) -> str:
+    """The whole junit.xml document as text: a verdict suite where the run's verdict is not
+    a judgement of its records (see verdict_case), the findings suite (when there are
     findings), then one suite per backend; suites and cases in a stable order."""
-    return "".join(junit_parts(records, name, findings))
+    return "".join(junit_parts(records, name, findings, summary))
+
+
+#: The suite of the one testcase that carries a verdict the records alone do not show.
+VERDICT_SUITE = "poolconform verdict"
+
+
+def verdict_case(summary: dict) -> TestCase | None:
+    """An error testcase when the run exits non-zero for a reason no record's testcase shows
+    (every record unsupported, Ctrl-C, a partial merge): a CI view must not be green while
+    the run is not. None otherwise."""
+    from poolconform.report.headline import headline
+
+    kind = headline(summary)
+    why = {"nothing-verified": lambda: f"nothing verified: {summary['nothing_verified']}",
+           "interrupted": lambda: f"interrupted: {summary['interrupted']}",
+           "partial": lambda: "partial report: " + "; ".join(summary["partial"]["missing"])}.get(kind)
+    if why is None:
+        return None
+    case = TestCase(_clean(kind), VERDICT_SUITE)
+    error = Error(_clean(why()), kind)
+    error.text = _clean(f"poolconform exits {summary.get('exit_status')}: {why()}")
+    case.result = [error]
+    return case
 
 
 def junit_parts(records: Sequence[Record], name: str = "poolconform",
-                findings: list[dict] | None = None) -> Iterator[str]:
+                findings: list[dict] | None = None, summary: dict | None = None) -> Iterator[str]:
     """junit.xml in pieces, for writing without one string of the whole file.
 
     Each testcase is serialised as soon as it is made, and a backend's records are read
@@ -94,6 +119,9 @@ def junit_parts(records: Sequence[Record], name: str = "poolconform",
     parts: list[str] = []
     totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
     seconds: float = 0  # as JUnitXml.update_statistics starts it
+    verdict = verdict_case(summary) if summary is not None else None
+    if verdict is not None:
+        seconds += _suite(parts, totals, VERDICT_SUITE, [verdict])
     if findings:
         seconds += _suite(parts, totals, FINDINGS_SUITE, (finding_case(f) for f in findings))
     for backend in sorted({r["backend"] for r in records}):
