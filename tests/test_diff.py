@@ -167,3 +167,28 @@ def test_a_case_b_no_longer_checks_is_uncovered_and_fails(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "uncovered (checked in A, unsupported in B): 2" in out and "diff: FAIL (exit 1): 2 uncovered" in out
     assert main(["diff", str(b), str(a)]) == 1  # the reverse: CASES[2] became unsupported
+
+
+def test_a_failure_of_another_kind_is_a_regression(tmp_path):
+    """A mismatch that now crashes was `changed`, exit 0: a new behaviour passed the gate."""
+    a = _run(tmp_path / "a", {CASES[1].id: "mismatch"})
+    b = _run(tmp_path / "b", {CASES[1].id: "crash"})
+    assert main(["diff", str(a), str(b), "--json", str(tmp_path / "d.json")]) == 1
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert [(e["case"], e["before"].split(":")[0], e["after"].split(":")[0]) for e in data["regressed"]] == [
+        (CASES[1].id, "mismatch", "crash")]
+    same = _run(tmp_path / "same", {CASES[1].id: "mismatch"}, digests={CASES[1].id: "d9"})
+    assert main(["diff", str(a), str(same)]) == 0  # the known failure drifting is only `changed`
+
+
+def test_a_new_failing_record_fails_the_gate(tmp_path, capsys):
+    """A backend B has and A had not, failing on one case: it hid among the `new` entries, exit 0."""
+    a = _run(tmp_path / "a", {})
+    b = _run(tmp_path / "b", {})
+    extra = make_record(CASES[0].id, "onnx-reference", "mismatch", detail="values differ", digest="d2",
+                        params=CASES[0].describe())
+    with (b / "results.jsonl").open("a") as f:
+        f.write(json.dumps(extra) + "\n")
+    assert main(["diff", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "new and failing (in B only): 1" in out and "1 new_failing" in out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from poolconform.compare import digest_algorithm
 from poolconform.errors import PoolconformError
 from poolconform.findings import triage
+from poolconform.findings.triage import signature
 from poolconform.report.text import printable
 from poolconform.record_table import RecordTable
 from poolconform.results import FAILING, RESULTS_FILE, Record, read_records
@@ -38,7 +40,7 @@ MISSING = "missing"
 #: What B says of a case it does not check.
 UNSUPPORTED = "unsupported"
 #: The lists that fail the gate, in the order the verdict line names them.
-FAILING_LISTS = ("regressed", "lost", "uncovered")
+FAILING_LISTS = ("regressed", "new_failing", "lost", "uncovered")
 
 
 def exit_status(result: dict[str, Any]) -> int:
@@ -100,7 +102,7 @@ def compare_runs(a: Sequence[Record], b: Sequence[Record]) -> dict[str, Any]:
     out: dict[str, Any] = {"regressed": [], "fixed": [], "changed": [], "uncovered": []}
     incomparable: dict[str, int] = {}
     for key in sorted(before.keys() & after.keys()):
-        (status_a, bad_a, digest_a, _), (status_b, bad_b, digest_b, where) = before[key], after[key]
+        (status_a, bad_a, digest_a, where_a), (status_b, bad_b, digest_b, where) = before[key], after[key]
         if status_a == status_b and bad_a == bad_b and digest_a == digest_b:
             continue  # the same answer: nothing to list (most pairs)
         entry = {"case": key[0], "backend": key[1], "before": status_a, "after": status_b,
@@ -108,6 +110,12 @@ def compare_runs(a: Sequence[Record], b: Sequence[Record]) -> dict[str, Any]:
         if status_b == UNSUPPORTED and status_a != UNSUPPORTED:
             out["uncovered"].append(entry)
         elif not bad_a and bad_b:
+            out["regressed"].append(entry)
+        elif bad_a and bad_b and (status_a != status_b or signature(a[where_a]) != signature(b[where])):
+            # a failure of another kind (a mismatch that now crashes, values that differ that now
+            # drop a NaN): a new behaviour, not the known one drifting
+            entry["before"] = f"{status_a}: {signature(a[where_a])}"
+            entry["after"] = f"{status_b}: {signature(b[where])}"
             out["regressed"].append(entry)
         elif bad_a and not bad_b:
             out["fixed"].append(entry)
@@ -125,6 +133,9 @@ def compare_runs(a: Sequence[Record], b: Sequence[Record]) -> dict[str, Any]:
                    for k in sorted(before.keys() - after.keys())]
     out["new"] = [{"case": k[0], "backend": k[1], "before": MISSING, "after": after[k][0],
                    "detail": b[after[k][3]].get("detail") or ""} for k in sorted(after.keys() - before.keys())]
+    # A disagreement on a pair the baseline did not have is one nobody vetted: it fails the
+    # gate as a regression does, listed first (it hid among the new pairs, exit 0).
+    out["new_failing"] = [e for k, e in zip(sorted(after.keys() - before.keys()), out["new"]) if after[k][1]]
     cases_a, cases_b = {case for case, _ in before}, {case for case, _ in after}
     backends_a, backends_b = {backend for _, backend in before}, {backend for _, backend in after}
     out["only_in_a"] = {"cases": sorted(cases_a - cases_b), "backends": sorted(backends_a - backends_b)}
@@ -172,6 +183,14 @@ def main(args: argparse.Namespace) -> int:
         entries = load_expectations(args.expectations)
         apply_expectations(a, entries)
         apply_expectations(b, entries)
+        from poolconform.expectations import catch_all_line, catch_alls, unmatched
+
+        wide = catch_alls(b, entries)  # as run warns: such an entry excuses any regression of its backend
+        if wide:
+            print(f"poolconform diff: warning: {catch_all_line(wide)}", file=sys.stderr)
+        for entry in unmatched(b, entries):
+            print(f"poolconform diff: warning: expectation {entry['entry']} (case {entry['case']!r}, backend "
+                  f"{entry['backend']!r}) matches no record of run B", file=sys.stderr)
     result = compare_runs(a, b)
     result["versions"] = {"a": versions_a, "b": versions_b}
     print(f"poolconform diff {printable(args.run_a)} -> {printable(args.run_b)}")
@@ -179,6 +198,7 @@ def main(args: argparse.Namespace) -> int:
         va, vb = versions_a.get(name, "-"), versions_b.get(name, "-")
         print(f"  {printable(name)}: {printable(va)}" + (f" -> {printable(vb)}" if va != vb else " (same)"))
     _print_list("regressed", result["regressed"])
+    _print_list("new and failing (in B only)", result["new_failing"])
     for f in result["regressed_findings"][:SHOWN]:
         print(f"  finding: {printable(f['summary'])} ({f['count']}); minimal case {printable(f['minimal_case'])}")
     if len(result["regressed_findings"]) > SHOWN:
@@ -200,7 +220,7 @@ def main(args: argparse.Namespace) -> int:
     result["exit_status"] = status
     why = [f"{len(result[k])} {k}" for k in FAILING_LISTS if result[k]]
     print(f"diff: FAIL (exit 1): {', '.join(why)}" if status
-          else "diff: OK (exit 0): nothing regressed, lost or uncovered")
+          else "diff: OK (exit 0): nothing regressed, new and failing, lost or uncovered")
     if args.json:  # after the comparison is printed: a failed write loses the file alone
         from poolconform.commands.output_file import write_output_file
 
