@@ -297,3 +297,17 @@ def test_a_tagged_entry_excuses_a_real_run_in_another_environment(tmp_path: Path
     assert (record["backend"], record["status"]) == ("onnx-reference@env", "mismatch")
     junit = (tmp_path / "t" / "junit.xml").read_text()
     assert "<failure" not in junit and "expected mismatch: window in padding" in junit
+
+
+def test_an_entry_is_not_fixed_while_a_case_it_names_fails_another_way(tmp_path):
+    """An entry for shape-mismatch over cases that now mismatch was reported fixed: 'remove
+    this entry' while its cases still fail."""
+    from poolconform.expectations import apply_expectations, load_expectations
+    from poolconform.results import make_record
+
+    path = tmp_path / "e.toml"
+    path.write_text("[[expect]]\ncase = \"A*\"\nbackend = \"onnx-reference\"\nstatus = \"shape-mismatch\"\nreason = \"r\"\n")
+    entries = load_expectations(path)
+    records = [make_record("A1", "onnx-reference", "pass"), make_record("A2", "onnx-reference", "mismatch")]
+    assert apply_expectations(records, entries) == []
+    assert apply_expectations([make_record("A1", "onnx-reference", "pass")], entries) != []  # all pass: fixed

@@ -257,3 +257,15 @@ def test_a_step_summary_that_cannot_be_written_is_a_warning_naming_the_variable(
                    "--out", str(tmp_path / "out"), "--quiet"])
     assert status == 0 and (tmp_path / "out" / "report.html").exists()
     assert "warning: GITHUB_STEP_SUMMARY=" in capsys.readouterr().err
+
+
+def test_a_catch_all_expectation_is_named_in_summary_md_and_report_html() -> None:
+    """The terminal warned about an entry excusing every record of a backend; summary.md
+    said only OK and report.html nothing."""
+    from poolconform.report.html import render_html
+
+    records = [make_record("MaxPool-1d-k2-s2-p0-f32-n4-gseed", "x", "mismatch", expected=True, expected_reason="r")]
+    wide = [{"entry": "#1 in e.toml", "case": "*", "backend": "x", "records": 1}]
+    summary = summarize(records, extra={"catch_all_expectations": wide})
+    assert "**warning**: expectation #1 in e.toml" in render_markdown(records, summary)
+    assert "WARNING: expectation #1 in e.toml" in render_html(records, summary)

@@ -268,3 +268,15 @@ def test_the_reproduce_line_of_a_stored_data_or_folder_finding_is_a_command_that
         "poolconform check test_nan --backends onnxruntime-cpu")
     assert reproduce_command({"backend": "onnxruntime-cpu", "minimal_case": case}) == (
         f"poolconform explain {case} --backends onnxruntime-cpu")
+
+
+def test_a_finding_points_at_a_case_that_fails_the_run_not_an_excused_one():
+    """A finding of excused and unexcused records named an excused case as its minimal case
+    (the smallest), so its reproduce line showed something the run did not fail on."""
+    small = make_case("MaxPool", (1, 1, 4, 4), kernel=2, strides=1, ceil_mode=True)
+    large = make_case("MaxPool", (1, 1, 9, 9), kernel=2, strides=1, ceil_mode=True)
+    detail = "Y[0] expected 1, got 2; 1 of 1 element(s) differ"
+    records = [_record(small, "onnx-reference", "mismatch", detail=detail, expected=True, expected_reason="r"),
+               _record(large, "onnx-reference", "mismatch", detail=detail)]
+    [finding] = build_findings(records)
+    assert finding["minimal_case"] == large.id and finding["unexpected"] == 1 and not finding["expected"]

@@ -185,7 +185,9 @@ def induce_rule(positives: Sequence[AbstractSet[Test]], negatives: Negatives,
 
 def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, members: list[Record],
              unsplit: bool = False) -> dict[str, Any]:
-    members = sorted(members, key=smallest_first)
+    # unexpected records first: the minimal case (and what shrinking starts from) is one that
+    # fails the run, not one an expectation excuses
+    members = sorted(members, key=lambda r: (bool(r.get("expected")), smallest_first(r)))
     if rule is None:
         pattern = [f"{len(members)} more case(s), not split into more than {MAX_RULES} patterns" if unsplit
                    else f"{len(members)} case(s) that share no pattern apart from passing ones"]

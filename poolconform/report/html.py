@@ -264,11 +264,13 @@ def render_html(records: Sequence[Record], summary: dict[str, Any]) -> str:
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
                              finalize=_finalize)
     env.filters["ulp"] = lambda v: "" if v is None else f"{float(v):.3g}"
+    from poolconform.expectations import catch_all_line
     from poolconform.report.headline import headline, nothing_checked
 
     return env.get_template("report.html.j2").render(
         summary=summary,
         headline=headline(summary),
+        catch_all=catch_all_line(summary.get("catch_all_expectations") or []),
         nothing_checked=nothing_checked(summary),
         backends=backends,
         heatmaps=heatmaps,

@@ -55,7 +55,17 @@ def disagreement_order(record: Record) -> tuple:
 
 
 def verdict(summary: dict[str, Any]) -> str:
-    """The first line a reviewer reads."""
+    """The first line a reviewer reads, with the terminal's warning about an expectation that
+    excuses every record of a backend (it could hide any regression there)."""
+    line = _verdict(summary)
+    if summary.get("catch_all_expectations"):
+        from poolconform.expectations import catch_all_line
+
+        line += f"; **warning**: {_cell(catch_all_line(summary['catch_all_expectations']))}"
+    return line
+
+
+def _verdict(summary: dict[str, Any]) -> str:
     failing = sum(summary["counts"].get(s, 0) for s in FAILING)
     expected = failing - summary["unexpected"]
     scope = f"{summary['cases']} cases, {summary['records']} records"
