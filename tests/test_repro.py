@@ -75,3 +75,35 @@ def test_repro_output_that_cannot_be_a_file_is_one_line(tmp_path, where):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "-o" in proc.stderr
     assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_the_script_judges_each_element_by_its_own_tolerance(tmp_path):
+    """The script compared every element with the largest tolerance of the output, so an
+    answer poolconform calls a mismatch printed "agrees": one element moved by more than its
+    own bound (but less than the largest) must make the script fail, as the verdict does."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from poolconform.case_ids import parse_case_id
+    from poolconform.compare import compare_outputs, element_tolerance
+    from poolconform.inputs import make_inputs
+    from poolconform.oracle import reference_outputs
+
+    case_id = "AveragePool-2d-k3-s1-p1-f32-n7-b2c3"  # border windows hold fewer elements: bounds differ
+    case = parse_case_id(case_id)
+    x = make_inputs(case)
+    exact = reference_outputs(case, x)
+    bound = element_tolerance(case, exact[0], x)
+    where = np.unravel_index(np.argmin(bound), bound.shape)
+    delta = (bound[where] + bound.max()) / 2
+    wrong = exact[0].copy()
+    wrong[where] += delta
+    assert compare_outputs(case, exact, [wrong.astype(np.float32)], x).status == "mismatch"
+    script = tmp_path / "repro.py"
+    assert run_cli("repro", case_id, "--backend", "onnxruntime-cpu", "-o", str(script)).returncode == 0
+    text = script.read_text()
+    nudge = (f"actual = [np.asarray(actual[0]).copy()]\nactual[0][{tuple(int(i) for i in where)}] "
+             f"= EXACT[{tuple(int(i) for i in where)}] + {float(delta)!r}\n")
+    script.write_text(text.replace("np.set_printoptions(", nudge + "np.set_printoptions(", 1))
+    out = _run_script(script)
+    assert out.returncode == 1 and "=> Y: 1 of 294 element(s) differ" in out.stdout, out.stdout[-800:]
