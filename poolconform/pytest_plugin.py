@@ -22,14 +22,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("poolconform", "pooling conformance matrix as tests")
     group.addoption("--poolconform", action="store_true", default=False,
                     help="collect one test per (case, backend) of the poolconform matrix")
-    group.addoption("--poolconform-backends", metavar="A,B", default=None,
+    group.addoption("--poolconform-backends", metavar="A,B", default=None, type=_name_list,
                     help="backends to test (default: every built-in one)")
     group.addoption("--poolconform-matrix", metavar="FILE", default=None,
                     help="matrix TOML file (default: the embedded matrix)")
-    group.addoption("--poolconform-timeout", metavar="SECONDS", type=float, default=60.0,
+    group.addoption("--poolconform-timeout", metavar="SECONDS", type=_positive_float, default=60.0,
                     help="per-case limit (default 60)")
     group.addoption("--poolconform-expectations", metavar="FILE", default=None,
                     help="expectations TOML: listed disagreements are xfailed with their reason")
+
+
+def _name_list(text: str) -> str:
+    """As `run --backends`: a list that names nothing is refused, not read as every backend."""
+    from poolconform.commands.options import name_list
+
+    return name_list(text)
+
+
+def _positive_float(text: str) -> float:
+    """As `run --timeout`: 0, a negative number or NaN is refused (it failed every item)."""
+    from poolconform.commands.options import positive_float
+
+    return positive_float(text)
 
 
 def pytest_configure(config: pytest.Config) -> None:

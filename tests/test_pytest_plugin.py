@@ -91,3 +91,13 @@ def test_a_catch_all_expectation_is_named_in_the_summary(pytester: pytest.Pytest
     result.assert_outcomes(passed=3, xfailed=1)
     result.stdout.fnmatch_lines(["*poolconform: warning: expectation #1 in *expect.toml (case '*') covers all 2 records "
                                  "of backend onnx-reference*"])
+
+
+@pytest.mark.parametrize(("option", "value"), [("--poolconform-timeout", "-1"), ("--poolconform-timeout", "nan"),
+                                               ("--poolconform-backends", ",")])
+def test_a_bad_option_is_a_usage_error_not_a_failure_of_every_item(pytester: pytest.Pytester, option, value) -> None:
+    """A timeout of -1 failed every item with 'no answer within -1 s'; an empty backend list
+    collected every backend. Both are refused as `run` refuses them."""
+    result = pytester.runpytest("-p", "no:cacheprovider", "--poolconform", option, value, "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert option in "\n".join(result.errlines)
