@@ -19,7 +19,8 @@ are independent, so POOLCONFORM_ORACLE_THREADS > 1 spreads them over threads.
 
 Semantics chosen where the spec is silent (reported as findings, not hidden):
 NaN propagates through max and average (IEEE: any NaN in the window gives NaN); a
-window with no input element gives -inf for max and NaN for average. Indices pick the
+window with no input element gives -inf for max (the lowest value of an integer type, which
+holds no -inf) and NaN for average. Indices pick the
 first maximum in row-major window order, a NaN counting as the maximum; a window whose
 elements are all -inf (or none) points at its first position, clipped into the input.
 """
@@ -732,6 +733,15 @@ def window_counts(case: PoolCase) -> np.ndarray:
     return count
 
 
+def _lowest_for_empty(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """An empty window's max is -inf, the identity of max; an integer type holds no -inf, so
+    there it is the type's lowest value, which no answer of that type could otherwise meet
+    (a window keeps no input element only before opset 22, with ceil_mode's overhang)."""
+    if x.dtype.kind in "iu":
+        np.copyto(y, float(np.iinfo(x.dtype).min), where=np.isneginf(y))
+    return y
+
+
 def window_abs_means(case: PoolCase, x: np.ndarray) -> np.ndarray:
     """sum |x_i| over each window, over the op's divisor (float64): the scale of the rounding
     error an average can carry. Only for AveragePool and GlobalAveragePool."""
@@ -816,8 +826,9 @@ def _reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndar
         return [_global(case, x, "lp")]
     if case.op == "MaxPool":
         if case.with_indices:
-            return list(_max_with_indices(case, x))
-        return [_window_max(case, x)]
+            values, indices = _max_with_indices(case, x)
+            return [_lowest_for_empty(values, x), indices]
+        return [_lowest_for_empty(_window_max(case, x), x)]
     if case.op == "AveragePool":
         return [_window_sum(case, x, None, divide=True)]
     if case.op == "LpPool":
