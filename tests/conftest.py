@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -103,3 +104,14 @@ def usable(name: str, *modules: str):
     if reason:
         pytest.skip(f"{name}: {reason}")
     return backend
+
+
+def wait_for(condition, seconds: float) -> bool:
+    """Poll `condition` every 5 ms until it holds (True) or `seconds` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+

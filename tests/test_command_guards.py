@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 from poolconform import testdirs
 from poolconform.cli import build_parser, main
 from poolconform.results import make_record
@@ -240,15 +240,6 @@ def _start(*args: str, **popen) -> subprocess.Popen:
                             start_new_session=True, **popen)
 
 
-def _wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
-
-
 @pytest.mark.skipif(not HAS_PROC, reason="the Ctrl-C tests signal a process group (POSIX)")
 def test_ctrl_c_in_export_says_what_was_written_and_lists_it(tmp_path, matrix):
     """An earlier export left the corpus's last 40 cases; Ctrl-C early in a corpus export
@@ -258,7 +249,7 @@ def test_ctrl_c_in_export_says_what_was_written_and_lists_it(tmp_path, matrix):
     testdirs.export_cases(corpus[-40:], out)
     earlier = {testdirs.dir_name(c) for c in corpus[-40:]}
     process = _start("export", "--out", str(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert _wait_for(lambda: process.poll() is not None or len(list(out.glob("test_*"))) > 45, 120)
+    assert wait_for(lambda: process.poll() is not None or len(list(out.glob("test_*"))) > 45, 120)
     os.killpg(process.pid, signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -313,7 +304,7 @@ def test_ctrl_c_in_bench_prints_the_rows_already_timed():
     os.close(terminal.follower)
     try:
         busy = b"1x64x112x112 on onnx-reference"
-        assert _wait_for(lambda: busy in terminal.seen or process.poll() is not None, 240), terminal.text()[-2000:]
+        assert wait_for(lambda: busy in terminal.seen or process.poll() is not None, 240), terminal.text()[-2000:]
         assert process.poll() is None, terminal.text()[-2000:]
         os.killpg(process.pid, signal.SIGINT)
         stdout, _ = process.communicate(timeout=60)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -75,15 +75,6 @@ def group_processes(pgid: int) -> dict[int, str]:
 
 def workers_of(pgid: int) -> dict[int, str]:
     return {pid: cmd for pid, cmd in group_processes(pgid).items() if "child_main" in cmd}  # poolconform.worker._BOOTSTRAP
-
-
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def record_lines(out: Path) -> int:
