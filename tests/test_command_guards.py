@@ -233,11 +233,19 @@ def test_diff_json_that_fails_at_the_end_keeps_the_printed_comparison(capsys, tm
 # ----------------------------------------------------------------------------- Ctrl-C
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default and unblocked, as a shell in a terminal
+    starts a command. A test runner started in the background (`cmd &` in a script) ignores
+    SIGINT, exec keeps that, and Python then installs no KeyboardInterrupt at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _start(*args: str, **popen) -> subprocess.Popen:
     """The CLI in its own session, so the whole group gets the SIGINT, as from a terminal."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TERM="xterm", COLUMNS="200")
     return subprocess.Popen([sys.executable, "-m", "poolconform", *args], cwd=ROOT, env=env,
-                            start_new_session=True, **popen)
+                            start_new_session=True, preexec_fn=_as_from_a_terminal, **popen)
 
 
 @pytest.mark.skipif(not HAS_PROC, reason="the Ctrl-C tests signal a process group (POSIX)")
