@@ -109,21 +109,26 @@ def element_tolerance(
 
 #: element_tolerance per expected array still alive (see _tolerance_of): id -> (a weak
 #: reference to the array, the case, the bound).
-_bounds: dict[int, tuple[weakref.ref, PoolCase, np.ndarray]] = {}
+#: What judging an expected array needs besides the answer: its bound, and for an average its bracket.
+_Facts = tuple[np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
+_bounds: dict[int, tuple[weakref.ref, PoolCase, _Facts]] = {}
 _bounds_lock = threading.Lock()
 
 
-def _tolerance_of(case: PoolCase, e: np.ndarray, inputs: list[np.ndarray]) -> np.ndarray:
-    """element_tolerance(case, e, inputs), computed once per expected array: a job's oracle
-    outputs are one array judged against every backend's answer, from the job's own inputs,
-    and on a small average the bound costs more than the oracle. Kept as long as that array
-    lives (the bounded oracle cache holds it; a weak reference drops the bound with it)."""
+def _tolerance_of(case: PoolCase, e: np.ndarray, inputs: list[np.ndarray], type_name: str | None) -> _Facts:
+    """element_tolerance(case, e, inputs), and for an average (`type_name` given) the two values
+    of that type around each exact one (dtypes.bracket), computed once per expected array: a
+    job's oracle outputs are one array judged against every backend's answer, from the job's
+    own inputs, and on a small average the bound costs more than the oracle. Kept as long as
+    that array lives (the bounded oracle cache holds it; a weak reference drops them with it)."""
     key = id(e)
     hit = _bounds.get(key)
     if hit is not None and hit[0]() is e and hit[1] == case:
         return hit[2]
     bound = element_tolerance(case, e, inputs)
     bound.flags.writeable = False
+    around = dtypes.bracket(e, type_name) if type_name else None
+    found: _Facts = (bound, around)
 
     def forget(_: weakref.ref) -> None:
         _bounds.pop(key, None)
@@ -131,10 +136,10 @@ def _tolerance_of(case: PoolCase, e: np.ndarray, inputs: list[np.ndarray]) -> np
     try:
         ref = weakref.ref(e, forget)
     except TypeError:  # not an object a weak reference can follow: not kept
-        return bound
+        return found
     with _bounds_lock:
-        _bounds[key] = (ref, case, bound)
-    return bound
+        _bounds[key] = (ref, case, found)
+    return found
 
 
 def tolerance(case: PoolCase, expected: np.ndarray, inputs: list[np.ndarray]) -> float:
@@ -295,13 +300,14 @@ def _compare_values(
     max_abs = float(diff.max()) if diff.size else 0.0
     max_rel = float(rel.max()) if rel.size else 0.0
     max_ulp = float(ulp.max()) if ulp.size else 0.0
-    bound = np.zeros(e.shape) if indices else _tolerance_of(case, e, inputs)
     inexact = case.op in AVERAGING_OPS and dtypes.is_float(type_name)
+    bound, around = (np.zeros(e.shape), None) if indices else _tolerance_of(case, e, inputs,
+                                                                             type_name if inexact else None)
     # An averaging op may return the exact value rounded either way to its type: one of the two
     # values around it (the value itself where it is representable), never a third, and never
     # a finite value for an infinite one (inf and the largest finite are one step apart).
-    if inexact:
-        low, high = dtypes.bracket(e, type_name)
+    if around is not None:
+        low, high = around
         rounded = np.isfinite(e) & np.isfinite(a) & ((a == low) | (a == high))
     else:
         rounded = np.zeros(e.shape, dtype=bool)

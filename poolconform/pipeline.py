@@ -116,8 +116,7 @@ def _check_identity(jobs: Sequence[Job], session: Session, results_path: Path) -
     if session.resume:
         backends = set(names) | {r["backend"] for r in session.preset_records}
         foreign: tuple[str, str] | None = None
-        for record in iter_records(results_path):
-            done.add(record["case"], record["backend"])
+        for record in iter_records(results_path, done):  # fills `done`
             if foreign is None and (record["backend"] not in backends or record["case"] not in ours):
                 foreign = record["case"], record["backend"]
         if done:

@@ -184,7 +184,7 @@ def read_records(path: Path) -> RecordTable:
     return RecordTable(iter_records(path))
 
 
-def iter_records(path: Path) -> Iterator[Record]:
+def iter_records(path: Path, keys: RecordKeys | None = None) -> Iterator[Record]:
     """The records of a results.jsonl one by one, none of them held; a torn last line is ignored.
     An expectation's marks in a line ("expected", ...) are dropped: what excuses a record is the
     --expectations file the command is given, not an edit of results.jsonl.
@@ -192,12 +192,13 @@ def iter_records(path: Path) -> Iterator[Record]:
     Only the last line can be torn by a kill; an unreadable line before it, a record
     without a string case and backend and a known status, or a second record of one (case,
     backend) means the file is not poolconform's (or was edited), and is refused naming the
-    line rather than skipped or resolved.
+    line rather than skipped or resolved. `keys`, where given, collects the (case, backend)
+    pairs read (what --resume skips), so they are not gathered twice.
     """
     if not path.exists():
         return
     torn: int | None = None
-    seen = RecordKeys()  # one bit per (case, backend): a run writes each pair once
+    seen = keys if keys is not None else RecordKeys()  # one bit per (case, backend): a run writes each pair once
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():

@@ -17,7 +17,7 @@ def _run_script(path):
 
 
 def test_repro_script_for_a_real_disagreement_runs_alone_and_shows_it(tmp_path):
-    pytest.importorskip("onnx")
+    pytest.importorskip("onnx", reason="the script runs onnx-reference")
     script = tmp_path / "repro.py"
     proc = run_cli("repro", DISAGREEING, "--backend", "onnx-reference", "-o", str(script))
     assert proc.returncode == 0, proc.stderr
@@ -30,7 +30,7 @@ def test_repro_script_for_a_real_disagreement_runs_alone_and_shows_it(tmp_path):
 
 
 def test_repro_on_a_backend_that_agrees_exits_0(tmp_path):
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="the script runs onnxruntime-cpu")
     script = tmp_path / "repro.py"
     assert run_cli("repro", DISAGREEING, "--backend", "onnxruntime-cpu", "-o", str(script)).returncode == 0
     out = _run_script(script)
@@ -38,7 +38,7 @@ def test_repro_on_a_backend_that_agrees_exits_0(tmp_path):
 
 
 def test_torch_repro_converts_indices_like_the_backend(tmp_path):
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="the script runs torch-cpu")
     matrix = tmp_path / "m.toml"
     matrix.write_text("[matrix]\nops = 'MaxPool'\nkernel = 2\nstride = 2\ninput_size = 6\npads = 1\n"
                       "indices = true\nstorage_order = 1\nbatch = 2\nchannels = 3\n")
@@ -81,7 +81,7 @@ def test_the_script_judges_each_element_by_its_own_tolerance(tmp_path):
     """The script compared every element with the largest tolerance of the output, so an
     answer poolconform calls a mismatch printed "agrees": one element moved by more than its
     own bound (but less than the largest) must make the script fail, as the verdict does."""
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="the script runs onnxruntime-cpu")
     import numpy as np
 
     from poolconform.case_ids import parse_case_id
