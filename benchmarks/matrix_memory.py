@@ -137,7 +137,10 @@ def measure(cases: int, backends: int) -> dict:
         writer.close()
         judged = current_mb()
         run_peak = peak_mb()  # the parent's peak while running: before the reports read records back
-        records = read_records(path)  # what the reports are made from, as the pipeline does
+        try:  # what the reports are made from, as the pipeline does: spilled to a file beside it
+            records = read_records(path, spill=True)
+        except TypeError:  # code from before spilling (a worktree of an older commit, for a baseline)
+            records = read_records(path)
         with_records = current_mb()
         reports_started = time.perf_counter()
         summary = summarize(records, dropped={}, extra={})

@@ -225,7 +225,7 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
         for w in workers.values():
             w.close()
         raise
-    collected = RecordTable()  # without --out: the records, held compactly
+    collected = RecordTable(spill_dir=Path(tempfile.gettempdir()))  # without --out: the records, held compactly
     written = [0]
     show = err.is_terminal and not session.quiet
     progress = Progress(TextColumn("running"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -252,7 +252,7 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
             if writer:
                 writer.close()
     interrupted = stop.is_set()  # before the last record, or after it (no shrinking, then): either way, stop
-    records = read_records(results_path) if results_path else collected
+    records = read_records(results_path, spill=True) if results_path else collected
     fixed: list[dict] = []
     catch_all: list[dict] = []
     unused: list[dict] = []

@@ -13,14 +13,27 @@ and any record the tuples cannot hold exactly (a nested value other than a case'
 an expectation mark) are kept whole: the same dict every time, so marking them sticks. A
 compact record's dict is new on each access: writing a key into it changes nothing kept.
 Its values are shared (a case's params dict, a shape list): read them, do not mutate them.
+
+A table given a `spill_dir` holds at most SPILL_ROWS compact rows in memory: each time that
+many have gathered they are pickled, as one chunk, to an unnamed temporary file in that
+folder, and read back a chunk at a time when iterated, so a run's report phase does not
+grow with its record count (docs/speed.md, "Memory as the matrix grows"). Whole records stay
+in memory (they are the few, and a mark written into one must stick). What the table keeps
+per record is then 8 bytes of key; per case, the case id's number. A folder that cannot be
+written to, or fills up, leaves the rows in memory: nothing is lost.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+import os
+import pickle
+import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, overload
+from pathlib import Path
+from typing import IO, Any, overload
 
 import numpy as np
 
@@ -33,14 +46,24 @@ COMPACT_STATUSES = frozenset({"pass", "unsupported"})
 MARKS = frozenset({"expected", "expected_reason", "expected_link"})
 _ZERO = 0.0
 _LONG_TEXT = 200  # longer strings are rarely repeated: kept as they are, not looked up
+#: Rows a spilling table holds in memory before it writes them to its file as one chunk
+#: (about 11 MB of rows; reading a chunk back costs about 1 us a row).
+SPILL_ROWS = 32768
 
 
 class RecordTable(Sequence[Record]):
     """Records in the order given; a later record of the same (case, backend) replaces the
     earlier one where that stood (as results.jsonl's reader always has)."""
 
-    def __init__(self, records: Iterable[Record] = ()) -> None:
-        self._rows: list[tuple | Record] = []  # a compact record's values + its keys, or a whole record
+    def __init__(self, records: Iterable[Record] = (), *, spill_dir: Path | None = None) -> None:
+        self._rows: list[tuple | Record] = []  # after the spilled chunks: a compact record's values + its keys, or a whole record
+        self._spill_dir = spill_dir if hasattr(os, "pread") else None  # positional reads: nested loops share the file
+        self._spill: IO[bytes] | None = None  # the unnamed file the chunks are in
+        self._chunks: list[tuple[int, int]] = []  # (offset, bytes) of each chunk, in order
+        self._chunk_starts: list[int] = []  # the position of each chunk's first row
+        self._spilled = 0  # rows in chunks
+        self._wholes: list[Record] = []  # the whole records of spilled chunks, which hold their index
+        self._loaded: tuple[int, list[tuple | Record]] | None = None  # the chunk __getitem__ read last
         self._keys = array("q")  # per row: case number << 32 | backend number, for replacement
         self._cases: dict[str, int] = {}
         self._backends: dict[str, int] = {}
@@ -59,10 +82,12 @@ class RecordTable(Sequence[Record]):
         self._keys.append(case << 32 | backend)
         self._rows.append(self._row(record))
         self._settled = False
+        if self._spill_dir is not None and len(self._rows) >= SPILL_ROWS:
+            self._write_chunk()
 
     def __len__(self) -> int:
         self._settle()
-        return len(self._rows)
+        return self._spilled + len(self._rows)
 
     @overload
     def __getitem__(self, index: int) -> Record: ...
@@ -73,8 +98,19 @@ class RecordTable(Sequence[Record]):
     def __getitem__(self, index: int | slice) -> Record | list[Record]:
         self._settle()
         if isinstance(index, slice):
-            return [_record(row) for row in self._rows[index]]
-        return _record(self._rows[index])
+            if not self._spilled:
+                return [_record(row) for row in self._rows[index]]
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("record index out of range")
+        if index >= self._spilled:
+            return _record(self._rows[index - self._spilled])
+        number = bisect.bisect_right(self._chunk_starts, index) - 1
+        if self._loaded is None or self._loaded[0] != number:
+            self._loaded = (number, self._read_chunk(number))
+        return _record(self._loaded[1][index - self._chunk_starts[number]])
 
     def __eq__(self, other: object) -> bool:
         """Equal to a list or table of equal records in the same order (as a list would be)."""
@@ -86,12 +122,19 @@ class RecordTable(Sequence[Record]):
 
     def __iter__(self) -> Iterator[Record]:
         self._settle()
-        for row in self._rows:
+        for row in self._all_rows():
             yield dict(zip(row[-1], row)) if type(row) is tuple else row  # type: ignore[misc]
+
+    def _all_rows(self) -> Iterator[tuple | Record]:
+        """Every row in order: the spilled chunks, read back one at a time, then the rest."""
+        for number in range(len(self._chunks)):
+            yield from self._read_chunk(number)
+        yield from self._rows
 
     def sort_by_key(self) -> None:
         """Order the records by case id, then backend name (a merged results.jsonl's order)."""
         self._settle()
+        self._unspill()
         if not self._rows:
             return
         case_rank = _ranks(self._cases)
@@ -155,15 +198,71 @@ class RecordTable(Sequence[Record]):
             return self._lists.setdefault(tuple(value), value)
         return value
 
+    def _write_chunk(self) -> None:
+        """Move the rows in memory to the spill file as one chunk; where the file cannot be
+        made or written, stop spilling and keep them (and every later row) in memory."""
+        wholes_before = len(self._wholes)
+        rows: list[tuple | int] = []
+        for row in self._rows:
+            if type(row) is tuple:
+                rows.append(row)
+            else:  # kept in memory; the chunk holds its index
+                rows.append(len(self._wholes))
+                self._wholes.append(row)  # type: ignore[arg-type]
+        data = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            if self._spill is None:
+                self._spill = tempfile.TemporaryFile(dir=self._spill_dir, prefix="poolconform-records-")
+            offset = sum(size for _, size in self._chunks)
+            written = os.pwrite(self._spill.fileno(), data, offset)
+            if written != len(data):
+                raise OSError("short write")
+        except OSError:
+            del self._wholes[wholes_before:]
+            self._spill_dir = None
+            return
+        self._chunks.append((offset, len(data)))
+        self._chunk_starts.append(self._spilled)
+        self._spilled += len(self._rows)
+        self._rows = []
+        # Sharing is only worth it within a chunk (pickle keeps it there): what is kept for
+        # sharing across records would otherwise grow with the cases.
+        self._strings.clear()
+        self._lists.clear()
+        self._params.clear()
+
+    def _read_chunk(self, number: int) -> list[tuple | Record]:
+        """A spilled chunk's rows, its whole records the ones kept in memory."""
+        assert self._spill is not None
+        offset, size = self._chunks[number]
+        rows = pickle.loads(os.pread(self._spill.fileno(), size, offset))
+        wholes = self._wholes
+        return [wholes[row] if type(row) is int else row for row in rows]
+
+    def _unspill(self) -> None:
+        """Bring every spilled row back into memory (for an operation that needs them all)."""
+        if not self._spilled:
+            return
+        self._rows = list(self._all_rows())
+        self._chunks, self._chunk_starts, self._wholes = [], [], []
+        self._spilled = 0
+        self._loaded = None
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+
     def _settle(self) -> None:
         """Apply replacements: a repeated (case, backend) keeps its first position and its
-        last record. Checked once after adding (a sort of one int per record)."""
+        last record. Checked once after adding (a sort of one int per record); a spilled
+        table that has one is read back into memory to apply it (results.jsonl's reader
+        refuses repeats, so a run never gets here)."""
         if self._settled:
             return
         self._settled = True
         keys = np.frombuffer(self._keys, dtype=np.int64) if len(self._keys) else np.empty(0, np.int64)
         if len(np.unique(keys)) == len(keys):
             return
+        self._unspill()
         first: dict[int, int] = {}
         keep: list[int] = []
         for i, key in enumerate(self._keys):

@@ -123,3 +123,70 @@ def test_the_table_costs_a_fraction_of_the_parsed_records():
         tracemalloc.stop()
     assert len(table) == 16000
     assert as_table < as_dicts / 3, (as_table / 16000, as_dicts / 16000)
+
+
+def _spilling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rows: list[dict], every: int = 7) -> RecordTable:
+    """A table that writes a chunk every `every` compact rows to a file in tmp_path."""
+    monkeypatch.setattr("poolconform.record_table.SPILL_ROWS", every)
+    return RecordTable(rows, spill_dir=tmp_path)
+
+
+def test_a_spilled_table_gives_back_what_an_in_memory_one_does(monkeypatch, tmp_path: Path):
+    rows = [_record(i, b, "mismatch" if i % 5 == 0 and b == "c" else "pass") for i in range(20) for b in "abc"] + ODD
+    spilled, kept = _spilling(monkeypatch, tmp_path, rows), RecordTable(rows)
+    assert len(spilled._chunks) == len(rows) // 7 and len(spilled._rows) == len(rows) % 7
+    assert len(spilled) == len(kept) == len(rows)
+    assert all(_same(a, b) for a, b in zip(spilled, kept))
+    assert all(_same(spilled[i], kept[i]) for i in [*range(len(rows)), -1, -len(rows)])
+    assert all(_same(a, b) for a, b in zip(spilled[3:50:4], kept[3:50:4]))
+    with pytest.raises(IndexError):
+        spilled[len(rows)]
+    # two loops over the same table at once (reads by position: they do not move each other)
+    pairs = sum(1 for a in spilled for b in spilled if a["case"] == b["case"])
+    assert pairs == sum(1 for a in kept for b in kept if a["case"] == b["case"])
+    assert list(tmp_path.iterdir()) == []  # the file has no name: nothing is left behind, even by a crash
+
+
+def test_marks_stick_on_spilled_disagreements_and_a_repeat_replaces_in_place(monkeypatch, tmp_path: Path):
+    rows = [_record(i, "a", "mismatch" if i in (1, 30) else "pass") for i in range(40)]
+    table = _spilling(monkeypatch, tmp_path, rows)
+    apply_expectations(table, [Expectation("case-1", "a", ("mismatch",), "known", "e.toml", 0, "")])
+    assert [r["case"] for r in table if r.get("expected")] == ["case-1"]
+    assert table[1] is table[1] and table[1]["expected_reason"] == "known"
+    table.add(_record(3, "a", "unsupported", detail="again"))  # a spilled row, repeated
+    table.add(_record(40, "a"))
+    assert len(table) == 41 and table[3]["status"] == "unsupported" and table[3]["detail"] == "again"
+    assert [r["case"] for r in table] == [f"case-{i}" for i in range(41)]
+    assert table[1].get("expected") is True  # the mark survived reading the chunks back
+
+
+def test_sorting_a_spilled_table_reads_it_back(monkeypatch, tmp_path: Path):
+    table = _spilling(monkeypatch, tmp_path, [_record(i, b) for i in (3, 1, 2, 5, 4) for b in ("z", "b", "a")])
+    table.sort_by_key()
+    keys = [(r["case"], r["backend"]) for r in table]
+    assert keys == sorted(keys) and len(keys) == 15
+
+
+def test_a_folder_that_cannot_hold_the_file_keeps_every_record_in_memory(monkeypatch, tmp_path: Path):
+    rows = [_record(i, "a") for i in range(30)]
+    table = _spilling(monkeypatch, tmp_path / "gone", rows)
+    assert table._chunks == [] and len(table) == 30 and list(table) == rows
+
+
+def test_a_spilled_table_holds_a_bounded_part_of_its_records(monkeypatch, tmp_path: Path):
+    """What a run's reports read back stays in a file: memory for 8 bytes of key a record,
+    a case's number, and at most SPILL_ROWS rows (docs/speed.md)."""
+    monkeypatch.setattr("poolconform.record_table.SPILL_ROWS", 2000)
+    lines = [json.dumps(_record(i, b)) for i in range(4000) for b in "abcdefgh"]
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        held = RecordTable((json.loads(line) for line in lines), spill_dir=tmp_path)
+        spilled = tracemalloc.get_traced_memory()[0] - start
+        start = tracemalloc.get_traced_memory()[0]
+        kept = RecordTable(json.loads(line) for line in lines)
+        in_memory = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert len(held) == len(kept) == 32000 and held[31999] == kept[31999]
+    assert spilled < in_memory / 5, (spilled / 32000, in_memory / 32000)

@@ -10,6 +10,7 @@ import pytest
 from junitparser import Failure, JUnitXml
 
 from poolconform.cli import main
+from poolconform.record_table import RecordTable
 from poolconform.report.junit import FINDINGS_SUITE, junit_xml
 from poolconform.report.markdown import render_markdown
 from poolconform.report.summary import summarize
@@ -169,7 +170,7 @@ def test_control_characters_are_escaped_in_every_report() -> None:
     assert max(len(line) for line in shown.splitlines()) <= 80
 
 
-def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(monkeypatch) -> None:
+def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(monkeypatch, tmp_path: Path) -> None:
     """junit.xml is serialised a chunk of testcases at a time (so a large run never holds
     every element): the text must be exactly junitparser's for the same suites."""
     from junitparser import TestSuite
@@ -177,10 +178,13 @@ def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(m
     from poolconform.report import junit
 
     monkeypatch.setattr(junit, "_CHUNK", 3)  # several chunks per suite
+    monkeypatch.setattr("poolconform.record_table.SPILL_ROWS", 4)
     statuses = ["pass", "mismatch", "shape-mismatch", "unsupported", "error", "crash", "timeout"]
     records = [make_record(f"case-{i % 11}", f"backend-{i % 3}<&>", statuses[i % 7], detail=f"d{i} <x>",
                            max_ulp=float(i), seconds=0.001 * i if i % 4 else None) for i in range(40)]
     records[5].update(expected=True, expected_reason="known")
+    records[6].update(detail='</testcase><testcase name="forged">')  # cut where each testcase starts: not here
+    records.append(make_record('<testcase name="x"/>', "backend-0<&>", "pass"))
     findings = [{"summary": "s", "count": 2, "minimal_case": "case-1", "status": "mismatch", "expected": False}]
     whole = JUnitXml("poolconform")
     first = TestSuite(FINDINGS_SUITE)
@@ -195,6 +199,9 @@ def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(m
     expected = '<?xml version="1.0" encoding="utf-8"?>\n' + whole.tostring().decode("utf-8") + "\n"
     assert junit_xml(records, findings=findings) == expected
     assert "".join(junit.junit_parts(records, findings=findings)) == expected
+    spilled = RecordTable(records, spill_dir=tmp_path)  # records read back from a file
+    assert spilled._chunks and junit_xml(spilled, findings=findings) == junit_xml(RecordTable(records),
+                                                                                findings=findings)
     empty = JUnitXml("poolconform")
     empty.update_statistics()
     assert junit_xml([]) == '<?xml version="1.0" encoding="utf-8"?>\n' + empty.tostring().decode("utf-8") + "\n"

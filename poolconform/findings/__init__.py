@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from poolconform.findings.triage import triage, unsupported_groups
@@ -32,12 +33,11 @@ def _common_glob(ids: list[str]) -> str:
     return glob if all(i.split("-")[-1] == shared[-1] for i in ids) else glob + "-*"
 
 
-def expect_snippet(finding: dict[str, Any], backend_cases: list[str]) -> str:
-    """A TOML `[[expect]]` entry (or a few) covering exactly this finding's cases on its backend."""
+def expect_snippet(finding: dict[str, Any], others: int) -> str:
+    """A TOML `[[expect]]` entry (or a few) covering exactly this finding's cases on its
+    backend; `others`: how many more of that backend's cases its glob names (outside_counts)."""
     members = finding["cases"]
     glob = _common_glob(members)
-    named = [c for c in backend_cases if fnmatch.fnmatchcase(c, glob)]
-    others = len(set(named) - set(members))
     if others == 0:
         globs = [glob]
     elif len(members) <= MAX_EXACT:
@@ -93,25 +93,35 @@ def build_findings(records: Sequence[Record], pythons: dict[str, str] | None = N
     finding as `python`, for shrinking and the reproduce line)."""
     findings = triage(records)
     pythons = pythons or {}
-    by_backend = cases_by_backend(records) if findings else {}
-    for f in findings:
+    others = outside_counts(findings, records)
+    for f, outside in zip(findings, others):
         if pythons.get(f["backend"]):
             f["python"] = pythons[f["backend"]]
         f["reproduce"] = reproduce_command(f)
-        f["expect"] = expect_snippet(f, by_backend[f["backend"]])
+        f["expect"] = expect_snippet(f, outside)
     return findings
 
 
-def cases_by_backend(records: Sequence[Record]) -> dict[str, list[str]]:
-    """Each backend's case ids, in record order (what an `expect` snippet must not cover)."""
-    by_backend: dict[str, list[str]] = {}
+def outside_counts(findings: list[dict[str, Any]], records: Iterable[Record]) -> list[int]:
+    """Per finding, how many records of its backend its `expect` glob names that are not its
+    own (one record per case and backend, as a run has). One pass, keeping no case list: a
+    large run's records are read back from a file (poolconform/record_table.py)."""
+    counts = [0] * len(findings)
+    by_backend: dict[str, list[tuple[int, re.Pattern[str], frozenset[str]]]] = {}
+    for i, f in enumerate(findings):
+        glob = re.compile(fnmatch.translate(_common_glob(f["cases"])))  # matched as fnmatch.fnmatchcase does
+        by_backend.setdefault(f["backend"], []).append((i, glob, frozenset(f["cases"])))
+    if not by_backend:
+        return counts
     for r in records:
-        by_backend.setdefault(r["backend"], []).append(r["case"])
-    return by_backend
+        for i, glob, members in by_backend.get(r["backend"], ()):
+            case = r["case"]
+            if case not in members and glob.match(case):
+                counts[i] += 1
+    return counts
 
 
-def refresh(finding: dict[str, Any], by_backend: dict[str, list[str]]) -> None:
-    """Recompute the fields that follow `minimal_case` after shrinking (`by_backend`: as
-    cases_by_backend gives, made once for every finding)."""
+def refresh(finding: dict[str, Any]) -> None:
+    """Recompute the fields that follow `minimal_case` after shrinking (the `expect` snippet
+    follows the finding's cases, which shrinking leaves as they are)."""
     finding["reproduce"] = reproduce_command(finding)
-    finding["expect"] = expect_snippet(finding, by_backend.get(finding["backend"], []))

@@ -220,6 +220,10 @@ def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, membe
     return finding
 
 
+#: Params dicts whose facts _FactsOf keeps (a case's records are read back near each other).
+_FACTS_KEPT = 4096
+
+
 class _FactsOf:
     """case_tests of a params dict, computed once per dict: records read back share one
     params dict per case (poolconform/record_table.py), so 8 backends cost one computation."""
@@ -230,6 +234,8 @@ class _FactsOf:
     def __call__(self, params: Any) -> frozenset[Test]:
         known = self._known.get(id(params))
         if known is None or known[0] is not params:
+            if len(self._known) >= _FACTS_KEPT:  # a spilled table's chunks bring fresh dicts: keep the recent ones
+                self._known.clear()
             known = self._known[id(params)] = (params, frozenset(case_tests(params)))
         return known[1]
 

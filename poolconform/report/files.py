@@ -18,7 +18,7 @@ from pathlib import Path
 
 from poolconform import environment
 from poolconform.errors import INTERRUPTED_STATUS
-from poolconform.findings import cases_by_backend, refresh
+from poolconform.findings import refresh
 from poolconform.findings.shrink import BUDGET_SECONDS, shrink_findings
 from poolconform.report.html import render_html
 from poolconform.report.junit import junit_parts
@@ -41,9 +41,8 @@ def write_all(out: Path, records: Sequence[Record], summary: dict, stop: threadi
     budget = shrink_budget()
     if findings and budget > 0 and not summary.get("interrupted") and not summary.get("partial"):
         shrink_findings(findings, records, log_dir=out / "logs", budget=budget, stop=stop)
-        by_backend = cases_by_backend(records)
         for finding in findings:
-            refresh(finding, by_backend)
+            refresh(finding)
         if stop is not None and stop.is_set():
             summary["interrupted"] = "stopped by Ctrl-C while shrinking the findings (every record had finished)"
             summary["exit_status"] = INTERRUPTED_STATUS

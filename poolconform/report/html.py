@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -82,7 +82,7 @@ def pass_fill(fraction: float) -> str:
     return "#" + "".join(f"{round(a + (b - a) * fraction):02x}" for a, b in zip(low, high))
 
 
-def grid_svg(title: str, rows: list[str], cols: list[str], cells: dict[tuple[str, str], list[str]],
+def grid_svg(title: str, rows: list[str], cols: list[str], cells: Mapping[tuple[str, str], Counter[str]],
              row_name: str = "", col_name: str = "") -> str:
     """One heatmap panel: each cell reads passed/records, is filled by the pass fraction, and
     carries a corner triangle in the colour of its worst status when that is not a pass."""
@@ -103,43 +103,51 @@ def grid_svg(title: str, rows: list[str], cols: list[str], cells: dict[tuple[str
         out.append(f'<text x="{left - 6}" y="{y + 16}" text-anchor="end" class="tick">{_t(r)}</text>')
         for j, c in enumerate(cols):
             x = left + cell_w * j
-            statuses = cells.get((r, c))
+            statuses = cells.get((r, c))  # records per status, in the order first seen
             if not statuses:
                 out.append(f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{CELL_H - 2}" fill="#fff" stroke="#e2e2e2"/>')
                 continue
-            passed, worst = statuses.count("pass"), min(statuses, key=SEVERITY.index)
-            fraction = passed / len(statuses)
-            counts = ", ".join(f"{n} {s}" for s, n in Counter(statuses).most_common())
+            passed, worst, total = statuses["pass"], min(statuses, key=SEVERITY.index), sum(statuses.values())
+            fraction = passed / total
+            counts = ", ".join(f"{n} {s}" for s, n in statuses.most_common())
             out.append(f'<g><title>{_t(r)} / {_t(c)}: {counts}</title>'
                        f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{CELL_H - 2}" fill="{pass_fill(fraction)}"/>')
             if worst != "pass":
                 out.append(f'<path d="M{x + cell_w - 14} {y}h12v12z" fill="{STATUS_COLORS[worst]}"/>')
             color = "#fff" if fraction > 0.55 else "#222"
             out.append(f'<text x="{x + (cell_w - 2) / 2 - (3 if worst != "pass" else 0)}" y="{y + 16}" '
-                       f'text-anchor="middle" fill="{color}">{passed}/{len(statuses)}</text></g>')
+                       f'text-anchor="middle" fill="{color}">{passed}/{total}</text></g>')
     out.append("</svg>")
     return "".join(part for part in out if part)
 
 
-def heatmap_panels(op: str, records: Iterable[Record], backends: list[str]) -> list[str]:
-    """Kernel (rows) x stride (columns), one panel per backend."""
-    cells: dict[str, dict[tuple[str, str], list[str]]] = {b: defaultdict(list) for b in backends}
-    kernels, strides = set(), set()
-    for r in records:
-        params = r.get("params") or {}
+class _Heatmap:
+    """One windowed op's heatmap, gathered record by record: statuses per (kernel, stride)
+    cell and backend."""
+
+    def __init__(self, backends: list[str]) -> None:
+        self.cells: dict[str, dict[tuple[str, str], Counter[str]]] = {b: defaultdict(Counter) for b in backends}
+        self.kernels: set[str] = set()
+        self.strides: set[str] = set()
+
+    def add(self, record: Record, params: dict) -> None:
         k, s = _axis_label(params.get("kernel")), _axis_label(params.get("strides"))
-        kernels.add(k)
-        strides.add(s)
-        cells[r["backend"]][(k, s)].append(cell_status(r))
-    rows, cols = sorted(kernels, key=_label_key), sorted(strides, key=_label_key)
-    return [grid_svg(b, rows, cols, cells[b], row_name="kernel", col_name="stride") for b in backends if cells[b]]
+        self.kernels.add(k)
+        self.strides.add(s)
+        self.cells[record["backend"]][(k, s)][cell_status(record)] += 1
+
+    def panels(self) -> list[str]:
+        """Kernel (rows) x stride (columns), one panel per backend that has a cell."""
+        rows, cols = sorted(self.kernels, key=_label_key), sorted(self.strides, key=_label_key)
+        return [grid_svg(b, rows, cols, cells, row_name="kernel", col_name="stride")
+                for b, cells in self.cells.items() if cells]
 
 
 def global_panel(records: Iterable[Record], ops: list[str], backends: list[str]) -> str:
     """Global ops have no window to vary: one cell per (backend, op)."""
-    cells: dict[tuple[str, str], list[str]] = defaultdict(list)
+    cells: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for r in records:
-        cells[(r["backend"], r["op"])].append(cell_status(r))
+        cells[(r["backend"], r["op"])][cell_status(r)] += 1
     short = {op: op.replace("Global", "").replace("Pool", "") for op in ops}  # the heading names them
     return grid_svg("", backends, [short[op] for op in ops], {(b, short[op]): v for (b, op), v in cells.items()})
 
@@ -243,14 +251,22 @@ def render_html(records: Sequence[Record], summary: dict[str, Any]) -> str:
     """The whole report.html text."""
     import jinja2
 
-    backends = sorted({r["backend"] for r in records})
-    ops = sorted({r.get("op") or "?" for r in records})
-    heatmaps = []  # one pass over the records per op: a large run's records are not all held as dicts
-    for op in (op for op in ops if not op.startswith("Global")):
-        with_kernel = (r for r in records if (r.get("op") or "?") == op and (r.get("params") or {}).get("kernel"))
-        panels = heatmap_panels(op, with_kernel, backends)
-        if panels:
-            heatmaps.append({"op": op, "panels": panels})
+    names: set[str] = set()
+    op_names: set[str] = set()
+    expected_by_backend: Counter[str] = Counter()
+    for r in records:  # one pass for what is asked of every record
+        names.add(r["backend"])
+        op_names.add(r.get("op") or "?")
+        if r.get("expected"):
+            expected_by_backend[r["backend"]] += 1
+    backends, ops = sorted(names), sorted(op_names)
+    # One pass for every windowed op's heatmap: a large run's records are read back from a file.
+    windowed = {op: _Heatmap(backends) for op in ops if not op.startswith("Global")}
+    for r in records:
+        heatmap, params = windowed.get(r.get("op") or "?"), r.get("params") or {}
+        if heatmap is not None and params.get("kernel"):
+            heatmap.add(r, params)
+    heatmaps = [{"op": op, "panels": panels} for op, heatmap in windowed.items() if (panels := heatmap.panels())]
     global_ops = [op for op in ops if op.startswith("Global")]
     if global_ops:
         heatmaps.append({"op": ", ".join(global_ops),
@@ -284,8 +300,8 @@ def render_html(records: Sequence[Record], summary: dict[str, Any]) -> str:
         pass_fill=pass_fill,
         statuses=[s for s in STATUSES if s == "pass" or summary["counts"].get(s)],  # the rest are all 0
         backend_names=sorted(set(backends) | set(summary.get("backends") or {})),
-        expected_by_backend=dict(Counter(r["backend"] for r in records if r.get("expected"))),
-        expected_count=sum(1 for r in records if r.get("expected")),
+        expected_by_backend=dict(expected_by_backend),
+        expected_count=sum(expected_by_backend.values()),
         open_limit=200,
     )
 

@@ -8,7 +8,12 @@ green exactly when `poolconform run` exits 0.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from typing import IO
 
 from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
@@ -112,62 +117,141 @@ def junit_parts(records: Sequence[Record], name: str = "poolconform",
                 findings: list[dict] | None = None, summary: dict | None = None) -> Iterator[str]:
     """junit.xml in pieces, for writing without one string of the whole file.
 
-    Each testcase is serialised as soon as it is made, and a backend's records are read
-    one at a time in case order: a large run's testcase elements (and its records as
-    dicts) are never all held at once (docs/speed.md). The text is what junitparser
-    writes for the same tree."""
-    parts: list[str] = []
+    The root's counts come first in the file but are known last, so the suites are
+    serialised into an unnamed temporary file and read back from it; the testcases are
+    serialised in record order into another and copied from there in case order. Neither
+    the testcases nor the records are ever all held at once: a large run's junit.xml costs
+    about 32 bytes a record of index, and one string per case (docs/speed.md). The text
+    is what junitparser writes for the same tree."""
     totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
     seconds: float = 0  # as JUnitXml.update_statistics starts it
-    verdict = verdict_case(summary) if summary is not None else None
-    if verdict is not None:
-        seconds += _suite(parts, totals, VERDICT_SUITE, [verdict])
-    if findings:
-        seconds += _suite(parts, totals, FINDINGS_SUITE, (finding_case(f) for f in findings))
-    for backend in sorted({r["backend"] for r in records}):
-        order = sorted((r["case"], i) for i, r in enumerate(records) if r["backend"] == backend)
-        seconds += _suite(parts, totals, _clean(backend), (testcase(records[i]) for _, i in order))
-    root = JUnitXml(name)
-    for key, value in totals.items():  # in the order JUnitXml.update_statistics sets them
-        setattr(root, key, value)
-    root.time = round(seconds, 3)
-    yield '<?xml version="1.0" encoding="utf-8"?>\n'
-    if not parts:
-        yield _text(root.tostring()) + "\n"
-        return
-    yield _open(root)
-    yield from parts
-    yield "</testsuites>\n"
+    with tempfile.TemporaryFile(prefix="poolconform-junit-") as suites:
+        verdict = verdict_case(summary) if summary is not None else None
+        if verdict is not None:
+            seconds += _suite(suites, totals, VERDICT_SUITE, [verdict])
+        if findings:
+            seconds += _suite(suites, totals, FINDINGS_SUITE, (finding_case(f) for f in findings))
+        seconds += _backend_suites(suites, totals, records)
+        root = JUnitXml(name)
+        for key, value in totals.items():  # in the order JUnitXml.update_statistics sets them
+            setattr(root, key, value)
+        root.time = round(seconds, 3)
+        yield '<?xml version="1.0" encoding="utf-8"?>\n'
+        if not suites.tell():
+            yield _text(root.tostring()) + "\n"
+            return
+        yield _open(root)
+        suites.seek(0)
+        while block := suites.read(1 << 20):
+            yield block.decode("utf-8")  # whole characters: every piece written was a whole string
+        yield "</testsuites>\n"
 
 
-def _suite(parts: list[str], totals: dict[str, int], name: str, cases: Iterable[TestCase]) -> float:
-    """Append one <testsuite> (its statistics as TestSuite.update_statistics counts them) to
-    `parts`, add its counts to `totals`; return its time."""
-    counts = dict.fromkeys(("tests", "errors", "failures", "skipped"), 0)  # TestSuite's attribute order
+def _suite(out: IO[bytes], totals: dict[str, int], name: str, cases: Iterable[TestCase]) -> float:
+    """Write one <testsuite> of `cases`, in the order given, to `out` (its statistics as
+    TestSuite.update_statistics counts them); add its counts to `totals`; return its time."""
+    counts = _counts()
     seconds: float = 0
     body: list[str] = []
     chunk: list[TestCase] = []
     for case in cases:
-        counts["tests"] += 1
+        _count(counts, case)
         if case.time is not None:
             seconds += case.time
-        for entry in case.result:
-            kind = "failures" if isinstance(entry, Failure) else "errors" if isinstance(entry, Error) else (
-                "skipped" if isinstance(entry, Skipped) else None)
-            if kind:
-                counts[kind] += 1
         chunk.append(case)
         if len(chunk) == _CHUNK:
             body.append(_serialised(chunk))
             chunk = []
     if chunk:
         body.append(_serialised(chunk))
+    return _write_suite(out, totals, name, counts, seconds, body)
+
+
+class _Spooled:
+    """One backend's testcases, serialised in record order into a shared scratch file: per
+    testcase its case id (interned: one string per case), time and place there."""
+
+    def __init__(self) -> None:
+        self.counts = _counts()
+        self.cases: list[str] = []
+        self.times = array("d")
+        self.offsets = array("q")
+        self.lengths = array("q")
+        self.waiting: list[tuple[str, TestCase]] = []  # made, not yet serialised
+
+
+def _backend_suites(out: IO[bytes], totals: dict[str, int], records: Sequence[Record]) -> float:
+    """Write one suite per backend (in name order), its testcases in case order, to `out`.
+
+    One pass over the records makes each record's testcase and serialises them 2,048 at a
+    time into a scratch file; the suites are then copied from it in case order (a stable
+    sort, as sorting the records was). A record is read once, whatever the backend count,
+    and no testcase is held longer than its chunk."""
+    spooled: dict[str, _Spooled] = {}
+    seconds: float = 0
+    with tempfile.TemporaryFile(prefix="poolconform-junit-") as scratch:
+
+        def flush(backend: _Spooled) -> None:
+            texts = _serialised_each([case for _, case in backend.waiting])
+            for (key, case), text in zip(backend.waiting, texts):
+                data = text.encode("utf-8")
+                backend.cases.append(key)
+                backend.times.append(case.time or 0.0)
+                backend.offsets.append(scratch.tell())
+                backend.lengths.append(len(data))
+                scratch.write(data)
+            backend.waiting.clear()
+
+        for r in records:
+            backend = spooled.get(r["backend"])
+            if backend is None:
+                backend = spooled[r["backend"]] = _Spooled()
+            case = testcase(r)
+            _count(backend.counts, case)
+            backend.waiting.append((sys.intern(r["case"]), case))
+            if len(backend.waiting) == _CHUNK:
+                flush(backend)
+        for backend in spooled.values():
+            if backend.waiting:
+                flush(backend)
+        scratch.flush()
+        fd = scratch.fileno()
+        for name in sorted(spooled):
+            backend = spooled.pop(name)
+            order = sorted(range(len(backend.cases)), key=backend.cases.__getitem__)
+            time: float = 0
+            for i in order:  # summed in case order, as the suite always was
+                time += backend.times[i]
+            body = (os.pread(fd, backend.lengths[i], backend.offsets[i]).decode("utf-8") for i in order)
+            seconds += _write_suite(out, totals, _clean(name), backend.counts, time, body)
+    return seconds
+
+
+def _counts() -> dict[str, int]:
+    return dict.fromkeys(("tests", "errors", "failures", "skipped"), 0)  # TestSuite's attribute order
+
+
+def _count(counts: dict[str, int], case: TestCase) -> None:
+    counts["tests"] += 1
+    for entry in case.result:
+        kind = "failures" if isinstance(entry, Failure) else "errors" if isinstance(entry, Error) else (
+            "skipped" if isinstance(entry, Skipped) else None)
+        if kind:
+            counts[kind] += 1
+
+
+def _write_suite(out: IO[bytes], totals: dict[str, int], name: str, counts: dict[str, int], seconds: float,
+                 body: Iterable[str]) -> float:
+    """The suite's start tag (now that its counts are known), its testcases' text, its end tag."""
     suite = TestSuite(name)
     for key, value in counts.items():
         setattr(suite, key, value)
         totals[key] += value
     suite.time = round(seconds, 3)
-    parts.append(_open(suite) + "".join(body) + "</testsuite>")
+    out.write(_open(suite).encode("utf-8"))
+    for text in body:
+        out.write(text.encode("utf-8"))
+    out.write(b"</testsuite>")
     return suite.time
 
 
@@ -184,6 +268,17 @@ def _serialised(cases: list[TestCase]) -> str:
     if not (text.startswith("<c>") and text.endswith("</c>")):
         raise AssertionError(f"unexpected container text: {text[:20]!r}...{text[-20:]!r}")
     return text[3:-4]
+
+
+def _serialised_each(cases: list[TestCase]) -> list[str]:
+    """Each testcase's XML: the chunk serialised at once, cut where each testcase starts.
+    XML escapes every `<` inside text and attribute values, so "<testcase" starts
+    exactly the elements; if the count is off all the same, each is serialised alone."""
+    text = _serialised(cases)
+    pieces = ["<testcase" + piece for piece in text.split("<testcase")[1:]]
+    if len(pieces) == len(cases) and "".join(pieces) == text:
+        return pieces
+    return [_serialised([case]) for case in cases]
 
 
 def _open(element: JUnitXml | TestSuite) -> str:
