@@ -47,8 +47,8 @@ MARKS = frozenset({"expected", "expected_reason", "expected_link"})
 _ZERO = 0.0
 _LONG_TEXT = 200  # longer strings are rarely repeated: kept as they are, not looked up
 #: Rows a spilling table holds in memory before it writes them to its file as one chunk
-#: (about 11 MB of rows; reading a chunk back costs about 1 us a row).
-SPILL_ROWS = 32768
+#: (about 3 MB of rows; reading a chunk back costs about 1 us a row).
+SPILL_ROWS = 8192
 
 
 class RecordTable(Sequence[Record]):
