@@ -53,6 +53,29 @@ def test_run_writes_every_report(run_out: tuple[Path, int, Path]) -> None:
     assert step.read_text() == "previous step\n" + markdown + "\n"
 
 
+def test_reports_from_records_waiting_in_a_file_are_the_same_bytes(run_out: tuple[Path, int, Path], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large run's records are read back into a table that spills to a file (a chunk every
+    SPILL_ROWS rows): every report made from it must be what the records held in memory give."""
+    from poolconform.pipeline import write_reports
+
+    out = run_out[0]
+    monkeypatch.setenv("POOLCONFORM_SHRINK_SECONDS", "0")
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.setattr("poolconform.record_table.SPILL_ROWS", 3)
+    written = {}
+    for spill in (False, True):
+        records = read_records(out / "results.jsonl", spill=spill)
+        assert bool(records._chunks) == spill and len(records) == 10
+        folder = tmp_path / str(spill)
+        folder.mkdir()
+        write_reports(folder, records, summarize(records))
+        written[spill] = {name: (folder / name).read_bytes()
+                          for name in ("summary.json", "findings.json", "summary.md", "junit.xml", "report.html")}
+    assert written[True] == written[False]
+    assert b"<failure" in written[True]["junit.xml"]  # the disagreement is in it
+
+
 def test_junit_has_one_testcase_per_record(run_out: tuple[Path, int, Path]) -> None:
     out, _, _ = run_out
     records = read_records(out / "results.jsonl")
