@@ -29,6 +29,7 @@ import bisect
 import math
 import os
 import pickle
+import sys
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -77,7 +78,7 @@ class RecordTable(Sequence[Record]):
 
     def add(self, record: Record) -> None:
         """Append `record`; a (case, backend) seen before is replaced in its first position."""
-        case = self._cases.setdefault(record["case"], len(self._cases))
+        case = self._cases.setdefault(sys.intern(record["case"]), len(self._cases))  # the reports' string for it too
         backend = self._backends.setdefault(record["backend"], len(self._backends))
         self._keys.append(case << 32 | backend)
         self._rows.append(self._row(record))

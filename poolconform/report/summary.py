@@ -10,6 +10,7 @@ disagree with each other.
 from __future__ import annotations
 
 import itertools
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -38,9 +39,10 @@ def agreement(records: Sequence[Record]) -> dict[str, dict[str, dict[str, int]]]
     for r in records:
         backend = bit.setdefault(r["backend"], len(bit))
         if r["status"] in RAN:
-            ran_by_case[r["case"]] = ran_by_case.get(r["case"], 0) | 1 << backend
+            case = sys.intern(r["case"])  # one string per case, whichever chunk a record is read back from
+            ran_by_case[case] = ran_by_case.get(case, 0) | 1 << backend
             if r["status"] != "pass":
-                mixed.add(r["case"])
+                mixed.add(case)
     names = sorted(bit)
     table: dict[str, dict[str, dict[str, int]]] = {a: {b: {"both": 0, "agree": 0} for b in names} for a in names}
     # Cases where every backend that ran it passed: all pairs agree; counted once per set of backends.
@@ -82,7 +84,7 @@ def summarize(
         status = r["status"]
         counts[status] += 1
         by_backend.setdefault(r["backend"], {s: 0 for s in STATUSES})[status] += 1
-        cases.add(r["case"])
+        cases.add(sys.intern(r["case"]))  # one string per case for every table the reports make
         if status in FAILING:
             disagreements.append(r)
         if not computed and status != "unsupported" and r["backend"] not in PSEUDO_BACKENDS:
