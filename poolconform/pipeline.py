@@ -225,7 +225,7 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
         for w in workers.values():
             w.close()
         raise
-    collected = RecordTable(spill_dir=Path(tempfile.gettempdir()))  # without --out: the records, held compactly
+    collected = RecordTable(spill=True)  # without --out: the records, held compactly (in a temporary file past 8,192)
     written = [0]
     show = err.is_terminal and not session.quiet
     progress = Progress(TextColumn("running"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -14,9 +14,9 @@ an expectation mark) are kept whole: the same dict every time, so marking them s
 compact record's dict is new on each access: writing a key into it changes nothing kept.
 Its values are shared (a case's params dict, a shape list): read them, do not mutate them.
 
-A table given a `spill_dir` holds at most SPILL_ROWS compact rows in memory: each time that
-many have gathered they are pickled, as one chunk, to an unnamed temporary file in that
-folder, and read back a chunk at a time when iterated, so a run's report phase does not
+A table made with `spill` (a folder, or True for the system's temporary folder) holds at
+most SPILL_ROWS compact rows in memory: each time that many have gathered they are pickled,
+as one chunk, to an unnamed temporary file in that folder, and read back a chunk at a time when iterated, so a run's report phase does not
 grow with its record count (docs/speed.md, "Memory as the matrix grows"). Whole records stay
 in memory (they are the few, and a mark written into one must stick). What the table keeps
 per record is then 8 bytes of key; per case, the case id's number. A folder that cannot be
@@ -56,9 +56,11 @@ class RecordTable(Sequence[Record]):
     """Records in the order given; a later record of the same (case, backend) replaces the
     earlier one where that stood (as results.jsonl's reader always has)."""
 
-    def __init__(self, records: Iterable[Record] = (), *, spill_dir: Path | None = None) -> None:
+    def __init__(self, records: Iterable[Record] = (), *, spill: bool | Path = False) -> None:
         self._rows: list[tuple | Record] = []  # after the spilled chunks: a compact record's values + its keys, or a whole record
-        self._spill_dir = spill_dir if hasattr(os, "pread") else None  # positional reads: nested loops share the file
+        # Positional reads (os.pread): two loops over the table at once share the file.
+        self._spilling = spill is not False and hasattr(os, "pread")
+        self._spill_dir = spill if isinstance(spill, Path) else None  # None: the system's temporary folder
         self._spill: IO[bytes] | None = None  # the unnamed file the chunks are in
         self._chunks: list[tuple[int, int]] = []  # (offset, bytes) of each chunk, in order
         self._chunk_starts: list[int] = []  # the position of each chunk's first row
@@ -83,7 +85,7 @@ class RecordTable(Sequence[Record]):
         self._keys.append(case << 32 | backend)
         self._rows.append(self._row(record))
         self._settled = False
-        if self._spill_dir is not None and len(self._rows) >= SPILL_ROWS:
+        if self._spilling and len(self._rows) >= SPILL_ROWS:
             self._write_chunk()
 
     def __len__(self) -> int:
@@ -220,7 +222,7 @@ class RecordTable(Sequence[Record]):
                 raise OSError("short write")
         except OSError:
             del self._wholes[wholes_before:]
-            self._spill_dir = None
+            self._spilling = False
             return
         self._chunks.append((offset, len(data)))
         self._chunk_starts.append(self._spilled)

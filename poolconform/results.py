@@ -182,7 +182,7 @@ def read_records(path: Path, *, spill: bool = False) -> RecordTable:
     """Records of a results.jsonl, held compactly (poolconform/record_table.py); a torn last
     line is ignored (see iter_records). With `spill`, all but the last few thousand are
     held in an unnamed temporary file beside it instead of in memory (a run's reports)."""
-    return RecordTable(iter_records(path), spill_dir=path.parent if spill else None)
+    return RecordTable(iter_records(path), spill=path.parent if spill else False)
 
 
 def iter_records(path: Path, keys: RecordKeys | None = None) -> Iterator[Record]:

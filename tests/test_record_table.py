@@ -128,7 +128,7 @@ def test_the_table_costs_a_fraction_of_the_parsed_records():
 def _spilling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rows: list[dict], every: int = 7) -> RecordTable:
     """A table that writes a chunk every `every` compact rows to a file in tmp_path."""
     monkeypatch.setattr("poolconform.record_table.SPILL_ROWS", every)
-    return RecordTable(rows, spill_dir=tmp_path)
+    return RecordTable(rows, spill=tmp_path)
 
 
 def test_a_spilled_table_gives_back_what_an_in_memory_one_does(monkeypatch, tmp_path: Path):
@@ -171,6 +171,13 @@ def test_a_folder_that_cannot_hold_the_file_keeps_every_record_in_memory(monkeyp
     rows = [_record(i, "a") for i in range(30)]
     table = _spilling(monkeypatch, tmp_path / "gone", rows)
     assert table._chunks == [] and len(table) == 30 and list(table) == rows
+    # spill=True: the system's temporary folder (a run without --out), here one that is gone
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "no-tmp"))
+    table = RecordTable(rows, spill=True)
+    assert table._chunks == [] and list(table) == rows
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    table = RecordTable(rows, spill=True)
+    assert len(table._chunks) == 4 and list(table) == rows
 
 
 def test_a_spilled_table_holds_a_bounded_part_of_its_records(monkeypatch, tmp_path: Path):
@@ -181,7 +188,7 @@ def test_a_spilled_table_holds_a_bounded_part_of_its_records(monkeypatch, tmp_pa
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
-        held = RecordTable((json.loads(line) for line in lines), spill_dir=tmp_path)
+        held = RecordTable((json.loads(line) for line in lines), spill=tmp_path)
         spilled = tracemalloc.get_traced_memory()[0] - start
         start = tracemalloc.get_traced_memory()[0]
         kept = RecordTable(json.loads(line) for line in lines)

@@ -222,7 +222,7 @@ def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(m
     expected = '<?xml version="1.0" encoding="utf-8"?>\n' + whole.tostring().decode("utf-8") + "\n"
     assert junit_xml(records, findings=findings) == expected
     assert "".join(junit.junit_parts(records, findings=findings)) == expected
-    spilled = RecordTable(records, spill_dir=tmp_path)  # records read back from a file
+    spilled = RecordTable(records, spill=tmp_path)  # records read back from a file
     assert spilled._chunks and junit_xml(spilled, findings=findings) == junit_xml(RecordTable(records),
                                                                                 findings=findings)
     empty = JUnitXml("poolconform")
