@@ -15,12 +15,13 @@ compact record's dict is new on each access: writing a key into it changes nothi
 Its values are shared (a case's params dict, a shape list): read them, do not mutate them.
 
 A table made with `spill` (a folder, or True for the system's temporary folder) holds at
-most SPILL_ROWS compact rows in memory: each time that many have gathered they are pickled,
-as one chunk, to an unnamed temporary file in that folder, and read back a chunk at a time when iterated, so a run's report phase does not
-grow with its record count (docs/speed.md, "Memory as the matrix grows"). Whole records stay
-in memory (they are the few, and a mark written into one must stick). What the table keeps
-per record is then 8 bytes of key; per case, the case id's number. A folder that cannot be
-written to, or fills up, leaves the rows in memory: nothing is lost.
+most SPILL_ROWS compact rows in memory: each time that many have gathered they are
+pickled, as one chunk, to an unnamed temporary file in that folder, and read back a chunk
+at a time when iterated, so a run's report phase does not grow with its record count
+(docs/speed.md, "Memory as the matrix grows"). Whole records stay in memory (they are the
+few, and a mark written into one must stick). What the table keeps per record is then 8
+bytes of key; per case, the case id's number. A folder that cannot be written to, or fills
+up, leaves the rows in memory: nothing is lost.
 """
 
 from __future__ import annotations
