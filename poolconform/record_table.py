@@ -39,6 +39,8 @@ from typing import IO, Any, overload
 
 import numpy as np
 
+from poolconform.errors import PoolconformError
+
 #: One result record: what results.jsonl holds a line of (poolconform.results makes and reads them).
 Record = dict[str, Any]
 
@@ -239,7 +241,14 @@ class RecordTable(Sequence[Record]):
         """A spilled chunk's rows, its whole records the ones kept in memory."""
         assert self._spill is not None
         offset, size = self._chunks[number]
-        rows = pickle.loads(os.pread(self._spill.fileno(), size, offset))
+        try:
+            data = os.pread(self._spill.fileno(), size, offset)
+            if len(data) != size:
+                raise OSError(f"read {len(data)} of {size} bytes")
+        except OSError as exc:  # the disk under the folder failed: say so in one line
+            raise PoolconformError(f"cannot read back the records held in a temporary file ({exc}); "
+                                   "results.jsonl holds every record") from None
+        rows = pickle.loads(data)
         wholes = self._wholes
         return [wholes[row] if type(row) is int else row for row in rows]
 

@@ -197,3 +197,19 @@ def test_a_spilled_table_holds_a_bounded_part_of_its_records(monkeypatch, tmp_pa
         tracemalloc.stop()
     assert len(held) == len(kept) == 32000 and held[31999] == kept[31999]
     assert spilled < in_memory / 5, (spilled / 32000, in_memory / 32000)
+
+
+def test_a_chunk_that_cannot_be_read_back_is_one_line_not_a_traceback(monkeypatch, tmp_path: Path):
+    from poolconform.errors import PoolconformError
+
+    table = _spilling(monkeypatch, tmp_path, [_record(i, "a") for i in range(20)])
+
+    def failing(*_: object) -> bytes:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("poolconform.record_table.os.pread", failing)
+    with pytest.raises(PoolconformError, match="cannot read back the records .* results.jsonl holds every record"):
+        list(table)
+    monkeypatch.setattr("poolconform.record_table.os.pread", lambda fd, size, offset: b"\x80")  # a short read
+    with pytest.raises(PoolconformError, match="read 1 of"):
+        table[0]

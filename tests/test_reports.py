@@ -201,12 +201,14 @@ def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(m
     from poolconform.report import junit
 
     monkeypatch.setattr(junit, "_CHUNK", 3)  # several chunks per suite
+    monkeypatch.setattr(junit, "_BLOCK", 7)  # read back in blocks that end inside "é" (two bytes)
     monkeypatch.setattr("poolconform.record_table.SPILL_ROWS", 4)
     statuses = ["pass", "mismatch", "shape-mismatch", "unsupported", "error", "crash", "timeout"]
     records = [make_record(f"case-{i % 11}", f"backend-{i % 3}<&>", statuses[i % 7], detail=f"d{i} <x>",
                            max_ulp=float(i), seconds=0.001 * i if i % 4 else None) for i in range(40)]
     records[5].update(expected=True, expected_reason="known")
     records[6].update(detail='</testcase><testcase name="forged">')  # cut where each testcase starts: not here
+    records[8].update(detail="moyenne arrondie à l'entier pair, écart é" * 3)
     records.append(make_record('<testcase name="x"/>', "backend-0<&>", "pass"))
     findings = [{"summary": "s", "count": 2, "minimal_case": "case-1", "status": "mismatch", "expected": False}]
     whole = JUnitXml("poolconform")

@@ -8,6 +8,7 @@ green exactly when `poolconform run` exits 0.
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 import tempfile
@@ -142,9 +143,10 @@ def junit_parts(records: Sequence[Record], name: str = "poolconform",
             return
         yield _open(root)
         suites.seek(0)
-        while block := suites.read(1 << 20):
-            yield block.decode("utf-8")  # whole characters: every piece written was a whole string
-        yield "</testsuites>\n"
+        text = codecs.getincrementaldecoder("utf-8")()  # a block may end inside a character
+        while block := suites.read(_BLOCK):
+            yield text.decode(block)
+        yield text.decode(b"", final=True) + "</testsuites>\n"
 
 
 def _suite(out: IO[bytes], totals: dict[str, int], name: str, cases: Iterable[TestCase]) -> float:
@@ -254,6 +256,9 @@ def _write_suite(out: IO[bytes], totals: dict[str, int], name: str, counts: dict
     out.write(b"</testsuite>")
     return suite.time
 
+
+#: Bytes of the spooled suites read back at a time.
+_BLOCK = 1 << 20
 
 #: Testcases serialised together (one call per testcase would cost more than making them).
 _CHUNK = 2048
