@@ -219,7 +219,7 @@ class RecordTable(Sequence[Record]):
         try:
             if self._spill is None:
                 self._spill = tempfile.TemporaryFile(dir=self._spill_dir, prefix="poolconform-records-")
-            offset = sum(size for _, size in self._chunks)
+            offset = self._chunks[-1][0] + self._chunks[-1][1] if self._chunks else 0  # after the last chunk
             written = os.pwrite(self._spill.fileno(), data, offset)
             if written != len(data):
                 raise OSError("short write")
