@@ -11,6 +11,11 @@ entries get removed instead of hiding future regressions.
     status = "mismatch"            # or a list; default: mismatch, shape-mismatch, error
     reason = "onnx.reference keeps windows that start in the right padding"
 
+An entry may also say what the disagreement looks like, so that a worse one fails again:
+`max_ulp = N` excuses a mismatch only where the values are off by at most N ULP (a NaN
+dropped or produced, a wrong dtype or a wrong index is not such a mismatch), and
+`detail = "NaN dropped*"` only a record whose detail matches the glob.
+
 `crash` and `timeout` are excused only by an entry that names them: a catch-all must
 never turn a hung or dying backend green. An entry whose case glob covers every record
 of a backend is a catch-all and is named in the verdict line (see catch_alls).
@@ -30,9 +35,10 @@ from typing import Any
 
 from poolconform.errors import PoolconformError
 from poolconform.tomlfile import read_toml, shown_path
-from poolconform.results import FAILING, STATUSES, Record
+from poolconform.findings.triage import VALUE_KINDS, mismatch_kind
+from poolconform.results import FAILING, STATUSES, Record, numeric
 
-KEYS = ("case", "backend", "status", "reason", "link")
+KEYS = ("case", "backend", "status", "reason", "link", "max_ulp", "detail")
 #: Statuses an entry excuses when it lists none: never crash or timeout, which must be named.
 DEFAULT_STATUSES = tuple(s for s in FAILING if s not in ("crash", "timeout"))
 
@@ -60,6 +66,27 @@ class Expectation:
     index: int = 0
     #: An upstream issue about the disagreement, shown beside the finding ("" when none).
     link: str = ""
+    #: The most ULP an excused mismatch may be off by (None: any mismatch of a listed status).
+    max_ulp: float | None = None
+    #: A glob the record's detail must match ("" for any detail).
+    detail: str = ""
+
+    def excuses(self, record: Record) -> bool:
+        """Whether this entry excuses the (covered) record: its status is listed and it looks
+        as the entry says (max_ulp, detail)."""
+        status = record["status"]
+        if status not in self.statuses:
+            return False
+        detail = record.get("detail") or ""
+        if self.detail and not fnmatch.fnmatchcase(detail, self.detail):
+            return False
+        if self.max_ulp is not None and status == "mismatch":
+            ulp = numeric(record.get("max_ulp"))
+            if ulp is None or not ulp <= self.max_ulp:
+                return False  # unknown, NaN, inf or larger
+            if mismatch_kind(detail) not in VALUE_KINDS or detail.startswith("Indices"):
+                return False  # ULP say nothing of a NaN, a dtype or an index
+        return True
 
     def covers(self, record: Record) -> bool:
         """Whether this entry names the record's case and backend (status aside)."""
@@ -159,8 +186,19 @@ def _entry(raw: dict[str, Any], file: str, index: int, backends: tuple[str, ...]
             close = difflib.get_close_matches(s, STATUSES, n=1) if isinstance(s, str) else []
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ExpectationError(f"{where}: unknown status {_shown(s)}{hint}; allowed: {', '.join(STATUSES)}")
+    max_ulp = raw.get("max_ulp")
+    if max_ulp is not None and (not isinstance(max_ulp, (int, float)) or isinstance(max_ulp, bool)
+                                or not 0 <= max_ulp < float("inf")):
+        raise ExpectationError(f"{where}: 'max_ulp' must be a finite number >= 0, got {_shown(max_ulp)}")
+    if max_ulp is not None and "mismatch" not in statuses:
+        raise ExpectationError(f"{where}: 'max_ulp' bounds a mismatch, but 'status' does not list \"mismatch\"")
+    detail = raw.get("detail", "")
+    if "detail" in raw:
+        if not isinstance(detail, str) or not detail.strip():
+            raise ExpectationError(f"{where}: 'detail' must be a non-empty glob, got {_shown(detail)}")
+        _check_glob(detail, "detail", where)
     return Expectation(raw["case"], backend, tuple(statuses), raw["reason"].strip(), file, index,
-                       raw.get("link", "").strip())
+                       raw.get("link", "").strip(), None if max_ulp is None else float(max_ulp), detail)
 
 
 def apply_expectations(records: Sequence[Record], expectations: list[Expectation]) -> list[dict[str, str]]:
@@ -185,7 +223,7 @@ def apply_expectations(records: Sequence[Record], expectations: list[Expectation
                 continue
             if record["status"] == "pass":
                 passing.add(i)
-            elif record["status"] in FAILING and record["status"] not in exp.statuses:
+            elif record["status"] in FAILING and not exp.excuses(record):
                 failing.add(i)  # a case it names still fails, in a way it does not excuse: not fixed
             elif record["status"] in FAILING:
                 used.add(i)

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -327,8 +327,10 @@ class LoadFailure:
     message: str
 
 
-def discover(paths: Iterable[str | os.PathLike[str]]) -> list[StoredCase | LoadFailure]:
-    """Load every backend-test directory at or under `paths` (sorted; failures kept, not raised).
+def discover(paths: Iterable[str | os.PathLike[str]],
+             chosen: Callable[[str], bool] | None = None) -> list[StoredCase | LoadFailure]:
+    """Load every backend-test directory at or under `paths` (sorted; failures kept, not raised),
+    or those whose name `chosen` accepts (`check --cases`; the others are not read).
 
     Every directory gets a distinct name (see `_unique_names`): a record must never hide
     another. One directory that cannot be read, whatever is wrong with it, becomes a
@@ -351,6 +353,8 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> list[StoredCase | LoadF
                 located.append((d, root, str(raw)))
     results: list[StoredCase | LoadFailure] = []
     for name, directory in zip(_unique_names(located), (d for d, _, _ in located)):
+        if chosen is not None and not chosen(name):
+            continue
         try:
             results.append(load_test_dir(directory, label=name))
         except PoolconformError as exc:

@@ -311,3 +311,82 @@ def test_an_entry_is_not_fixed_while_a_case_it_names_fails_another_way(tmp_path)
     records = [make_record("A1", "onnx-reference", "pass"), make_record("A2", "onnx-reference", "mismatch")]
     assert apply_expectations(records, entries) == []
     assert apply_expectations([make_record("A1", "onnx-reference", "pass")], entries) != []  # all pass: fixed
+
+
+def _mismatch(case: str, ulp: object, detail: str) -> dict:
+    record = make_record(case, "torch-cpu", "mismatch", detail=detail)
+    record["max_ulp"] = ulp
+    return record
+
+
+def test_max_ulp_and_detail_excuse_only_the_disagreement_they_describe(tmp_path: Path) -> None:
+    """A known 1-ULP rounding must not excuse a backend that later drops NaN, returns the wrong
+    dtype, a wrong index or values far off: each of those fails again, and the entry is not
+    reported fixed while they do."""
+    entries = load_expectations(write(tmp_path, """
+[[expect]]
+case = "A*"
+backend = "torch-cpu"
+status = "mismatch"
+max_ulp = 2
+reason = "rounds the mean once more"
+[[expect]]
+case = "N*"
+backend = "torch-cpu"
+status = "mismatch"
+detail = "NaN dropped:*"
+reason = "max ignores NaN"
+"""))
+    assert entries[0].max_ulp == 2.0 and entries[1].detail == "NaN dropped:*"
+    values = "Y[0, 0, 1, 1] expected 0.1, got 0.10000001; 1 of 4 element(s) differ (tolerance 1e-08)"
+    records = [
+        _mismatch("A1", 1.0, values),  # the known disagreement
+        _mismatch("A2", 2, values),  # at the bound
+        _mismatch("A3", 3.0, values),  # worse
+        _mismatch("A4", "inf", "NaN dropped: Y[0, 0, 0, 0] expected NaN (NaN in window), got 1"),
+        _mismatch("A5", 0.0, "dtype float64, expected float32"),
+        _mismatch("A6", 0.0, "Indices[0, 0, 0, 0] expected 1, got 0; 1 of 4 element(s) differ"),
+        _mismatch("A7", None, values),  # no figure: nothing says it is within the bound
+        _mismatch("N1", "inf", "NaN dropped: Y[0, 0, 0, 0] expected NaN (NaN in window), got 3"),
+        _mismatch("N2", 0.5, values),
+    ]
+    fixed = apply_expectations(records, entries)
+    assert {r["case"] for r in records if r.get("expected")} == {"A1", "A2", "N1"}
+    assert fixed == []
+    # once only passing and in-bound records remain, the first entry is not fixed (it still excuses A1)
+    again = [make_record("A1", "torch-cpu", "pass"), _mismatch("A2", 1.0, values)]
+    assert apply_expectations(again, entries) == [] and again[1]["expected"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("max_ulp = -1", "'max_ulp' must be a finite number >= 0, got -1"),
+    ("max_ulp = inf", "'max_ulp' must be a finite number >= 0, got inf"),
+    ("max_ulp = nan", "'max_ulp' must be a finite number >= 0, got nan"),
+    ('max_ulp = "2"', "'max_ulp' must be a finite number >= 0, got '2'"),
+    ("max_ulp = true", "'max_ulp' must be a finite number >= 0, got True"),
+    ('max_ulp = 2\nstatus = "error"', "'max_ulp' bounds a mismatch, but 'status' does not list \"mismatch\""),
+    ('detail = ""', "'detail' must be a non-empty glob, got ''"),
+    ("detail = 3", "'detail' must be a non-empty glob, got 3"),
+    ('detail = "NaN [dropped"', "'detail' glob 'NaN [dropped' has an unclosed '['"),
+])
+def test_a_bad_max_ulp_or_detail_is_one_line(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(PoolconformError) as info:
+        load_expectations(write(tmp_path, f'[[expect]]\ncase = "a"\nreason = "r"\n{extra}\n'))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_findings_expect_snippet_pins_it_and_a_worse_answer_fails_again(tmp_path: Path) -> None:
+    """The snippet a finding prints, pasted as it is, turns the run green; the same entry
+    with a tighter max_ulp than the run saw does not (the pin is what it says)."""
+    pytest.importorskip("onnxruntime", reason="the run uses onnxruntime-cpu")
+    matrix = tmp_path / "m.toml"
+    matrix.write_text('[matrix]\nops = "AveragePool"\nkernel = 3\nstride = 3\ninput_size = 7\nceil_mode = [false, true]\n')
+    common = ["run", "--matrix", str(matrix), "--backends", "onnxruntime-cpu,onnx-reference", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 1
+    (finding,) = json.loads((tmp_path / "plain" / "summary.json").read_text())["findings"]
+    assert finding["max_ulp"] > 1e6 and f"max_ulp = {int(finding['max_ulp'])}" in finding["expect"]
+    pasted = write(tmp_path, finding["expect"])
+    assert main([*common, "--out", str(tmp_path / "pasted"), "--expectations", str(pasted)]) == 0
+    tight = tmp_path / "tight.toml"
+    tight.write_text(finding["expect"].replace(f"max_ulp = {int(finding['max_ulp'])}", "max_ulp = 4"))
+    assert main([*common, "--out", str(tmp_path / "tight"), "--expectations", str(tight)]) == 1

@@ -626,6 +626,25 @@ def test_a_node_no_backend_verified_is_said_even_with_quiet(tmp_path):
     assert "2 of 3 pooling node(s) NOT VERIFIED (inner, inner#2)" in proc.stderr  # the then and else branch
 
 
+def test_require_verified_fails_a_scan_that_left_a_node_unverified(tmp_path):
+    """A gate that must cover every node: the same model exits 2 with --require-verified (its
+    records kept), and a model whose every node ran still exits 0."""
+    _two_pool_model(tmp_path / "m.onnx", nested=True)
+    out = tmp_path / "o"
+    proc = run_cli("scan", str(tmp_path / "m.onnx"), "--backends", "onnxruntime-cpu", "--out", str(out),
+                   "--quiet", "--require-verified")
+    assert proc.returncode == 2, proc.stderr
+    line = [x for x in proc.stderr.splitlines() if "NOT VERIFIED" in x]
+    assert len(line) == 1 and "error: 2 of 3" in line[0] and "--require-verified fails the scan" in line[0]
+    records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {(r["backend"], r["status"]) for r in records} == {("onnxruntime-cpu", "pass"), ("scan", "unsupported")}
+    _two_pool_model(tmp_path / "flat.onnx")
+    proc = run_cli("scan", str(tmp_path / "flat.onnx"), "--backends", "onnxruntime-cpu", "--out", str(tmp_path / "f"),
+                   "--quiet", "--require-verified")
+    assert proc.returncode == 0, proc.stderr
+    assert "NOT VERIFIED" not in proc.stderr
+
+
 def test_an_attribute_given_twice_is_not_read_as_the_last_one(tmp_path):
     """ONNX Runtime refuses such a node; a dict kept the second kernel_shape and judged it."""
     _two_pool_model(tmp_path / "m.onnx", repeat_kernel=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,10 @@ from poolconform.testdirs import StoredCase, printable
 from poolconform.tomlfile import shown_path
 
 
+#: A record's `suite` when its directory is one of the ONNX project's own node tests (--onnx-suite).
+ONNX_SUITE = "onnx"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="run ONNX backend-test directories against their stored outputs",
                        description="PATH is a backend-test directory (model.onnx + test_data_set_N/) or a folder "
@@ -30,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     p.add_argument("--onnx-suite", action="store_true",
                    help="also run the ONNX project's own pooling node tests from the installed onnx package")
+    p.add_argument("--cases", action="append", default=[], metavar="GLOB",
+                   help="check only the directories whose name (the records' case) matches GLOB "
+                        "(repeatable; * and ? as in a shell); a GLOB that matches none is an error")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the records as a JSON list")
     p.add_argument("--out", type=outdir.out_folder, metavar="DIR", help="also write results.jsonl and the reports here")
     p.add_argument("--against", choices=("spec", "stored"), default="spec",
@@ -50,13 +59,27 @@ def main(args: argparse.Namespace) -> int:
     if args.against != "stored" and (args.atol is not None or args.rtol is not None):
         raise PoolconformError("--atol and --rtol need --against stored (against the spec the tolerance is the spec's)")
     paths = list(args.paths)
+    suite: set[Path] = set()  # the ONNX project's own test directories: their records say so
     if args.onnx_suite:
         from poolconform.onnx_suite import onnx_suite_dirs
 
-        paths += onnx_suite_dirs()  # generated once per onnx version, then cached
+        suite = {d.resolve() for d in onnx_suite_dirs()}  # generated once per onnx version, then cached
+        paths += sorted(suite)
     if not paths:
         raise PoolconformError("check needs at least one PATH (or --onnx-suite)")
-    loaded = discover(paths)
+    chosen: list[str] = []  # the names --cases selected
+
+    def wanted(name: str) -> bool:
+        hit = any(fnmatchcase(name, pattern) for pattern in args.cases)
+        if hit:
+            chosen.append(name)
+        return hit
+
+    loaded = discover(paths, wanted if args.cases else None)
+    unmatched = [p for p in args.cases if not any(fnmatchcase(name, p) for name in chosen)]
+    if unmatched:  # an empty selection must not pass a gate (as `run --cases`)
+        raise PoolconformError(f"--cases {unmatched[0]}: no test directory has such a name"
+                               + (" (names are the directory names, e.g. test_maxpool_2d_pads)" if not chosen else ""))
     failures = [item for item in loaded if isinstance(item, LoadFailure)]
     if len(failures) == len(loaded):
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
@@ -69,11 +92,17 @@ def main(args: argparse.Namespace) -> int:
     early: list[dict] = []
     excused: list[Expectation] = []
     for item in loaded:
+        fields: dict[str, Any] = {"suite": ONNX_SUITE} if item.path.resolve() in suite else {}
         if isinstance(item, LoadFailure):
             # One record: the directory, not any backend, is what failed.
-            early.append(make_record(item.name, STORED_DATA, "error", detail=f"cannot load: {printable(item.message)}"))
+            failed = make_record(item.name, STORED_DATA, "error", detail=f"cannot load: {printable(item.message)}")
+            early.append({**failed, **fields})
             continue
         job, data_record, reason = _job(item, args.against == "stored", judge)
+        if fields:  # a finding's reproduce line needs --onnx-suite to find the directory
+            job.record_fields = fields
+            if data_record is not None:
+                data_record.update(fields)
         jobs.append(job)
         if data_record is not None:
             early.append(data_record)

@@ -52,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export", type=Path, metavar="DIR",
                    help="also write the model's pooling cases as backend-test directories with the oracle's "
                         "outputs (`poolconform check DIR` runs them later)")
+    p.add_argument("--require-verified", action="store_true",
+                   help="exit 2 when any pooling node is not verified (not checked, or no selected backend ran "
+                        "it): a CI gate that must cover every node (without it such nodes are a warning)")
     add_backend_options(p)
     p.set_defaults(handler=main)
 
@@ -119,10 +122,14 @@ def main(args: argparse.Namespace) -> int:
         return 2
     unverified = unverified_nodes(groups, records)
     if unverified:  # said even with --quiet: the verdict above covers the other nodes only
-        print(f"poolconform scan: warning: {len(unverified)} of {len(scanned.nodes)} pooling node(s) NOT VERIFIED "
-              f"({', '.join(printable(n) for n in unverified[:5])}{', ...' if len(unverified) > 5 else ''}): "
-              "not checked, or no selected backend ran them; the verdict covers the other nodes only",
+        strict = args.require_verified
+        print(f"poolconform scan: {'error' if strict else 'warning'}: {len(unverified)} of {len(scanned.nodes)} "
+              f"pooling node(s) NOT VERIFIED ({', '.join(printable(n) for n in unverified[:5])}"
+              f"{', ...' if len(unverified) > 5 else ''}): not checked, or no selected backend ran them; "
+              + ("--require-verified fails the scan" if strict else "the verdict covers the other nodes only"),
               file=sys.stderr)
+        if strict and status == 0:  # a disagreement (1) says more than what was not run
+            return 2
     return status
 
 

@@ -48,6 +48,7 @@ def expect_snippet(finding: dict[str, Any], others: int) -> str:
     for g in globs:
         lines += ["[[expect]]", f"case = {json.dumps(g)}", f"backend = {json.dumps(finding['backend'])}",
                   f"status = {json.dumps(finding['status'])}", f"reason = {json.dumps(finding['summary'])}"]
+        lines += _looks(finding)
         if finding.get("link"):
             lines.append(f"link = {json.dumps(finding['link'])}")
         else:
@@ -56,6 +57,20 @@ def expect_snippet(finding: dict[str, Any], others: int) -> str:
             lines.append(f"# this glob also names {others} case(s) outside the finding: narrow it if they must stay gated")
         lines.append("")
     return "\n".join(lines)
+
+
+def _looks(finding: dict[str, Any]) -> list[str]:
+    """What pins the entry to this disagreement, so a worse one fails again: the worst ULP of
+    a values mismatch, or the kind of a NaN mismatch (README "Known disagreements")."""
+    if finding["status"] != "mismatch":
+        return []
+    if finding.get("max_ulp") is not None:
+        worst = finding["max_ulp"]
+        return [f"max_ulp = {int(worst) if float(worst).is_integer() else worst}"
+                "  # the worst this run saw: a larger error, a NaN, a wrong dtype or index fails again"]
+    if finding["signature"] in ("NaN dropped", "NaN produced"):
+        return [f"detail = {json.dumps(finding['signature'] + ':*')}"]
+    return []
 
 
 def reproduce_command(finding: dict[str, Any]) -> str:
@@ -77,9 +92,13 @@ def reproduce_command(finding: dict[str, Any]) -> str:
         is_id = False
     if backend in PSEUDO_BACKENDS or not is_id:
         # check's stored data, or a folder whose model no case id names: explain cannot run
-        # it; check can, from the folder that holds the test directory
+        # it; check can, from the folder that holds the test directory, or from the ONNX
+        # project's own suite (its directories are cached, not in the current folder)
         folder = f"test_{case}" if is_id and not case.startswith("test_") else case
-        line = f"poolconform check {shlex.quote(folder)}"
+        if finding.get("suite") == "onnx":
+            line = f"poolconform check --onnx-suite --cases {shlex.quote(case)}"
+        else:
+            line = f"poolconform check {shlex.quote(folder)}"
         return line if backend in PSEUDO_BACKENDS else f"{line} --backends {shlex.quote(backend)}"
     line = f"poolconform explain {shlex.quote(case)} --backends {shlex.quote(backend)}"
     if finding.get("python"):
