@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,38 +108,87 @@ def element_tolerance(
     return np.where(np.isfinite(e) & ~np.isnan(bound), bound, 0.0)
 
 
-#: element_tolerance per expected array still alive (see _tolerance_of): id -> (a weak
-#: reference to the array, the case, the bound).
 #: What judging an expected array needs besides the answer: its bound, and for an average its bracket.
 _Facts = tuple[np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
-_bounds: dict[int, tuple[weakref.ref, PoolCase, _Facts]] = {}
-_bounds_lock = threading.Lock()
+#: Most bytes of those facts kept (least recently used first out). They are as large as the
+#: oracle outputs they belong to, three times over for an average (a float64 bound and the
+#: two values around each exact one): unbounded, they outgrew the oracle cache itself.
+FACTS_CACHE_BYTES = 16 * 2**20
+
+
+class _FactsCache:
+    """The facts of each expected array still alive and recently judged, by the array's id:
+    a weak reference drops them with the array, and a byte limit drops the least recently
+    used first (one dropped is computed again if a lagging backend's answer needs it)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._held: OrderedDict[int, tuple[weakref.ref, PoolCase, _Facts, int]] = OrderedDict()
+        self._lock = threading.RLock()  # a weak reference's callback may run inside a locked call
+
+    def get(self, case: PoolCase, e: np.ndarray) -> _Facts | None:
+        with self._lock:
+            hit = self._held.get(id(e))
+            if hit is None or hit[0]() is not e or hit[1] != case:
+                return None
+            self._held.move_to_end(id(e))
+            return hit[2]
+
+    def keep(self, case: PoolCase, e: np.ndarray, facts: _Facts) -> None:
+        bound, around = facts
+        size = bound.nbytes + (sum(a.nbytes for a in around) if around else 0) + ENTRY_BYTES
+        if size > self.limit:
+            return
+        key = id(e)
+
+        def forget(ref: weakref.ref) -> None:
+            with self._lock:
+                held = self._held.get(key)
+                if held is not None and held[0] is ref:
+                    self._drop(key)
+
+        try:
+            ref = weakref.ref(e, forget)
+        except TypeError:  # not an object a weak reference can follow: not kept
+            return
+        with self._lock:
+            self._drop(key)
+            self._held[key] = (ref, case, facts, size)
+            self.bytes += size
+            while self.bytes > self.limit:
+                self._drop(next(iter(self._held)))
+
+    def _drop(self, key: int) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            self.bytes -= held[3]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+            self.bytes = 0
+
+
+#: What one kept entry costs besides its arrays (the key, the tuple, the weak reference).
+ENTRY_BYTES = 512
+_facts = _FactsCache(FACTS_CACHE_BYTES)
 
 
 def _tolerance_of(case: PoolCase, e: np.ndarray, inputs: list[np.ndarray], type_name: str | None) -> _Facts:
     """element_tolerance(case, e, inputs), and for an average (`type_name` given) the two values
     of that type around each exact one (dtypes.bracket), computed once per expected array: a
     job's oracle outputs are one array judged against every backend's answer, from the job's
-    own inputs, and on a small average the bound costs more than the oracle. Kept as long as
-    that array lives (the bounded oracle cache holds it; a weak reference drops them with it)."""
-    key = id(e)
-    hit = _bounds.get(key)
-    if hit is not None and hit[0]() is e and hit[1] == case:
-        return hit[2]
+    own inputs, and on a small average the bound costs more than the oracle. Kept while that
+    array lives (the bounded oracle cache holds it), within FACTS_CACHE_BYTES."""
+    found = _facts.get(case, e)
+    if found is not None:
+        return found
     bound = element_tolerance(case, e, inputs)
     bound.flags.writeable = False
     around = dtypes.bracket(e, type_name) if type_name else None
-    found: _Facts = (bound, around)
-
-    def forget(_: weakref.ref) -> None:
-        _bounds.pop(key, None)
-
-    try:
-        ref = weakref.ref(e, forget)
-    except TypeError:  # not an object a weak reference can follow: not kept
-        return found
-    with _bounds_lock:
-        _bounds[key] = (ref, case, found)
+    found = (bound, around)
+    _facts.keep(case, e, found)
     return found
 
 

@@ -132,9 +132,10 @@ def _from_line(positions: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def bracket(exact: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The two values of type `name` around each exact (float64) value, as float64: equal
-    where the value is exactly representable. A faithfully rounded result is one of them,
-    and no other value is within 1 ULP of the exact one."""
+    """The two values of type `name` around each exact (float64) value: equal where the value
+    is exactly representable. A faithfully rounded result is one of them, and no other value
+    is within 1 ULP of the exact one. Held in that type where NumPy has it (float16, float32:
+    a quarter or half of float64's bytes, every value the same), else as float64."""
     dtype = NUMPY_DTYPES[name]
     with np.errstate(over="ignore", invalid="ignore"):
         nearest = np.asarray(exact, dtype=np.float64).astype(dtype)
@@ -142,4 +143,5 @@ def bracket(exact: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     line = _line(nearest)
     step = np.where(back > exact, -1, np.where(back < exact, 1, 0))
     other = _from_line(line + step, dtype).astype(np.float64)
-    return np.minimum(back, other), np.maximum(back, other)
+    held = dtype if dtype in (np.float16, np.float32) else np.float64
+    return np.minimum(back, other).astype(held, copy=False), np.maximum(back, other).astype(held, copy=False)

@@ -45,6 +45,40 @@ def test_the_oracle_cache_stays_under_its_byte_limit_and_evicted_outputs_are_rem
         assert job_module._oracle_cache.bytes <= limit
 
 
+def test_judging_facts_stay_under_their_byte_limit_and_go_with_their_array(monkeypatch):
+    """An average's bound and bracket (three times its oracle output) were kept for as long
+    as the output lived, uncounted: at 20,000 cases they outgrew the oracle cache itself.
+    Bounded now; one dropped is computed again and judges the same."""
+    import gc
+
+    from poolconform import compare
+    from poolconform.verdict import outcome_record
+    from poolconform.worker import Outcome
+
+    def judged(job: Job) -> dict:
+        answer = job.expected[0].astype(np.float32)
+        answer.flat[0] += 0.5  # one element off: a mismatch, judged with the bound
+        return outcome_record(job, "stand-in", Outcome(0, "outputs", [answer]))
+
+    facts = compare._facts
+    facts.clear()
+    monkeypatch.setattr(facts, "limit", 12_000)
+    jobs = [oracle_job(c) for c in cases(12)]
+    first = []
+    for j in jobs:
+        first.append(judged(j))
+        assert 0 < facts.bytes <= 12_000
+    assert all(r["status"] == "mismatch" for r in first)
+    assert 0 < len(facts._held) < len(jobs)  # the oldest were dropped
+    again = [judged(j) for j in jobs]  # dropped facts are computed again, and judge the same
+    assert [(r["status"], r["detail"], r["atol"]) for r in again] == [(r["status"], r["detail"], r["atol"]) for r in first]
+    held = len(facts._held)
+    job_module.clear_oracle_cache()
+    del jobs
+    gc.collect()
+    assert held > 0 and len(facts._held) == 0 and facts.bytes == 0  # gone with the oracle outputs
+
+
 def test_release_frees_outputs_and_inputs_and_the_values_come_back_the_same():
     j = oracle_job(cases(1)[0])
     expected = [a.copy() for a in j.expected]
