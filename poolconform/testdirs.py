@@ -8,6 +8,7 @@ read safely, and one bad directory never stops the others (`discover`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -293,12 +294,17 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------- reading
 
 
+#: The folder of one data set in a backend-test directory.
+DATA_SET_NAME = re.compile(r"test_data_set_[0-9]+")
+
+
 @dataclass(frozen=True)
 class StoredCase:
     """A backend-test directory read back: the parsed case, its inputs and expected outputs.
 
-    `inputs` / `outputs` are test_data_set_0's; the other sets are read and validated as
-    well and kept in `data_sets` (index 0 included), but `check` runs the first only.
+    `inputs` / `outputs` are the first data set's (test_data_set_0); every set is read and
+    validated and kept in `data_sets` (the first included), named in `data_set_names`; `check`
+    judges each (`each_data_set`).
     `expected_from` is "stored" when outputs come from output_K.pb, "oracle" when the
     directory had no test data (inputs are then generated from the declared shape).
     `unexpressible` says why the node is not a valid PoolCase (the model still runs on
@@ -312,10 +318,28 @@ class StoredCase:
     expected_from: str = "stored"
     data_sets: list[tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=list, repr=False)
     unexpressible: str | None = None
+    data_set_names: list[str] = field(default_factory=list, repr=False)
+    #: The data sets a PATH named (`check DIR/test_data_set_1`); None for all of them.
+    chosen_sets: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
         return self.case.id
+
+    def each_data_set(self) -> list[StoredCase]:
+        """One StoredCase per data set (those in `chosen_sets`, when given): the first keeps the
+        directory's name, each later one is named `NAME/test_data_set_N` (its folder under the
+        directory, which `check` also takes as a PATH), so each set is a record of its own and
+        none hides another."""
+        names = self.data_set_names or [f"test_data_set_{k}" for k in range(len(self.data_sets))]
+        out = []
+        for k, (set_name, (inputs, outputs)) in enumerate(zip(names, self.data_sets)):
+            if self.chosen_sets is not None and set_name not in self.chosen_sets:
+                continue
+            out.append(self if k == 0 else StoredCase(
+                self.case.replace(label=f"{self.name}/{set_name}"), inputs, outputs, self.path,
+                self.expected_from, [(inputs, outputs)], self.unexpressible, [set_name]))
+        return out
 
 
 @dataclass(frozen=True)
@@ -338,25 +362,36 @@ def discover(paths: Iterable[str | os.PathLike[str]],
     """
     located: list[tuple[Path, Path, str]] = []  # (directory, the root it was found under, root as typed)
     seen: set[Path] = set()
+    only: dict[Path, set[str]] = {}  # a directory named by some of its data sets: those alone
+    whole: set[Path] = set()  # a directory named itself (or found under a folder): every set
     for raw in paths:
         root = Path(raw)
         if root.name == "model.onnx" and not root.is_dir():
+            root = root.parent
+        one_set = DATA_SET_NAME.fullmatch(root.name) and root.is_dir() and (root.parent / "model.onnx").exists()
+        if one_set:  # DIR/test_data_set_N: what the reproduce line of a later data set's finding names
+            only.setdefault(root.parent.resolve(), set()).add(root.name)
             root = root.parent
         if not root.is_dir():
             raise ModelError(f"{str(raw)!r} is neither a backend-test directory nor a folder holding them")
         dirs = _model_dirs(root)
         if not dirs:
             raise ModelError(f"no backend-test directory (a folder with model.onnx) under {str(raw)!r}")
+        if not one_set:
+            whole.update(d.resolve() for d in dirs)
         for d in dirs:
             if d.resolve() not in seen:  # the same folder named twice is checked once
                 seen.add(d.resolve())
-                located.append((d, root, str(raw)))
+                located.append((d, root, str(root) if one_set else str(raw)))
     results: list[StoredCase | LoadFailure] = []
     for name, directory in zip(_unique_names(located), (d for d, _, _ in located)):
         if chosen is not None and not chosen(name):
             continue
         try:
-            results.append(load_test_dir(directory, label=name))
+            item = load_test_dir(directory, label=name)
+            if directory.resolve() in only and directory.resolve() not in whole:
+                item = dataclasses.replace(item, chosen_sets=tuple(sorted(only[directory.resolve()])))
+            results.append(item)
         except PoolconformError as exc:
             results.append(LoadFailure(name, directory, str(exc)))
         except (Exception, RecursionError) as exc:  # a hostile file must not stop the other directories
@@ -455,13 +490,13 @@ def load_test_dir(path: str | os.PathLike[str], label: str | None = None) -> Sto
     _check_external_data(_model_tensors(model), directory, label)
     case, unexpressible = _parse_case(model, label, raw, directory)
     sets = sorted(
-        (d for d in directory.glob("test_data_set_*") if d.is_dir() and d.name[14:].isdigit()),
+        (d for d in directory.glob("test_data_set_*") if d.is_dir() and DATA_SET_NAME.fullmatch(d.name)),
         key=lambda d: int(d.name[14:]),
     )
     data_sets = [_read_data_set(d, model, case, label) for d in sets]
     if data_sets:
         inputs, outputs = data_sets[0]
-        return StoredCase(case, inputs, outputs, directory, "stored", data_sets, unexpressible)
+        return StoredCase(case, inputs, outputs, directory, "stored", data_sets, unexpressible, [d.name for d in sets])
     if unexpressible:
         raise ModelError(f"{label}: no test data, and the oracle cannot compute it: {unexpressible}")
     inputs = make_inputs(case)
@@ -511,6 +546,10 @@ def _parse_case(model: onnx.ModelProto, label: str, raw: bytes, raw_dir: Path | 
     if graph is None and (len(nodes) != 1 or ops[0] not in OPS):
         raise ModelError(f"{label}: expected one pooling node ({', '.join(OPS)}) or a context graph "
                          f"poolconform exports, found ops {ops!r}")
+    produced, declared = [o for o in nodes[-1].output if o], [v.name for v in model.graph.output]
+    if declared != produced:  # else every backend would be blamed with a shape-mismatch for the model
+        raise ModelError(f"{label}: the graph's outputs {declared!r} are not its last node's outputs {produced!r}; "
+                         "a backend-test model returns what its pooling node computes")
     extra: GraphFields
     node, extra = graph if graph is not None else (nodes[0], {})
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)

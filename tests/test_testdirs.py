@@ -151,6 +151,22 @@ def test_refuses_a_graph_that_is_not_one_pooling_node(case_dir: Path) -> None:
         testdirs.load_test_dir(case_dir)
 
 
+@pytest.mark.parametrize("node_outputs, graph_outputs", [(["Y"], ["Y", "X"]), (["Y", "I"], ["Y"]), (["Y", "I"], ["I", "Y"])])
+def test_refuses_graph_outputs_that_are_not_the_pooling_nodes(case_dir: Path, node_outputs, graph_outputs) -> None:
+    """An extra graph output (the input passed through), a dropped or reordered Indices: every
+    backend was blamed with a shape-mismatch for what the model, not the backend, got wrong."""
+    node = helper.make_node("MaxPool", ["X"], node_outputs, kernel_shape=[2, 2])
+    types = {"X": TensorProto.FLOAT, "Y": TensorProto.FLOAT, "I": TensorProto.INT64}
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2, 7, 7])],
+        [helper.make_tensor_value_info(name, types[name], None) for name in graph_outputs],
+    )
+    _save(make_model(graph, 22), case_dir)
+    with pytest.raises(ModelError, match=re.escape(
+            f"test_case: the graph's outputs {graph_outputs!r} are not its last node's outputs {node_outputs!r}")):
+        testdirs.load_test_dir(case_dir)
+
+
 def test_refuses_a_truncated_pb(case_dir: Path) -> None:
     pb = case_dir / "test_data_set_0" / "input_0.pb"
     pb.write_bytes(pb.read_bytes()[:-7])
@@ -302,3 +318,40 @@ def test_corpus_holds_the_golden_cases_and_stays_small() -> None:
     assert total < 5 * 2**20, f"models/ holds {total} bytes"
     stored = testdirs.load_test_dir(MODELS / "test_MaxPool-2d-k2-s2-p0-f32-n4-gseed")
     np.testing.assert_array_equal(stored.outputs[0].reshape(2, 2), [[9, 7], [8, 6]])
+
+
+def test_check_judges_every_data_set_and_a_later_sets_finding_reproduces(tmp_path: Path) -> None:
+    """A directory's second data set with wrong stored outputs made no record at all (check
+    ran test_data_set_0 only, and exited 0 with a warning). Each set is a record of its own
+    now, named DIR/test_data_set_N, and the reproduce line checks that set alone."""
+    from conftest import run_cli
+
+    pytest.importorskip("onnxruntime", reason="the check runs onnxruntime-cpu")
+    case = make_case("AveragePool", (1, 1, 6, 6), kernel=3, strides=2, pads=1, count_include_pad=True)
+    corpus = tmp_path / "corpus"
+    directory = corpus / "test_avg"
+    testdirs.write_case_dir(case, directory)
+    second = directory / "test_data_set_1"
+    shutil.copytree(directory / "test_data_set_0", second)
+    x = numpy_helper.to_array(onnx.load_tensor(str(second / "input_0.pb"))) * 2  # other inputs...
+    onnx.save_tensor(numpy_helper.from_array(x, "x"), str(second / "input_0.pb"))  # ...and set 0's outputs: wrong
+    loaded = testdirs.discover([corpus])
+    assert [d.name for d in loaded[0].each_data_set()] == ["test_avg", "test_avg/test_data_set_1"]
+
+    proc = run_cli("check", str(corpus), "--backends", "onnxruntime-cpu", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 1, proc.stderr
+    records = [json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
+    assert {(r["case"], r["backend"], r["status"]) for r in records} == {
+        ("test_avg", "onnxruntime-cpu", "pass"), ("test_avg", "stored-data", "pass"),  # set 0 agrees with the spec
+        ("test_avg/test_data_set_1", "onnxruntime-cpu", "pass"), ("test_avg/test_data_set_1", "stored-data", "mismatch")}
+    (finding,) = json.loads((tmp_path / "o" / "summary.json").read_text())["findings"]
+    assert finding["reproduce"] == "poolconform check test_avg/test_data_set_1"
+    again = run_cli(*finding["reproduce"].split()[1:], "--backends", "onnxruntime-cpu", "--out", str(tmp_path / "r"),
+                    cwd=corpus)
+    assert again.returncode == 1, again.stderr
+    records = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
+    assert {(r["case"], r["backend"], r["status"]) for r in records} == {
+        ("test_avg/test_data_set_1", "onnxruntime-cpu", "pass"), ("test_avg/test_data_set_1", "stored-data", "mismatch")}
+    # the directory named whole beside one of its sets: every set, once
+    both = testdirs.discover([directory / "test_data_set_1", directory])
+    assert [d.name for d in both[0].each_data_set()] == ["test_avg", "test_avg/test_data_set_1"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,10 @@ ONNX_SUITE = "onnx"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="run ONNX backend-test directories against their stored outputs",
-                       description="PATH is a backend-test directory (model.onnx + test_data_set_N/) or a folder "
-                                   "holding many. Each record's case is the directory name.")
+                       description="PATH is a backend-test directory (model.onnx + test_data_set_N/), a folder "
+                                   "holding many, or one data set folder DIR/test_data_set_N (that set alone). "
+                                   "Every data set is judged: the first's records are named by the directory, "
+                                   "each later one's DIR/test_data_set_N.")
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     p.add_argument("--onnx-suite", action="store_true",
                    help="also run the ONNX project's own pooling node tests from the installed onnx package")
@@ -98,17 +99,18 @@ def main(args: argparse.Namespace) -> int:
             failed = make_record(item.name, STORED_DATA, "error", detail=f"cannot load: {printable(item.message)}")
             early.append({**failed, **fields})
             continue
-        job, data_record, reason = _job(item, args.against == "stored", judge)
-        if fields:  # a finding's reproduce line needs --onnx-suite to find the directory
-            job.record_fields = fields
+        for data_set in item.each_data_set():  # each set its own records: a green covers every set
+            job, data_record, reason = _job(data_set, args.against == "stored", judge)
+            if fields:  # a finding's reproduce line needs --onnx-suite to find the directory
+                job.record_fields = fields
+                if data_record is not None:
+                    data_record.update(fields)
+            jobs.append(job)
             if data_record is not None:
-                data_record.update(fields)
-        jobs.append(job)
-        if data_record is not None:
-            early.append(data_record)
-        if reason is not None:
-            excused.append(Expectation(case=item.case.id, backend=STORED_DATA, statuses=("mismatch",), reason=reason,
-                                       file="poolconform check", index=0))
+                early.append(data_record)
+            if reason is not None:
+                excused.append(Expectation(case=data_set.case.id, backend=STORED_DATA, statuses=("mismatch",),
+                                           reason=reason, file="poolconform check", index=0))
     if excused:
         expectations = list(expectations or []) + excused
     if not jobs and not early:
@@ -127,12 +129,6 @@ def main(args: argparse.Namespace) -> int:
     status, records, _ = execute(jobs, session)
     if args.json:
         write_atomic(args.json, json.dumps(list(records), indent=2) + "\n")
-    more_sets = [item for item in loaded if isinstance(item, StoredCase) and len(item.data_sets) > 1]
-    if more_sets:  # said even with --quiet: a green above vouches for test_data_set_0 alone
-        extra = sum(len(item.data_sets) - 1 for item in more_sets)
-        print(f"poolconform check: warning: {extra} data set(s) after test_data_set_0 in {len(more_sets)} "
-              f"folder(s) were NOT run (e.g. {printable(more_sets[0].path.name)}); check judges each "
-              "folder's test_data_set_0 only", file=sys.stderr)
     return status
 
 

@@ -95,8 +95,9 @@ def reproduce_command(finding: dict[str, Any]) -> str:
         # it; check can, from the folder that holds the test directory, or from the ONNX
         # project's own suite (its directories are cached, not in the current folder)
         folder = f"test_{case}" if is_id and not case.startswith("test_") else case
-        if finding.get("suite") == "onnx":
-            line = f"poolconform check --onnx-suite --cases {shlex.quote(case)}"
+        if finding.get("suite") == "onnx":  # --cases names the directory, every data set of it
+            directory = re.sub(r"/test_data_set_[0-9]+$", "", case)
+            line = f"poolconform check --onnx-suite --cases {shlex.quote(directory)}"
         else:
             line = f"poolconform check {shlex.quote(folder)}"
         return line if backend in PSEUDO_BACKENDS else f"{line} --backends {shlex.quote(backend)}"
