@@ -355,3 +355,23 @@ def test_check_judges_every_data_set_and_a_later_sets_finding_reproduces(tmp_pat
     # the directory named whole beside one of its sets: every set, once
     both = testdirs.discover([directory / "test_data_set_1", directory])
     assert [d.name for d in both[0].each_data_set()] == ["test_avg", "test_avg/test_data_set_1"]
+
+
+def test_a_folder_named_for_another_case_than_its_model_is_warned_about(tmp_path: Path) -> None:
+    """Expectations and --cases match folder names: a copied or hand-edited corpus whose
+    folder says k3 while its model is k2 would be gated by the wrong entries, silently."""
+    from conftest import run_cli
+
+    pytest.importorskip("onnxruntime", reason="the check runs onnxruntime-cpu")
+    case = make_case("MaxPool", (1, 1, 7, 7), kernel=2, strides=2)
+    testdirs.write_case_dir(case, tmp_path / "c" / f"test_{case.id}")
+    testdirs.write_case_dir(case, tmp_path / "c" / "mine")
+    seeded = make_case("MaxPool", (1, 1, 4, 4), kernel=2, strides=2, generator="seed")  # the generator is in the data
+    testdirs.write_case_dir(seeded, tmp_path / "c" / f"test_{seeded.id}")
+    quiet = run_cli("check", str(tmp_path / "c"), "--backends", "onnxruntime-cpu", "--quiet")
+    assert quiet.returncode == 0 and "named for another case" not in quiet.stderr, quiet.stderr
+    testdirs.write_case_dir(case, tmp_path / "c" / "test_MaxPool-2d-k3-s2-p0-f32-n7")
+    warned = run_cli("check", str(tmp_path / "c"), "--backends", "onnxruntime-cpu", "--quiet")
+    assert warned.returncode == 0
+    assert ("warning: 1 folder(s) named for another case than their model holds (e.g. "
+            "test_MaxPool-2d-k3-s2-p0-f32-n7 holds MaxPool-2d-k2-s2-p0-f32-n7)") in warned.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -126,10 +127,37 @@ def main(args: argparse.Namespace) -> int:
         extra={"paths": [shown_path(p) for p in args.paths] + (["onnx-suite"] if args.onnx_suite else [])},
         preset_records=early,
     )
+    misnamed = _misnamed([item for item in loaded if isinstance(item, StoredCase)])
+    if misnamed:  # said before the run, even with --quiet: globs would name another model
+        name, held = misnamed[0]
+        print(f"poolconform check: warning: {len(misnamed)} folder(s) named for another case than their model "
+              f"holds (e.g. {printable(name)} holds {held}); expectations and --cases match the folder name",
+              file=sys.stderr)
     status, records, _ = execute(jobs, session)
     if args.json:
         write_atomic(args.json, json.dumps(list(records), indent=2) + "\n")
     return status
+
+
+def _misnamed(items: list[StoredCase]) -> list[tuple[str, str]]:
+    """(folder name, the model's own case id) for each folder named `test_<case id>` (as
+    `export` names them) whose model is another case: a hand-edited or copied corpus."""
+    from poolconform.case_ids import parse_case_id
+    from poolconform.errors import CaseError
+
+    found = []
+    for item in items:
+        name = item.name.rsplit("/", 1)[-1]
+        try:
+            held_case = item.case.replace(label=None)
+            named_case = parse_case_id(name[len("test_"):] if name.startswith("test_") else name)
+            # the input generator is in the data, not the model: the id's word for it stands
+            named, held = named_case.id, held_case.replace(generator=named_case.generator).id
+        except (CaseError, ValueError):
+            continue  # not named by a case id (or no id describes the model): nothing to compare
+        if named != held:
+            found.append((item.name, held))
+    return found
 
 
 class _JudgedJob(Job):
