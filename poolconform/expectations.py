@@ -27,7 +27,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import reprlib
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,30 +240,53 @@ def apply_expectations(records: Sequence[Record], expectations: list[Expectation
     ]
 
 
-def catch_alls(records: Sequence[Record], expectations: list[Expectation]) -> list[dict[str, Any]]:
-    """Entries whose case glob covers every record of some backend: they would excuse any
+def catch_alls(records: Iterable[Record], expectations: list[Expectation]) -> list[dict[str, Any]]:
+    """Entries whose case globs cover every record of some backend: they would excuse any
     regression of that backend, so the verdict names them. An exact case id is never one.
 
     Each item: `entry` (`#2 in expect.toml`), `case`, `backend` (the backend's name),
-    `records` (how many it covers: all of that backend's).
+    `records` (how many it covers: all of that backend's). Where no entry does alone but
+    several glob entries do together (`A*` and `[!A]*`), one item names them all, with
+    `together: true`, `entry` listing them and `cases` their globs. One pass over the records.
     """
-    by_backend: dict[str, list[Record]] = {}
+    globs = [(i, exp) for i, exp in enumerate(expectations) if any(c in exp.case for c in "*?[")]
+    total: Counter[str] = Counter()
+    union: Counter[str] = Counter()
+    covered: dict[str, Counter[int]] = {}
     for record in records:
-        by_backend.setdefault(record["backend"], []).append(record)
+        backend = record["backend"]
+        total[backend] += 1
+        hits = [i for i, exp in globs if exp.covers(record)]
+        if hits:
+            union[backend] += 1
+            mine = covered.setdefault(backend, Counter())
+            for i in hits:
+                mine[i] += 1
     found = []
-    for exp in expectations:
-        if not any(c in exp.case for c in "*?["):
-            continue
-        for name, mine in sorted(by_backend.items()):
-            if all(exp.covers(r) for r in mine):
+    for i, exp in globs:
+        for name in sorted(total):
+            if covered.get(name, Counter())[i] == total[name]:
                 found.append({"entry": f"#{exp.index} in {exp.file}", "case": exp.case, "backend": name,
-                              "records": len(mine)})
+                              "records": total[name]})
+    alone = {f["backend"] for f in found}
+    for name in sorted(total):
+        if name in alone or union[name] != total[name]:
+            continue
+        parts = [exp for i, exp in globs if covered[name][i]]
+        by_file: dict[str, list[str]] = {}
+        for exp in parts:
+            by_file.setdefault(exp.file, []).append(f"#{exp.index}")
+        found.append({"entry": "; ".join(f"{', '.join(marks)} in {file}" for file, marks in by_file.items()),
+                      "case": ", ".join(exp.case for exp in parts), "cases": [exp.case for exp in parts],
+                      "backend": name, "records": total[name], "together": True})
     return found
 
 
 def catch_all_line(found: list[dict[str, Any]]) -> str:
     """The verdict's warning: `expectation X covers all N records of backend B; ...` ("" when none)."""
     return "; ".join(
+        f"expectations {f['entry']} (cases {', '.join(repr(c) for c in f['cases'])}) together cover all "
+        f"{f['records']} records of backend {f['backend']}" if f.get("together") else
         f"expectation {f['entry']} (case {f['case']!r}) covers all {f['records']} records of backend {f['backend']}"
         for f in found
     )

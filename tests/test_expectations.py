@@ -196,6 +196,38 @@ reason = "covers some records of each backend"
     assert catch_alls(records[:1] + records[2:3], entries[1:2]) == []  # torch-cpu's only record, but an exact id
 
 
+def test_glob_entries_that_cover_a_backend_together_are_a_catch_all_too(tmp_path: Path) -> None:
+    """`A*` and `[!A]*` each cover part of a backend and together all of it: as wide as `*`,
+    and no single entry was named."""
+    from poolconform.expectations import catch_all_line, catch_alls
+
+    entries = load_expectations(write(tmp_path, """
+[[expect]]
+case = "A*"
+backend = "torch-cpu"
+reason = "a"
+[[expect]]
+case = "Max-1"
+backend = "torch-cpu"
+reason = "an exact id is never part of a catch-all"
+[[expect]]
+case = "[!A]*"
+backend = "torch-cpu"
+reason = "the rest"
+"""))
+    records = [make_record(c, "torch-cpu", "mismatch") for c in ("A1", "A2", "B1")]
+    records.append(make_record("A1", "onnxruntime-cpu", "mismatch"))
+    found = catch_alls(iter(records), entries)  # one pass: records may come from a file
+    where = tmp_path / "expect.toml"
+    assert found == [{"entry": f"#1, #3 in {where}", "case": "A*, [!A]*", "cases": ["A*", "[!A]*"],
+                      "backend": "torch-cpu", "records": 3, "together": True}]
+    assert catch_all_line(found) == (f"expectations #1, #3 in {where} (cases 'A*', '[!A]*') together cover all 3 "
+                                     "records of backend torch-cpu")
+    alone = catch_alls(records[:2] + records[3:], entries)  # B1 gone: A* covers torch-cpu by itself
+    assert [(f["case"], f.get("together")) for f in alone] == [("A*", None)]
+    assert catch_alls(records[:1] + records[2:3], entries)[0]["together"]
+
+
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "poolconform", *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
