@@ -1,7 +1,7 @@
 """Parent memory as the matrix grows: peak resident memory of the parent's side of a run
 on matrices of about 1,000, 10,000 and 100,000 cases, each judged for several backends.
 
-    python benchmarks/matrix_memory.py [--sizes 1000,10000,100000] [--backends 8] [--json FILE]
+    python benchmarks/matrix_memory.py [--sizes 1000,10000,100000] [--backends 8] [--broken N] [--json FILE]
 
 Each size runs in a fresh interpreter: the matrix is expanded (poolconform.matrix), one
 oracle job is made per case, and every job goes through the parent's whole per-case path
@@ -12,6 +12,8 @@ each, written batch by batch to a results.jsonl and read back at the end, as a r
 --out does; then the reports a run writes (summary, findings, summary.md, junit.xml,
 report.html) are made from them. No worker runs, so the figure is the parent alone; what a
 worker holds is one case.
+With --broken N the first N stand-ins answer zeros, as a broken install would: almost every
+record of theirs disagrees, and the findings are triaged from them.
 Printed per size: cases, records, seconds, resident memory after expansion, after judging
 every case, with the records read back, after the reports, and at the peak, and the
 peak's growth per case (what stays "bounded" means: jobs hold no arrays once judged, so
@@ -74,7 +76,7 @@ def current_mb() -> float:
     return peak_mb()
 
 
-def measure(cases: int, backends: int) -> dict:
+def measure(cases: int, backends: int, broken: int = 0) -> dict:
     """(In the child) expand, make jobs, judge every job for each backend, read the records
     back and write the reports; memory figures in MiB."""
     import numpy as np
@@ -96,6 +98,7 @@ def measure(cases: int, backends: int) -> dict:
     from poolconform.worker import Outcome
 
     names = [f"stand-in-{i}" for i in range(1, backends + 1)]
+    wrong = set(names[:broken])  # these answer zeros: every one of their records disagrees
 
     started = time.perf_counter()
     base = current_mb()
@@ -113,7 +116,8 @@ def measure(cases: int, backends: int) -> dict:
             answer = [np.asarray(e).astype(dtypes.numpy_dtype(job.case.dtype) if i == 0 else np.int64)
                       for i, e in enumerate(job.expected)]
             for name in judged_by:
-                batch.append(outcome_record(job, name, Outcome(key, "outputs", answer)))
+                given = [np.zeros_like(a) for a in answer] if name in wrong else answer
+                batch.append(outcome_record(job, name, Outcome(key, "outputs", given)))
             unjudged[key] -= len(judged_by)
             if unjudged[key] <= 0:
                 job.release()  # as the runner does once every backend's answer is judged
@@ -158,23 +162,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="approximate case counts (comma-separated)")
     parser.add_argument("--backends", type=int, default=8, help="stand-in backends judged per case (default 8)")
+    parser.add_argument("--broken", type=int, default=0, metavar="N",
+                        help="the first N stand-ins answer zeros, so every record of theirs disagrees (default 0)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.backends < 1:
         parser.error("--backends must be at least 1")
+    if not 0 <= args.broken <= args.backends:
+        parser.error("--broken must be between 0 and --backends")
     if args.child:
-        print(json.dumps(measure(args.child, args.backends)))
+        print(json.dumps(measure(args.child, args.backends, args.broken)))
         return 0
     rows = []
     for size in (int(s) for s in args.sizes.split(",") if s):
-        done = subprocess.run([sys.executable, __file__, "--child", str(size), "--backends", str(args.backends)],
+        done = subprocess.run([sys.executable, __file__, "--child", str(size), "--backends", str(args.backends),
+                               "--broken", str(args.broken)],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"size {size}: {done.stderr.strip().splitlines()[-1:]!r}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"parent side of a run (expansion, jobs, inputs, oracle, comparison, records, reports), "
-          f"{args.backends} stand-in backend(s), one interpreter per size (MB: resident memory):")
+          f"{args.backends} stand-in backend(s)" + (f", {args.broken} of them answering zeros" if args.broken else "")
+          + ", one interpreter per size (MB: resident memory):")
     print(f"  {'cases':>7s} {'records':>8s} {'seconds':>8s} {'reports s':>9s} {'start':>6s} {'expanded':>8s} "
           f"{'judged':>7s} {'run peak':>8s} {'+records':>8s} {'+reports':>8s} {'peak':>6s} {'peak-start per case':>20s}")
     for r in rows:
