@@ -345,9 +345,11 @@ def test_check_judges_every_data_set_and_a_later_sets_finding_reproduces(tmp_pat
         ("test_avg", "onnxruntime-cpu", "pass"), ("test_avg", "stored-data", "pass"),  # set 0 agrees with the spec
         ("test_avg/test_data_set_1", "onnxruntime-cpu", "pass"), ("test_avg/test_data_set_1", "stored-data", "mismatch")}
     (finding,) = json.loads((tmp_path / "o" / "summary.json").read_text())["findings"]
-    assert finding["reproduce"] == "poolconform check test_avg/test_data_set_1"
+    # the set's folder as check found it (absolute: the corpus is not under the folder check ran in)
+    assert finding["reproduce"] == f"poolconform check {second.resolve()}"
     again = run_cli(*finding["reproduce"].split()[1:], "--backends", "onnxruntime-cpu", "--out", str(tmp_path / "r"),
-                    cwd=corpus)
+                    cwd=tmp_path)
+    assert json.loads((tmp_path / "r" / "results.jsonl").read_text().splitlines()[0])["path"] == "corpus/test_avg/test_data_set_1"
     assert again.returncode == 1, again.stderr
     records = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
     assert {(r["case"], r["backend"], r["status"]) for r in records} == {

@@ -94,18 +94,20 @@ def main(args: argparse.Namespace) -> int:
     early: list[dict] = []
     excused: list[Expectation] = []
     for item in loaded:
-        fields: dict[str, Any] = {"suite": ONNX_SUITE} if item.path.resolve() in suite else {}
+        in_suite = item.path.resolve() in suite
         if isinstance(item, LoadFailure):
             # One record: the directory, not any backend, is what failed.
             failed = make_record(item.name, STORED_DATA, "error", detail=f"cannot load: {printable(item.message)}")
-            early.append({**failed, **fields})
+            early.append({**failed, **({"suite": ONNX_SUITE} if in_suite else {"path": _shown(item.path)})})
             continue
         for data_set in item.each_data_set():  # each set its own records: a green covers every set
             job, data_record, reason = _job(data_set, args.against == "stored", judge)
-            if fields:  # a finding's reproduce line needs --onnx-suite to find the directory
-                job.record_fields = fields
-                if data_record is not None:
-                    data_record.update(fields)
+            # where a finding's reproduce line finds the directory: --onnx-suite, or its path
+            where = data_set.path / data_set.data_set_names[0] if data_set is not item else data_set.path
+            fields: dict[str, Any] = {"suite": ONNX_SUITE} if in_suite else {"path": _shown(where)}
+            job.record_fields = fields
+            if data_record is not None:
+                data_record.update(fields)
             jobs.append(job)
             if data_record is not None:
                 early.append(data_record)
@@ -137,6 +139,16 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         write_atomic(args.json, json.dumps(list(records), indent=2) + "\n")
     return status
+
+
+def _shown(path: Path) -> str:
+    """A directory as a record names it: relative to the current folder where it lies under it,
+    else absolute, so `poolconform check PATH` (a finding's reproduce line) finds it."""
+    full = path.resolve()
+    try:
+        return shown_path(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return shown_path(full)
 
 
 def _misnamed(items: list[StoredCase]) -> list[tuple[str, str]]:

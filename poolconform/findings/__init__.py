@@ -98,6 +98,8 @@ def reproduce_command(finding: dict[str, Any]) -> str:
         if finding.get("suite") == "onnx":  # --cases names the directory, every data set of it
             directory = re.sub(r"/test_data_set_[0-9]+$", "", case)
             line = f"poolconform check --onnx-suite --cases {shlex.quote(directory)}"
+        elif finding.get("path"):  # where check found it: runs from any folder
+            line = f"poolconform check {shlex.quote(finding['path'])}"
         else:
             line = f"poolconform check {shlex.quote(folder)}"
         return line if backend in PSEUDO_BACKENDS else f"{line} --backends {shlex.quote(backend)}"

@@ -221,8 +221,9 @@ def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, membe
         if ulps and not any((r.get("detail") or "").startswith("Indices") for r in members) \
                 and all(u is not None and math.isfinite(u) for u in ulps):
             finding["max_ulp"] = max(u for u in ulps if u is not None)  # what its expect entry pins
-    if members and members[0].get("suite"):  # check --onnx-suite: where the directory comes from
-        finding["suite"] = members[0]["suite"]
+    for key in ("suite", "path"):  # check: where the minimal case's directory is (--onnx-suite, or a path)
+        if members and members[0].get(key):
+            finding[key] = members[0][key]
     reasons = sorted({r["expected_reason"] for r in expected if r.get("expected_reason")})
     links = sorted({r["expected_link"] for r in expected if r.get("expected_link")})
     if reasons:
