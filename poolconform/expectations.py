@@ -202,7 +202,7 @@ def _entry(raw: dict[str, Any], file: str, index: int, backends: tuple[str, ...]
                        raw.get("link", "").strip(), None if max_ulp is None else float(max_ulp), detail)
 
 
-def apply_expectations(records: Sequence[Record], expectations: list[Expectation]) -> list[dict[str, str]]:
+def apply_expectations(records: Iterable[Record], expectations: list[Expectation]) -> list[dict[str, str]]:
     """Mark expected disagreements in place; return the entries that are now fixed.
 
     A failing record is expected when an entry covers its case and backend and lists
@@ -212,32 +212,50 @@ def apply_expectations(records: Sequence[Record], expectations: list[Expectation
     With an exact case id this is "that case now passes"; with a glob, every case it
     names passes or is unsupported.
     """
-    used: set[int] = set()
-    passing: set[int] = set()
-    failing: set[int] = set()
+    marking = Marking(expectations)
     for record in records:
+        marking.mark(record)
+    return marking.fixed()
+
+
+class Marking:
+    """apply_expectations one record at a time: `mark` each as it is read (a run's records are
+    then held compactly with their marks, poolconform/record_table.py), then `fixed`."""
+
+    def __init__(self, expectations: list[Expectation]) -> None:
+        self.expectations = expectations
+        self._used: set[int] = set()
+        self._passing: set[int] = set()
+        self._failing: set[int] = set()
+
+    def mark(self, record: Record) -> Record:
+        """The record, its marks set (and any it held dropped); returned for use in a generator."""
         record.pop("expected", None)
         record.pop("expected_reason", None)
         record.pop("expected_link", None)
-        for i, exp in enumerate(expectations):
+        status = record["status"]
+        for i, exp in enumerate(self.expectations):
             if not exp.covers(record):
                 continue
-            if record["status"] == "pass":
-                passing.add(i)
-            elif record["status"] in FAILING and not exp.excuses(record):
-                failing.add(i)  # a case it names still fails, in a way it does not excuse: not fixed
-            elif record["status"] in FAILING:
-                used.add(i)
+            if status == "pass":
+                self._passing.add(i)
+            elif status in FAILING and not exp.excuses(record):
+                self._failing.add(i)  # a case it names still fails, in a way it does not excuse: not fixed
+            elif status in FAILING:
+                self._used.add(i)
                 if "expected" not in record:
                     record["expected"] = True
                     record["expected_reason"] = exp.reason
                     if exp.link:
                         record["expected_link"] = exp.link
-    return [
-        {"case": exp.case, "backend": exp.backend, "reason": exp.reason} | ({"link": exp.link} if exp.link else {})
-        for i, exp in enumerate(expectations)
-        if i in passing and i not in used and i not in failing
-    ]
+        return record
+
+    def fixed(self) -> list[dict[str, str]]:
+        return [
+            {"case": exp.case, "backend": exp.backend, "reason": exp.reason} | ({"link": exp.link} if exp.link else {})
+            for i, exp in enumerate(self.expectations)
+            if i in self._passing and i not in self._used and i not in self._failing
+        ]
 
 
 def catch_alls(records: Iterable[Record], expectations: list[Expectation]) -> list[dict[str, Any]]:

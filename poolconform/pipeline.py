@@ -252,18 +252,23 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
             if writer:
                 writer.close()
     interrupted = stop.is_set()  # before the last record, or after it (no shrinking, then): either way, stop
-    records = read_records(results_path, spill=True) if results_path else collected
+    from poolconform.expectations import Marking, catch_alls, load_expectations, unmatched
+
+    entries = None
+    if session.expectations is not None:
+        entries = session.expectations if isinstance(session.expectations, list) else load_expectations(session.expectations)
+    marking = Marking(entries or [])  # marks each record as it is read: the table is final, and every record spills
+    if results_path:
+        records = read_records(results_path, spill=True, mark=marking.mark)
+    else:
+        records = RecordTable((marking.mark(r) for r in collected), spill=True, final=True)
+        del collected
     fixed: list[dict] = []
     catch_all: list[dict] = []
     unused: list[dict] = []
-    if session.expectations is not None:
-        from poolconform.expectations import apply_expectations, catch_alls, load_expectations
-
-        entries = session.expectations if isinstance(session.expectations, list) else load_expectations(session.expectations)
-        fixed = apply_expectations(records, entries)
+    if entries is not None:
+        fixed = marking.fixed()
         catch_all = catch_alls(records, entries)  # named in the verdict line
-        from poolconform.expectations import unmatched
-
         unused = unmatched(records, entries)  # warned about in every report
     extra = dict(session.extra)
     extra["seconds"] = round(time.perf_counter() - started, 3)

@@ -10,7 +10,9 @@ same order (`dict(zip(keys, values))`, about as fast as reading a dict).
 
 Disagreeing records (the few the reports show, and the ones expectations mark in place)
 and any record the tuples cannot hold exactly (a nested value other than a case's params,
-an expectation mark) are kept whole: the same dict every time, so marking them sticks. A
+an expectation mark) are kept whole: the same dict every time, so marking them sticks.
+A `final` table's records were marked as they were read (a run's reports): only the last
+kind is kept whole, and disagreeing records spill like the others. A
 compact record's dict is new on each access: writing a key into it changes nothing kept.
 Its values are shared (a case's params dict, a shape list): read them, do not mutate them.
 
@@ -19,7 +21,8 @@ most SPILL_ROWS compact rows in memory: each time that many have gathered they a
 pickled, as one chunk, to an unnamed temporary file in that folder, and read back a chunk
 at a time when iterated, so a run's report phase does not grow with its record count
 (docs/speed.md, "Memory as the matrix grows"). Whole records stay in memory (they are the
-few, and a mark written into one must stick). What the table keeps per record is then 8
+few, and a mark written into one must stick; in a final table, only a record the tuples
+cannot hold). What the table keeps per record is then 8
 bytes of key; per case, the case id's number. A folder that cannot be written to, or fills
 up, leaves the rows in memory: nothing is lost.
 """
@@ -59,7 +62,10 @@ class RecordTable(Sequence[Record]):
     """Records in the order given; a later record of the same (case, backend) replaces the
     earlier one where that stood (as results.jsonl's reader always has)."""
 
-    def __init__(self, records: Iterable[Record] = (), *, spill: bool | Path = False) -> None:
+    def __init__(self, records: Iterable[Record] = (), *, spill: bool | Path = False, final: bool = False) -> None:
+        #: The records carry their final marks (applied as they were read, expectations.Marking)
+        #: and nothing writes into them later: disagreeing and marked ones are held compactly too.
+        self._final = final
         self._rows: list[tuple | Record] = []  # after the spilled chunks: a compact record's values + its keys, or a whole record
         # Positional reads (os.pread): two loops over the table at once share the file.
         self._spilling = spill is not False and hasattr(os, "pread")
@@ -152,7 +158,7 @@ class RecordTable(Sequence[Record]):
 
     def _row(self, record: Record) -> tuple | Record:
         """The record as a tuple of (shared) values ending with its keys; itself when it must stay whole."""
-        if record.get("status") not in COMPACT_STATUSES or not MARKS.isdisjoint(record):
+        if not self._final and (record.get("status") not in COMPACT_STATUSES or not MARKS.isdisjoint(record)):
             return self._whole(record)
         values: list[Any] = []
         for key, value in record.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,11 +178,18 @@ def _is_record(line: bytes) -> bool:
     return isinstance(value, dict) and "case" in value and "backend" in value
 
 
-def read_records(path: Path, *, spill: bool = False) -> RecordTable:
+def read_records(path: Path, *, spill: bool = False,
+                 mark: Callable[[Record], Record] | None = None) -> RecordTable:
     """Records of a results.jsonl, held compactly (poolconform/record_table.py); a torn last
     line is ignored (see iter_records). With `spill`, all but the last few thousand are
-    held in an unnamed temporary file beside it instead of in memory (a run's reports)."""
-    return RecordTable(iter_records(path), spill=path.parent if spill else False)
+    held in an unnamed temporary file beside it instead of in memory (a run's reports).
+    With `mark` (expectations.Marking.mark, or a function returning the record unchanged),
+    each record is marked as it is read and the table is final: nothing marks it later, so
+    disagreeing records are held compactly (and spill) too."""
+    records = iter_records(path)
+    if mark is not None:
+        records = (mark(r) for r in records)
+    return RecordTable(records, spill=path.parent if spill else False, final=mark is not None)
 
 
 def iter_records(path: Path, keys: RecordKeys | None = None) -> Iterator[Record]:

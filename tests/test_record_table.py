@@ -160,6 +160,26 @@ def test_marks_stick_on_spilled_disagreements_and_a_repeat_replaces_in_place(mon
     assert table[1].get("expected") is True  # the mark survived reading the chunks back
 
 
+def test_a_final_table_marks_as_it_reads_and_spills_disagreements_too(monkeypatch, tmp_path: Path):
+    """A run's reports: the marks are applied as records are read (expectations.Marking), so a
+    broken backend's disagreements need not stay in memory; the records and marks come back
+    the same as marking a kept table in place."""
+    from poolconform.expectations import Marking
+
+    rows = [_record(i, b, "mismatch" if b == "c" or i % 9 == 0 else "pass") for i in range(30) for b in "abc"]
+    known = [Expectation("case-1", "c", ("mismatch",), "known", "e.toml", 1, "l")]
+    kept = RecordTable(json.loads(json.dumps(r)) for r in rows)
+    fixed_kept = apply_expectations(kept, known)
+    marking = Marking(known)
+    monkeypatch.setattr("poolconform.record_table.SPILL_ROWS", 7)
+    final = RecordTable((marking.mark(json.loads(json.dumps(r))) for r in rows), spill=tmp_path, final=True)
+    assert marking.fixed() == fixed_kept == []
+    assert final._wholes == [] and len(final._rows) < 7  # every disagreement went to the file
+    assert all(_same(a, b) for a, b in zip(final, kept))
+    assert [(r["case"], r["expected_reason"], r["expected_link"]) for r in final if r.get("expected")] == [
+        ("case-1", "known", "l")]
+
+
 def test_sorting_a_spilled_table_reads_it_back(monkeypatch, tmp_path: Path):
     table = _spilling(monkeypatch, tmp_path, [_record(i, b) for i in (3, 1, 2, 5, 4) for b in ("z", "b", "a")])
     table.sort_by_key()

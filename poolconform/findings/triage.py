@@ -13,7 +13,7 @@ import itertools
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence, Set as AbstractSet
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from poolconform.findings.features import DERIVED, Test, case_tests, phrase
@@ -63,7 +63,7 @@ def mismatch_kind(detail: str) -> str:
     return "values differ"
 
 
-def _shape_delta(record: Record) -> list[int] | None:
+def _shape_delta(record: Record | _Member) -> list[int] | None:
     want, got = record.get("expected_shape"), record.get("actual_shape")
     if not want or not got or len(want) != len(got):
         return None
@@ -87,7 +87,7 @@ def signature(record: Record) -> str:
     return normalise_message(record.get("detail") or status)
 
 
-def _what(status: str, sig: str, members: list[Record]) -> str:
+def _what(status: str, sig: str, members: list[_Member]) -> str:
     """The first half of a summary: what the backend does wrong."""
     if status == "shape-mismatch":
         deltas = sorted({abs(d) for r in members for d in (_shape_delta(r) or []) if d})
@@ -111,12 +111,43 @@ def smallest_first(record: Record) -> tuple:
     return (size, window, len(record["case"]), record["case"])
 
 
-def _mask(items: Sequence[AbstractSet[Test]], test: Test) -> int:
-    """Bit i set where items[i] holds `test` (built in one pass: or-ing 1 << i into a large
-    int would copy it once per item)."""
+class Vocabulary:
+    """Every attribute test seen in one triage, each a bit: a case's facts are then one int
+    (tens of bytes) instead of a frozenset (up to 2 KB a case), which a broken backend's
+    tens of thousands of disagreeing records each need."""
+
+    def __init__(self) -> None:
+        self._bits: dict[Test, int] = {}
+        self._tests: list[Test] = []
+
+    def encode(self, tests: Iterable[Test]) -> int:
+        bits = 0
+        for test in tests:
+            bit = self._bits.get(test)
+            if bit is None:
+                bit = self._bits[test] = len(self._tests)
+                self._tests.append(test)
+            bits |= 1 << bit
+        return bits
+
+    def bit(self, test: Test) -> int:
+        return self._bits[test]
+
+    def decode(self, bits: int) -> list[Test]:
+        out, tests = [], self._tests
+        while bits:
+            low = bits & -bits
+            out.append(tests[low.bit_length() - 1])
+            bits ^= low
+        return out
+
+
+def _mask(items: Sequence[int], bit: int) -> int:
+    """Bit i set where the facts items[i] hold test `bit` (built in one pass: or-ing 1 << i
+    into a large int would copy it once per item)."""
     bits = bytearray((len(items) + 7) // 8)
-    for i, tests in enumerate(items):
-        if test in tests:
+    for i, facts in enumerate(items):
+        if facts >> bit & 1:
             bits[i >> 3] |= 1 << (i & 7)
     return int.from_bytes(bits, "little")
 
@@ -127,42 +158,44 @@ class Negatives:
     for every rule searched. 80,000 records of 10,000 cases: one set per case, not per record."""
 
     def __init__(self) -> None:
-        self._index: dict[frozenset[Test], None] = {}
-        self._sets: list[frozenset[Test]] | None = None
-        self._masks: dict[Test, int] = {}
+        self._index: dict[int, None] = {}
+        self._sets: list[int] | None = None
+        self._masks: dict[int, int] = {}
 
-    def add(self, tests: AbstractSet[Test]) -> None:
-        self._index[frozenset(tests)] = None
+    def add(self, facts: int) -> None:
+        self._index[facts] = None
         self._sets = None
         self._masks.clear()
 
     def __len__(self) -> int:
         return len(self._index)
 
-    def mask(self, test: Test) -> int:
+    def mask(self, bit: int) -> int:
         if self._sets is None:
             self._sets = list(self._index)
-        mask = self._masks.get(test)
+        mask = self._masks.get(bit)
         if mask is None:
-            mask = self._masks[test] = _mask(self._sets, test)
+            mask = self._masks[bit] = _mask(self._sets, bit)
         return mask
 
 
-def induce_rule(positives: Sequence[AbstractSet[Test]], negatives: Negatives,
-                remaining: int) -> tuple[list[Test], int] | None:
-    """The conjunction covering the most `remaining` positives and no negative (None if none).
+def induce_rule(positives: Sequence[int], negatives: Negatives, remaining: int,
+                vocabulary: Vocabulary) -> tuple[list[Test], int] | None:
+    """The conjunction covering the most `remaining` positives and no negative (None if none);
+    facts are `vocabulary`'s bits.
 
     Ties go to fewer tests, then to derived facts that hold (they explain; one that does not
     hold, such as "no ceil_mode window ...", says little), then to a stable order.
     """
     if not len(negatives):
         return [], remaining
-    seen: set[Test] = set()
+    any_fact = 0
     for i, facts in enumerate(positives):
         if remaining >> i & 1:
-            seen |= facts
-    pos = {t: _mask(positives, t) & remaining for t in seen}
-    neg = {t: negatives.mask(t) for t in seen}
+            any_fact |= facts
+    seen = vocabulary.decode(any_fact)
+    pos = {t: _mask(positives, vocabulary.bit(t)) & remaining for t in seen}
+    neg = {t: negatives.mask(vocabulary.bit(t)) for t in seen}
     tests = sorted(seen, key=lambda t: (-pos[t].bit_count(), str(t)))
     all_neg = (1 << len(negatives)) - 1
     best: tuple | None = None
@@ -188,11 +221,11 @@ def induce_rule(positives: Sequence[AbstractSet[Test]], negatives: Negatives,
     return None if best is None else (best[1], best[2])
 
 
-def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, members: list[Record],
+def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, members: list[_Member],
              unsplit: bool = False) -> dict[str, Any]:
     # unexpected records first: the minimal case (and what shrinking starts from) is one that
     # fails the run, not one an expectation excuses
-    members = sorted(members, key=lambda r: (bool(r.get("expected")), smallest_first(r)))
+    members = sorted(members, key=lambda r: (bool(r.get("expected")), r.order))
     if rule is None:
         pattern = [f"{len(members)} more case(s), not split into more than {MAX_RULES} patterns" if unsplit
                    else f"{len(members)} case(s) that share no pattern apart from passing ones"]
@@ -238,40 +271,64 @@ _FACTS_KEPT = 4096
 
 
 class _FactsOf:
-    """case_tests of a params dict, computed once per dict: records read back share one
-    params dict per case (poolconform/record_table.py), so 8 backends cost one computation."""
+    """case_tests of a params dict as vocabulary bits, computed once per dict: records read
+    back share one params dict per case (poolconform/record_table.py), so 8 backends cost one
+    computation."""
 
-    def __init__(self) -> None:
-        self._known: dict[int, tuple[Any, frozenset[Test]]] = {}
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
+        self._known: dict[int, tuple[Any, int]] = {}
 
-    def __call__(self, params: Any) -> frozenset[Test]:
+    def __call__(self, params: Any) -> int:
         known = self._known.get(id(params))
         if known is None or known[0] is not params:
             if len(self._known) >= _FACTS_KEPT:  # a spilled table's chunks bring fresh dicts: keep the recent ones
                 self._known.clear()
-            known = self._known[id(params)] = (params, frozenset(case_tests(params)))
+            known = self._known[id(params)] = (params, self.vocabulary.encode(case_tests(params)))
         return known[1]
+
+
+class _Member:
+    """What a finding reads of one disagreeing record, and its facts: a broken backend's
+    records are all disagreements, and a run's records are read back from a file, so each
+    is kept as this, not as the record (docs/speed.md, "Memory as the matrix grows")."""
+
+    __slots__ = ("fields", "order", "facts")
+    KEYS = ("case", "status", "detail", "max_ulp", "expected_shape", "actual_shape", "expected", "expected_reason",
+            "expected_link", "suite", "path")
+
+    def __init__(self, record: Record, facts: int) -> None:
+        self.fields = {k: record[k] for k in self.KEYS if record.get(k) is not None}
+        self.order = smallest_first(record)
+        self.facts = facts
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
 
 
 def triage(records: Sequence[Record]) -> list[dict[str, Any]]:
     """Findings for every disagreeing record (expected ones too, marked), worst first."""
-    groups: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[_Member]] = defaultdict(list)
+    vocabulary = Vocabulary()
+    facts = _FactsOf(vocabulary)
     for r in records:
         if r["status"] in FAILING:
-            groups[(r["backend"], r["status"], signature(r))].append(r)
+            groups[(r["backend"], r["status"], signature(r))].append(_Member(r, facts(r.get("params"))))
     passing: dict[str, Negatives] = defaultdict(Negatives)
     failing = {backend for backend, _, _ in groups}
-    facts = _FactsOf()
     for r in records if failing else ():  # a second pass, for the backends that need negatives only
         if r["status"] == "pass" and r["backend"] in failing:
             passing[r["backend"]].add(facts(r.get("params")))
     findings = []
     for (backend, status, sig), members in groups.items():
-        tests = [facts(r.get("params")) for r in members]
+        tests = [m.facts for m in members]
         remaining = (1 << len(members)) - 1
         rules = 0
         while remaining:
-            found = induce_rule(tests, passing[backend], remaining) if rules < MAX_RULES else None
+            found = induce_rule(tests, passing[backend], remaining, vocabulary) if rules < MAX_RULES else None
             if found is None:
                 left = [m for i, m in enumerate(members) if remaining >> i & 1]
                 findings.append(_finding(backend, status, sig, None, left, unsplit=rules >= MAX_RULES))
@@ -287,16 +344,16 @@ def triage(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 def unsupported_groups(records: Sequence[Record]) -> list[dict[str, Any]]:
     """Unsupported records grouped by backend and reason template, most records first."""
-    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[tuple[tuple, str]]] = defaultdict(list)  # (order, detail), not the records
     for r in records:
         if r["status"] == "unsupported":
-            groups[(r["backend"], normalise_message(r.get("detail") or "unsupported"))].append(r)
+            detail = r.get("detail") or ""
+            groups[(r["backend"], normalise_message(detail or "unsupported"))].append((smallest_first(r), detail))
     out = []
     for (backend, template), members in groups.items():
-        members.sort(key=smallest_first)
+        members.sort()
         out.append({"backend": backend, "status": "unsupported", "count": len(members), "reason": template,
-                    "summary": f"{backend}: unsupported: {template}", "cases": [r["case"] for r in members],
-                    "minimal_case": members[0]["case"], "minimal_detail": members[0].get("detail") or "",
-                    "expected": False})
+                    "summary": f"{backend}: unsupported: {template}", "cases": [order[-1] for order, _ in members],
+                    "minimal_case": members[0][0][-1], "minimal_detail": members[0][1], "expected": False})
     out.sort(key=lambda g: (-g["count"], g["backend"], g["reason"]))
     return out

@@ -66,6 +66,16 @@ def agreement(records: Sequence[Record]) -> dict[str, dict[str, dict[str, int]]]
     return table
 
 
+def _first_two(entry: tuple[tuple, int, dict[str, Any]]) -> tuple[tuple, int]:
+    """The order of `worst`: rank, then the record's position (as a stable sort kept them)."""
+    return entry[0], entry[1]
+
+
+def _worst_row(r: Record) -> dict[str, Any]:
+    return {k: r.get(k) for k in ("case", "backend", "status", "max_abs_err", "max_ulp", "detail")} | {
+        "expected": bool(r.get("expected"))}
+
+
 def summarize(
     records: Sequence[Record],
     infos: dict[str, BackendInfo] | None = None,
@@ -78,21 +88,26 @@ def summarize(
     counts: Counter[str] = Counter()
     by_backend: dict[str, dict[str, int]] = {}
     cases: set[str] = set()
-    disagreements: list[Record] = []
+    shown: list[tuple[tuple, int, dict[str, Any]]] = []  # (rank, position, row): the worst disagreements so far
+    unexpected = 0
     computed = False  # a backend computed something (not every record is unsupported or a pseudo-backend's)
-    for r in records:  # one pass: a large run's records are read back from a file (poolconform/record_table.py)
+    for number, r in enumerate(records):  # one pass: a large run's records are read back from a file
         status = r["status"]
         counts[status] += 1
         by_backend.setdefault(r["backend"], {s: 0 for s in STATUSES})[status] += 1
         cases.add(sys.intern(r["case"]))  # one string per case for every table the reports make
         if status in FAILING:
-            disagreements.append(r)
+            unexpected += not r.get("expected")
+            if worst > 0:  # the worst few only, not a list of every one: a broken backend's are all
+                rank = (bool(r.get("expected")),
+                        -(numeric(r.get("max_ulp")) or float("inf") if status == "mismatch" else 0),
+                        status, r["backend"], r["case"])
+                shown.append((rank, number, _worst_row(r)))
+                if len(shown) >= 4 * worst:
+                    shown.sort(key=_first_two)
+                    del shown[worst:]
         if not computed and status != "unsupported" and r["backend"] not in PSEUDO_BACKENDS:
             computed = True
-    unexpected = [r for r in disagreements if not r.get("expected")]
-    disagreements.sort(key=lambda r: (bool(r.get("expected")),
-                                      -(numeric(r.get("max_ulp")) or float("inf") if r["status"] == "mismatch" else 0),
-                                      r["status"], r["backend"], r["case"]))
     summary: dict[str, Any] = {
         "tool": {"name": "poolconform", "version": __version__},
         "cases": len(cases),
@@ -108,12 +123,8 @@ def summarize(
         "agreement": agreement(records),
         "findings": build_findings(records, {n: i.python for n, i in (infos or {}).items() if i.python}),
         "unsupported": unsupported_groups(records),
-        "worst": [
-            {k: r.get(k) for k in ("case", "backend", "status", "max_abs_err", "max_ulp", "detail")}
-            | {"expected": bool(r.get("expected"))}
-            for r in disagreements[:worst]
-        ],
-        "unexpected": len(unexpected),
+        "worst": [row for _, _, row in sorted(shown, key=_first_two)[:worst]],
+        "unexpected": unexpected,
         "exit_status": 1 if unexpected else 0,
     }
     if counts and not unexpected and not computed:
