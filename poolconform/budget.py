@@ -68,7 +68,7 @@ def oracle_bytes(case: PoolCase) -> int:
     float64 output plus one chunk's intermediates; a 16-bit average judged against narrow
     accumulation also builds the zero-padded input in that type.
     """
-    from poolconform.oracle import CHUNK_ELEMENTS
+    from poolconform.oracle import CHUNK_ELEMENTS, lp_may_scale
 
     n, c = case.input_shape[:2]
     planes, plane = n * c, math.prod(case.spatial)
@@ -99,6 +99,15 @@ def oracle_bytes(case: PoolCase) -> int:
         # float64 copy, |x|, the terms in the 16-bit type; the padded terms; the running total
         narrow = n * c * plane * 20 + padded * 2 + output_elements(case) * 14
         total = max(total, (outputs + narrow) * 4 // 3)
+    if lp_may_scale(case):
+        # _scaled_lp, whole: |x| and the zero-padded input in float64; the window maxima, the
+        # running total and each offset's two temporaries; the longdouble root (measured 87 MiB
+        # on a 1x4x512x512 float32 input, p = 9, against 17 MiB for the separable path)
+        padded = n * c * math.prod(
+            s + 2 * shapes.effective_kernel(k, d) for s, k, d in zip(case.spatial, case.kernel, case.dilations)
+        )
+        scaled = n * c * plane * _FLOAT64 + padded * _LONGDOUBLE + output_elements(case) * (4 * _FLOAT64 + 3 * _LONGDOUBLE)
+        total = max(total, scaled * 4 // 3)
     return total + _OVERHEAD
 
 

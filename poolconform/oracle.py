@@ -440,6 +440,30 @@ def _lp_in_range(x: np.ndarray, p: int | None, count: int, t: np.dtype) -> bool:
     return p * math.log2(float(a.max())) < top and p * math.log2(float(a.min())) > bottom
 
 
+def lp_may_scale(case: PoolCase) -> bool:
+    """Whether some input of the case's dtype could send its LpPool to _scaled_lp (whose
+    memory budget.oracle_bytes must then count): |x|**p of the dtype's largest or smallest
+    nonzero magnitude leaves the sum type's normal range (_lp_in_range, without the data)."""
+    import ml_dtypes
+
+    from poolconform import dtypes
+
+    if case.op != "LpPool" or case.p is None or case.p == 1:
+        return False
+    t = np.dtype(np.longdouble) if case.dtype == "float64" else np.dtype(np.float64)
+    info = np.finfo(t)
+    top = float(np.log2(info.max)) - math.log2(max(math.prod(case.kernel), 1))
+    bottom = float(np.log2(info.tiny))
+    own = dtypes.numpy_dtype(case.dtype)
+    if dtypes.is_float(case.dtype):
+        fi = ml_dtypes.finfo(own)
+        largest, smallest = float(fi.max), float(fi.smallest_subnormal)
+    else:
+        ii = np.iinfo(own)
+        largest, smallest = float(max(abs(int(ii.min)), int(ii.max))), 1.0
+    return not (case.p * math.log2(largest) < top and case.p * math.log2(smallest) > bottom)
+
+
 def _unscale(m: np.ndarray, total: np.ndarray, p: int) -> np.ndarray:
     """m * total**(1/p) where m is a window's largest |x| (finite, > 0); inf and NaN windows
     keep m, and a window of zeros or of no element gives 0 (what the plain sum gives)."""

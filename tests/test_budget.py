@@ -65,6 +65,9 @@ def test_memory_limit_applies_when_work_is_small() -> None:
     make_case("AveragePool", (4, 8, 128, 128), kernel=3, strides=2, dtype="float64"),
     make_case("AveragePool", (1, 2, 256, 256), kernel=3, strides=1, dtype="float16"),
     make_case("GlobalLpPool", (2, 3, 64, 64), opset=18),
+    # |x|**9 overflows float64 on these inputs: the scaled LpPool path (estimated 5x under before)
+    make_case("LpPool", (1, 4, 256, 256), kernel=3, strides=1, p=9, generator="large", opset=18),
+    make_case("LpPool", (1, 2, 64, 64), kernel=2, strides=2, pads=1, p=9, generator="large", dtype="float16", opset=18),
 ], ids=lambda c: c.id)
 def test_estimate_bounds_the_oracle_measured_peak(case: PoolCase) -> None:
     """oracle_bytes mirrors poolconform/oracle.py: when the oracle changes, this says so."""
