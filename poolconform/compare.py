@@ -17,15 +17,14 @@ have passed.
 from __future__ import annotations
 
 import hashlib
-import threading
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from poolconform import contexts, dtypes, oracle, quantized
 from poolconform.case import AVERAGING_OPS, PoolCase
+from poolconform.lru import ByteLRU
 
 
 @dataclass(frozen=True)
@@ -116,63 +115,32 @@ _Facts = tuple[np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
 FACTS_CACHE_BYTES = 16 * 2**20
 
 
-class _FactsCache:
-    """The facts of each expected array still alive and recently judged, by the array's id:
-    a weak reference drops them with the array, and a byte limit drops the least recently
-    used first (one dropped is computed again if a lagging backend's answer needs it)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.bytes = 0
-        self._held: OrderedDict[int, tuple[weakref.ref, PoolCase, _Facts, int]] = OrderedDict()
-        self._lock = threading.RLock()  # a weak reference's callback may run inside a locked call
-
-    def get(self, case: PoolCase, e: np.ndarray) -> _Facts | None:
-        with self._lock:
-            hit = self._held.get(id(e))
-            if hit is None or hit[0]() is not e or hit[1] != case:
-                return None
-            self._held.move_to_end(id(e))
-            return hit[2]
-
-    def keep(self, case: PoolCase, e: np.ndarray, facts: _Facts) -> None:
-        bound, around = facts
-        size = bound.nbytes + (sum(a.nbytes for a in around) if around else 0) + ENTRY_BYTES
-        if size > self.limit:
-            return
-        key = id(e)
-
-        def forget(ref: weakref.ref) -> None:
-            with self._lock:
-                held = self._held.get(key)
-                if held is not None and held[0] is ref:
-                    self._drop(key)
-
-        try:
-            ref = weakref.ref(e, forget)
-        except TypeError:  # not an object a weak reference can follow: not kept
-            return
-        with self._lock:
-            self._drop(key)
-            self._held[key] = (ref, case, facts, size)
-            self.bytes += size
-            while self.bytes > self.limit:
-                self._drop(next(iter(self._held)))
-
-    def _drop(self, key: int) -> None:
-        held = self._held.pop(key, None)
-        if held is not None:
-            self.bytes -= held[3]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._held.clear()
-            self.bytes = 0
-
-
 #: What one kept entry costs besides its arrays (the key, the tuple, the weak reference).
 ENTRY_BYTES = 512
-_facts = _FactsCache(FACTS_CACHE_BYTES)
+#: The facts of each expected array still alive and recently judged, by the array's id, with a
+#: weak reference that drops them with the array (one dropped by the byte limit is computed
+#: again if a lagging backend's answer needs it).
+_facts: ByteLRU[int, tuple[weakref.ref, PoolCase, _Facts]] = ByteLRU(FACTS_CACHE_BYTES)
+
+
+def _known_facts(case: PoolCase, e: np.ndarray) -> _Facts | None:
+    hit = _facts.get(id(e))
+    return hit[2] if hit is not None and hit[0]() is e and hit[1] == case else None
+
+
+def _keep_facts(case: PoolCase, e: np.ndarray, facts: _Facts) -> None:
+    bound, around = facts
+    key = id(e)
+
+    def forget(ref: weakref.ref) -> None:
+        _facts.drop(key, only=lambda held: held[0] is ref)  # not a newer array's, which took the id
+
+    try:
+        ref = weakref.ref(e, forget)
+    except TypeError:  # not an object a weak reference can follow: not kept
+        return
+    size = bound.nbytes + (sum(a.nbytes for a in around) if around else 0) + ENTRY_BYTES
+    _facts.keep(key, (ref, case, facts), size)
 
 
 def _tolerance_of(case: PoolCase, e: np.ndarray, inputs: list[np.ndarray], type_name: str | None) -> _Facts:
@@ -181,14 +149,14 @@ def _tolerance_of(case: PoolCase, e: np.ndarray, inputs: list[np.ndarray], type_
     job's oracle outputs are one array judged against every backend's answer, from the job's
     own inputs, and on a small average the bound costs more than the oracle. Kept while that
     array lives (the bounded oracle cache holds it), within FACTS_CACHE_BYTES."""
-    found = _facts.get(case, e)
+    found = _known_facts(case, e)
     if found is not None:
         return found
     bound = element_tolerance(case, e, inputs)
     bound.flags.writeable = False
     around = dtypes.bracket(e, type_name) if type_name else None
     found = (bound, around)
-    _facts.keep(case, e, found)
+    _keep_facts(case, e, found)
     return found
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import OrderedDict
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from poolconform import dtypes
 from poolconform.case import PoolCase
 from poolconform.errors import CaseError
 from poolconform.generators import GENERATORS, SEED_INPUT, Generator
+from poolconform.lru import ByteLRU
 
 __all__ = ["CACHE_BYTES", "GENERATORS", "SEED_INPUT", "Generator", "case_seed", "clear_cache", "forget_inputs",
            "make_inputs", "prepare_inputs"]
@@ -34,8 +34,7 @@ CACHE_BYTES = 32 * 2**20
 #: table's slot), counted against CACHE_BYTES: tiny inputs must not make entries unbounded.
 ENTRY_OVERHEAD = 512
 
-_cache: OrderedDict[str, list[np.ndarray]] = OrderedDict()
-_cached_bytes = 0
+_cache: ByteLRU[str, list[np.ndarray]] = ByteLRU(CACHE_BYTES)
 
 
 def case_seed(case: PoolCase) -> int:
@@ -58,10 +57,9 @@ def make_inputs(case: PoolCase) -> list[np.ndarray]:
     """The case's input tensors (writable copies of what this process made once)."""
     hit = _cache.get(case.id)
     if hit is not None:
-        _cache.move_to_end(case.id)
         return [a.copy() for a in hit]
     inputs = generate_inputs(case)
-    if _size(inputs) <= CACHE_BYTES:
+    if _size(inputs) <= _cache.limit:
         _keep(case, [a.copy() for a in inputs])
     return inputs
 
@@ -70,23 +68,17 @@ def prepare_inputs(case: PoolCase) -> None:
     """Make the case's inputs now and keep them, so that a later make_inputs is a copy: the
     runner calls it for a worker's next batch while the worker computes the current one
     (docs/speed.md). Inputs too large to keep alongside others are left to make_inputs."""
-    if case.id in _cache or math.prod(case.input_shape) * dtypes.numpy_dtype(case.dtype).itemsize > CACHE_BYTES // 4:
+    if case.id in _cache or math.prod(case.input_shape) * dtypes.numpy_dtype(case.dtype).itemsize > _cache.limit // 4:
         return
     _keep(case, generate_inputs(case))
 
 
 def _keep(case: PoolCase, arrays: list[np.ndarray]) -> None:
     """Keep a case's inputs (read-only), dropping the least recently used beyond CACHE_BYTES."""
-    global _cached_bytes
     for array in arrays:
         array.flags.writeable = False
-    if case.id in _cache:
-        return
-    _cache[case.id] = arrays
-    _cached_bytes += _size(arrays)
-    while _cached_bytes > CACHE_BYTES:
-        _, dropped = _cache.popitem(last=False)
-        _cached_bytes -= _size(dropped)
+    if case.id not in _cache:
+        _cache.keep(case.id, arrays, _size(arrays))
 
 
 def _size(arrays: list[np.ndarray]) -> int:
@@ -95,14 +87,9 @@ def _size(arrays: list[np.ndarray]) -> int:
 
 def forget_inputs(case: PoolCase) -> None:
     """Drop one case's kept inputs: its last user is done with them (poolconform.job.Job.release)."""
-    global _cached_bytes
-    dropped = _cache.pop(case.id, None)
-    if dropped is not None:
-        _cached_bytes -= _size(dropped)
+    _cache.drop(case.id)
 
 
 def clear_cache() -> None:
     """Forget every kept input (tests; a process about to do something else)."""
-    global _cached_bytes
     _cache.clear()
-    _cached_bytes = 0

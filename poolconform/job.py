@@ -24,6 +24,7 @@ import numpy as np
 
 from poolconform.case import PoolCase
 from poolconform.inputs import forget_inputs, make_inputs, prepare_inputs
+from poolconform.lru import ByteLRU
 from poolconform.oracle import reference_outputs
 from poolconform.worker import Task
 
@@ -39,58 +40,10 @@ ORACLE_CACHE_BYTES = 32 * 2**20
 ENTRY_OVERHEAD = 2048
 
 
-class _OracleCache:
-    """Oracle outputs by key, least recently used first, bounded in bytes.
-
-    The key is the case where its id determines the inputs (so a job made again for a
-    lagging backend finds the outputs computed for the others), else the job itself."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.bytes = 0
-        self._held: OrderedDict[Hashable, tuple[list[np.ndarray], int]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> list[np.ndarray] | None:
-        with self._lock:
-            hit = self._held.get(key)
-            if hit is None:
-                return None
-            self._held.move_to_end(key)
-            return hit[0]
-
-    def holds(self, key: Hashable) -> bool:
-        return key in self._held
-
-    def keep(self, key: Hashable, outputs: list[np.ndarray]) -> None:
-        size = sum(a.nbytes for a in outputs) + ENTRY_OVERHEAD
-        if size > self.limit:
-            return  # too big to keep at all: remade on each use
-        with self._lock:
-            self._forget(key)  # a second thread may have made it too
-            self._held[key] = (outputs, size)
-            self.bytes += size
-            while self.bytes > self.limit:
-                _, (_, dropped) = self._held.popitem(last=False)
-                self.bytes -= dropped
-
-    def drop(self, key: Hashable) -> None:
-        with self._lock:
-            self._forget(key)
-
-    def _forget(self, key: Hashable) -> None:
-        """Forget `key`'s outputs (the caller holds the lock)."""
-        held = self._held.pop(key, None)
-        if held is not None:
-            self.bytes -= held[1]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._held.clear()
-            self.bytes = 0
-
-
-_oracle_cache = _OracleCache(ORACLE_CACHE_BYTES)
+#: Oracle outputs by key, bounded in bytes. The key is the case where its id determines the
+#: inputs (so a job made again for a lagging backend finds the outputs computed for the
+#: others), else the job itself.
+_oracle_cache: ByteLRU[Hashable, list[np.ndarray]] = ByteLRU(ORACLE_CACHE_BYTES)
 
 
 class Job:
@@ -141,7 +94,7 @@ class Job:
         computed = reference_outputs(self.case, self.inputs)
         for array in computed:  # shared by every backend's judging (and its memoized tolerance)
             array.flags.writeable = False
-        _oracle_cache.keep(key, computed)
+        _oracle_cache.keep(key, computed, sum(a.nbytes for a in computed) + ENTRY_OVERHEAD)
         return computed
 
     @property

@@ -35,9 +35,9 @@ def test_the_oracle_cache_stays_under_its_byte_limit_and_evicted_outputs_are_rem
     jobs = [oracle_job(c) for c in cases(12)]
     first = [[a.copy() for a in j.expected] for j in jobs]
     assert 0 < job_module._oracle_cache.bytes <= limit
-    held = [j for j in jobs if job_module._oracle_cache.holds(j.cache_key)]
+    held = [j for j in jobs if j.cache_key in job_module._oracle_cache]
     assert 0 < len(held) < len(jobs)  # the oldest were evicted
-    assert not job_module._oracle_cache.holds(jobs[0].cache_key)
+    assert jobs[0].cache_key not in job_module._oracle_cache
     for j, before in zip(jobs, first):  # an evicted job's outputs come back identical
         again = j.expected
         assert len(again) == len(before)
@@ -69,22 +69,22 @@ def test_judging_facts_stay_under_their_byte_limit_and_go_with_their_array(monke
         first.append(judged(j))
         assert 0 < facts.bytes <= 12_000
     assert all(r["status"] == "mismatch" for r in first)
-    assert 0 < len(facts._held) < len(jobs)  # the oldest were dropped
+    assert 0 < len(facts) < len(jobs)  # the oldest were dropped
     again = [judged(j) for j in jobs]  # dropped facts are computed again, and judge the same
     assert [(r["status"], r["detail"], r["atol"]) for r in again] == [(r["status"], r["detail"], r["atol"]) for r in first]
-    held = len(facts._held)
+    held = len(facts)
     job_module.clear_oracle_cache()
     del jobs
     gc.collect()
-    assert held > 0 and len(facts._held) == 0 and facts.bytes == 0  # gone with the oracle outputs
+    assert held > 0 and len(facts) == 0 and facts.bytes == 0  # gone with the oracle outputs
 
 
 def test_release_frees_outputs_and_inputs_and_the_values_come_back_the_same():
     j = oracle_job(cases(1)[0])
     expected = [a.copy() for a in j.expected]
-    assert job_module._oracle_cache.holds(j.cache_key) and j.case.id in inputs._cache
+    assert j.cache_key in job_module._oracle_cache and j.case.id in inputs._cache
     j.release()
-    assert not job_module._oracle_cache.holds(j.cache_key)
+    assert j.cache_key not in job_module._oracle_cache
     assert j.case.id not in inputs._cache
     assert job_module._oracle_cache.bytes == 0
     assert np.array_equal(j.expected[0], expected[0])
@@ -103,9 +103,9 @@ def test_a_job_made_again_finds_its_cases_outputs_and_given_inputs_are_never_sha
     tiny = [oracle_job(make_case("MaxPool", (1, 1, 2 + i, 2 + i), kernel=2)) for i in range(40)]
     for j in tiny:
         j.expected
-    kept = sum(job_module._oracle_cache.holds(j.cache_key) for j in tiny)
+    kept = sum(j.cache_key in job_module._oracle_cache for j in tiny)
     assert 0 < kept < 10  # each entry's overhead counts: tiny outputs do not make entries unbounded
-    monkeypatch.setattr(inputs, "CACHE_BYTES", 10 * inputs.ENTRY_OVERHEAD)
+    monkeypatch.setattr(inputs._cache, "limit", 10 * inputs.ENTRY_OVERHEAD)
     inputs.clear_cache()
     for j in tiny[:12]:  # up to 13x13: each fits alone
         inputs.make_inputs(j.case)
@@ -137,7 +137,7 @@ def test_a_run_releases_every_job_it_judged(tmp_path: Path):
     assert sorted(r["case"] for r in records) == sorted(j.case.id for j in jobs)
     assert {r["status"] for r in records} == {"pass"}
     assert job_module._oracle_cache.bytes == 0
-    assert not any(job_module._oracle_cache.holds(j.cache_key) for j in jobs)
+    assert not any(j.cache_key in job_module._oracle_cache for j in jobs)
     assert not any(j.case.id in inputs._cache for j in jobs)
 
 
@@ -175,7 +175,7 @@ def test_prepared_inputs_are_the_generated_ones_and_large_ones_are_left_alone(mo
     assert made == [case.id]  # a copy, not a second generation
     assert all(a.tobytes() == b.tobytes() and a.flags.writeable for a, b in zip(got, fresh))
     big = make_case("MaxPool", (1, 1, 4, 4), kernel=2)
-    monkeypatch.setattr(inputs, "CACHE_BYTES", 200)  # 4x4 float32 = 64 bytes > 200 // 4
+    monkeypatch.setattr(inputs._cache, "limit", 200)  # 4x4 float32 = 64 bytes > 200 // 4
     inputs.prepare_inputs(big)
     assert big.id not in inputs._cache and made == [case.id]
     given = Job(case, [np.zeros(case.input_shape, np.float32)])
