@@ -354,6 +354,16 @@ def test_check_judges_every_data_set_and_a_later_sets_finding_reproduces(tmp_pat
     records = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
     assert {(r["case"], r["backend"], r["status"]) for r in records} == {
         ("test_avg/test_data_set_1", "onnxruntime-cpu", "pass"), ("test_avg/test_data_set_1", "stored-data", "mismatch")}
+    # judged against the stored outputs, the backend disagrees on set 1: the line says --against stored
+    stored = run_cli("check", str(corpus), "--backends", "onnxruntime-cpu", "--against", "stored",
+                     "--out", str(tmp_path / "s"))
+    assert stored.returncode == 1, stored.stderr
+    (finding,) = json.loads((tmp_path / "s" / "summary.json").read_text())["findings"]
+    assert finding["reproduce"] == f"poolconform check {second.resolve()} --against stored --backends onnxruntime-cpu"
+    again = run_cli(*finding["reproduce"].split()[1:], "--out", str(tmp_path / "s2"), cwd=tmp_path)
+    assert again.returncode == 1, again.stderr
+    assert [json.loads(line)["status"] for line in (tmp_path / "s2" / "results.jsonl").read_text().splitlines()] == [
+        "mismatch"]
     # the directory named whole beside one of its sets: every set, once
     both = testdirs.discover([directory / "test_data_set_1", directory])
     assert [d.name for d in both[0].each_data_set()] == ["test_avg", "test_avg/test_data_set_1"]

@@ -100,6 +100,8 @@ def reproduce_command(finding: dict[str, Any]) -> str:
             line = f"poolconform check --onnx-suite --cases {shlex.quote(directory)}"
         elif finding.get("path"):  # where check found it: runs from any folder
             line = f"poolconform check {shlex.quote(finding['path'])}"
+            if finding.get("against") == "stored":
+                line += " --against stored"
         else:
             line = f"poolconform check {shlex.quote(folder)}"
         return line if backend in PSEUDO_BACKENDS else f"{line} --backends {shlex.quote(backend)}"

@@ -257,6 +257,8 @@ def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, membe
     for key in ("suite", "path"):  # check: where the minimal case's directory is (--onnx-suite, or a path)
         if members and members[0].get(key):
             finding[key] = members[0][key]
+    if members and members[0].get("path") and members[0].get("expected_from") == "stored":
+        finding["against"] = "stored"  # check --against stored judged it: its reproduce line says so
     reasons = sorted({r["expected_reason"] for r in expected if r.get("expected_reason")})
     links = sorted({r["expected_link"] for r in expected if r.get("expected_link")})
     if reasons:
@@ -295,7 +297,7 @@ class _Member:
 
     __slots__ = ("fields", "order", "facts")
     KEYS = ("case", "status", "detail", "max_ulp", "expected_shape", "actual_shape", "expected", "expected_reason",
-            "expected_link", "suite", "path")
+            "expected_link", "suite", "path", "expected_from")
 
     def __init__(self, record: Record, facts: int) -> None:
         self.fields = {k: record[k] for k in self.KEYS if record.get(k) is not None}
