@@ -295,20 +295,25 @@ class _Member:
     records are all disagreements, and a run's records are read back from a file, so each
     is kept as this, not as the record (docs/speed.md, "Memory as the matrix grows")."""
 
-    __slots__ = ("fields", "order", "facts")
+    __slots__ = ("values", "order", "facts")
     KEYS = ("case", "status", "detail", "max_ulp", "expected_shape", "actual_shape", "expected", "expected_reason",
             "expected_link", "suite", "path", "expected_from")
+    _AT = {key: i for i, key in enumerate(KEYS)}
 
     def __init__(self, record: Record, facts: int) -> None:
-        self.fields = {k: record[k] for k in self.KEYS if record.get(k) is not None}
+        self.values = tuple(record.get(k) for k in self.KEYS)  # a tuple: a dict would cost 4x
         self.order = smallest_first(record)
         self.facts = facts
 
     def __getitem__(self, key: str) -> Any:
-        return self.fields[key]
+        value = self.values[self._AT[key]]
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.fields.get(key, default)
+        value = self.values[self._AT[key]]
+        return default if value is None else value
 
 
 def triage(records: Sequence[Record]) -> list[dict[str, Any]]:
