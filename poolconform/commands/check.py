@@ -106,11 +106,9 @@ def main(args: argparse.Namespace) -> int:
             where = data_set.path / data_set.data_set_names[0] if data_set is not item else data_set.path
             fields: dict[str, Any] = {"suite": ONNX_SUITE} if in_suite else {"path": _shown(where)}
             job.record_fields = fields
-            if data_record is not None:
-                data_record.update(fields)
             jobs.append(job)
             if data_record is not None:
-                early.append(data_record)
+                early.append({**data_record, **fields})
             if reason is not None:
                 excused.append(Expectation(case=data_set.case.id, backend=STORED_DATA, statuses=("mismatch",),
                                            reason=reason, file="poolconform check", index=0))
