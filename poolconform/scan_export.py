@@ -145,10 +145,10 @@ def export_torch(factory: str, inputs: list[tuple[str, list[int]]], opset: int, 
 # ----------------------------------------------------------------- keras
 
 
-def _keras_layer(layer: Any, batch: int) -> Layer:
+def _keras_layer(layer: Any, batch: int, traced: tuple | None = None) -> Layer:
     kind = type(layer).__name__
     config = layer.get_config()
-    shape = list(layer.input.shape)
+    shape = list(traced if traced is not None else layer.input.shape)
     shape[0] = batch if shape[0] is None else shape[0]
     shown = {k: v for k, v in config.items() if k not in ("name", "trainable", "dtype")}
     entry: Layer = {"name": layer.name, "kind": kind, "config": shown, "expected": None, "why": None}
@@ -172,6 +172,23 @@ def _keras_layer(layer: Any, batch: int) -> Layer:
 
 KERAS_POOLS = tuple(f"{p}{n}D" for p in ("MaxPooling", "AveragePooling", "GlobalAveragePooling", "GlobalMaxPooling")
                     for n in (1, 2, 3))
+
+
+def _traced_input_shapes(keras: Any, model: Any, pools: list[Any], specs: list[Any]) -> list[tuple | None]:
+    """Each pooling layer's input shape for the --input-shape sizes: a saved model may declare
+    None spatial sizes, which its layers keep. Traced through the model's own graph (a model
+    of the layers' inputs, its output spec for the given input shapes); None for a layer the
+    trace cannot reach (inside a nested model), which then keeps its saved shape."""
+    given = [keras.KerasTensor(tuple(s.shape)) for s in specs]
+    out: list[tuple | None] = []
+    for layer in pools:
+        try:
+            probe = keras.Model(model.inputs, layer.input)
+            spec = probe.compute_output_spec(given if len(given) > 1 else given[0])
+            out.append(tuple(spec.shape))
+        except Exception:  # noqa: BLE001  a layer outside the top graph: its saved shape stands
+            out.append(None)
+    return out
 
 
 def _keras_pool_layers(model: Any) -> list[Any]:
@@ -213,7 +230,9 @@ def export_keras(path: str, inputs: list[tuple[str, list[int]]], opset: int | No
                                     f"--input-shape {name}={example}")
         specs.append(keras.InputSpec(shape=tuple(dims), dtype="float32", name=name))
     try:
-        layers = [_keras_layer(layer, specs[0].shape[0]) for layer in _keras_pool_layers(model)]
+        pools = _keras_pool_layers(model)
+        traced = _traced_input_shapes(keras, model, pools, specs)
+        layers = [_keras_layer(layer, specs[0].shape[0], shape) for layer, shape in zip(pools, traced)]
     except Exception as exc:  # a layer used twice has no single input shape
         raise ExportFailure(f"{path}: cannot read its pooling layers ({first_line(exc)})") from None
     try:

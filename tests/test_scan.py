@@ -571,6 +571,27 @@ def test_keras_file_on_tensorflow_keeps_every_layer(keras_file, tmp_path):
     assert "the exporter changed 0 of 3 pooling layer(s)" in proc.stdout
 
 
+def test_keras_file_with_dynamic_sizes_is_read_at_the_given_input_shape(tmp_path):
+    """A model saved with None spatial sizes: its layers keep None, and every one was listed
+    as changed by the exporter ("input shape [1, None, None, 4] is not static"). The layers'
+    input shapes are now traced through the model for the --input-shape sizes."""
+    pytest.importorskip("tf2onnx", reason="Keras' ONNX export on tensorflow needs tf2onnx")
+    path = tmp_path / "dyn.keras"
+    script = KERAS_MODEL.replace("keras.Input((16, 16, 3)", "keras.Input((None, None, 3)")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "r"
+    proc = run_cli("scan", str(path), "--input-shape", "image=1x16x16x3", "--keras-backend", "tensorflow",
+                   "--backends", "onnxruntime-cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the exporter changed 0 of 3 pooling layer(s)" in proc.stdout and "not static" not in proc.stdout
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["config"], r["layers"], r["status"], r["params"]["input_shape"]) for r in records] == [
+        ("MaxPool k3 s2 p0", ["stem_pool"], "pass", [1, 4, 14, 14]),
+        ("AveragePool k3 s1 p1", ["branch_pool"], "pass", [1, 4, 6, 6]),
+        ("GlobalAveragePool", ["gap"], "pass", [1, 4, 6, 6])]
+
+
 @pytest.mark.slow
 def test_keras_file_on_torch_lists_global_pooling_rewritten_as_reducemean(keras_file, tmp_path):
     pytest.importorskip("onnxscript", reason="Keras' ONNX export on torch needs onnxscript")
