@@ -22,6 +22,9 @@ STATUSES = ("pass", "mismatch", "shape-mismatch", "unsupported", "error", "crash
 FAILING = ("mismatch", "shape-mismatch", "error", "crash", "timeout")
 
 RESULTS_FILE = "results.jsonl"
+#: Record backends that are not frameworks: check's stored outputs (poolconform.stored_data.STORED_DATA)
+#: and the model nodes scan could not turn into cases (poolconform.commands.scan.SCAN_BACKEND).
+PSEUDO_BACKENDS = ("stored-data", "scan")
 
 
 def make_record(

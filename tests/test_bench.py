@@ -139,4 +139,4 @@ def test_inputs_are_made_once_and_handed_out_as_private_copies():
     again = inputs.make_inputs(case)[0]
     np.testing.assert_array_equal(again, fresh)
     assert again.flags.writeable and not np.shares_memory(again, first)
-    assert list(inputs._cache) == [case.id]
+    assert case.id in inputs._cache and len(inputs._cache) == 1

@@ -6,12 +6,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -19,6 +15,7 @@ from poolconform import bench
 from poolconform.backends.base import resolve_backend_names
 from poolconform.commands.options import name_list, names, positive_float, positive_int
 from poolconform.commands.output_file import check_output_file, write_output_file
+from poolconform.commands.progress import progress_bar
 from poolconform.report.terminal import console
 from poolconform.report.text import printable
 
@@ -155,22 +152,3 @@ def print_table(rows: list[bench.BenchRow], copy_rate: float, repeat: int, warmu
             out.print(line)
     for name, reason in missing.items():  # named once, not once per case
         out.print(Text(f"not run: {printable(name)}: {printable(reason)}", style="dim"))
-
-
-@contextmanager
-def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
-    """A transient bar on stderr while the bench runs, when stderr is a terminal (stdout and
-    --json stay clean); elsewhere nothing."""
-    err = Console(stderr=True, highlight=False)
-    if not err.is_terminal:
-        yield lambda what, done, total: None
-        return
-    bar = Progress(SpinnerColumn(), TextColumn("bench: {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=err, transient=True)
-    task = bar.add_task("starting", total=None)
-
-    def show(what: str, done: int, total: int) -> None:
-        bar.update(task, description=what, completed=done, total=total or None)
-
-    with bar:
-        yield show

@@ -7,12 +7,11 @@ import json
 
 from poolconform import bench_oracle
 from poolconform.commands.output_file import write_output_file
+from poolconform.commands.progress import progress_bar
 
 
 def main(args: argparse.Namespace) -> int:
     warmup = 2
-    from poolconform.commands.bench import progress_bar
-
     with progress_bar() as progress:
         rows = bench_oracle.bench_oracle(repeat=args.repeat, warmup=warmup, progress=progress)
     bench_oracle.print_rows(rows, args.repeat, warmup)

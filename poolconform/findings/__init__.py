@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from poolconform.findings.triage import triage, unsupported_groups
-from poolconform.results import Record
+from poolconform.results import PSEUDO_BACKENDS, Record
 
 #: Exact ids listed in a snippet when no glob names the members alone.
 MAX_EXACT = 6
@@ -82,7 +82,6 @@ def reproduce_command(finding: dict[str, Any]) -> str:
 
     from poolconform.case_ids import parse_case_id
     from poolconform.errors import CaseError
-    from poolconform.report.summary import PSEUDO_BACKENDS
 
     backend, case = finding["backend"], finding["minimal_case"]
     try:

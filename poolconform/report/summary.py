@@ -17,15 +17,12 @@ from typing import Any
 
 from poolconform import __version__
 from poolconform.findings import build_findings, unsupported_groups
-from poolconform.results import FAILING, STATUSES, Record, numeric
+from poolconform.results import FAILING, PSEUDO_BACKENDS, STATUSES, Record, numeric
 from poolconform.worker import BackendInfo
 
 #: Statuses where the backend produced outputs (so two backends can be compared).
 RAN = ("pass", "mismatch", "shape-mismatch")
 
-
-#: Records that judge something other than a backend (check's stored data, scan's unreadable nodes).
-PSEUDO_BACKENDS = ("stored-data", "scan")
 
 def agreement(records: Sequence[Record]) -> dict[str, dict[str, dict[str, int]]]:
     """For each pair of backends: cases both ran, and how many they agree on.
