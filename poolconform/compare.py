@@ -89,7 +89,7 @@ def element_tolerance(
     type (default: dtypes.accumulation_type of the case's dtype)."""
     e = np.asarray(expected, dtype=np.float64)
     if case.quant:  # ±1 in the quantized domain, for the reasons in poolconform/quantized.py
-        return quantized.element_tolerance(case, e, inputs)
+        return quantized.element_tolerance(case, e, inputs, oracle.reference_outputs)
     if case.op not in AVERAGING_OPS or not dtypes.is_float(case.dtype) or e.size == 0:
         return np.zeros(e.shape)
     acc = accumulate or dtypes.accumulation_type(case.dtype)

@@ -16,14 +16,14 @@ import numpy as np
 
 from poolconform import contexts, quantized
 from poolconform.case import PoolCase
+from poolconform.quantized import FloatOracle
 
 
-def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """The expected outputs of the whole graph in float64."""
-    from poolconform.oracle import reference_outputs as single
-
+def reference_outputs(case: PoolCase, inputs: list[np.ndarray], single: FloatOracle) -> list[np.ndarray]:
+    """The expected outputs of the whole graph in float64; `single` is the single-node oracle
+    (poolconform.oracle.reference_outputs, which calls this: it is passed in, not imported)."""
     if case.quant:
-        return quantized.reference_outputs(case, inputs)
+        return quantized.reference_outputs(case, inputs, single)
     inner, pool_inputs = contexts.pool_view(case, inputs)
     assert pool_inputs is not None
     if case.context != "unpool":

@@ -22,6 +22,7 @@ value to itself: exact.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -73,10 +74,13 @@ def requantize(y: np.ndarray, scale: float, zero: int, dtype: str) -> np.ndarray
         return np.clip(np.rint(np.asarray(y, dtype=np.float64) / scale) + zero, low, high)
 
 
-def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Dequantize, the float oracle on the same pooling case, requantize."""
-    from poolconform.oracle import reference_outputs as float_outputs
+#: The float oracle (poolconform.oracle.reference_outputs), passed in by its callers: this
+#: module sits below the oracle, which computes a quantized case through it.
+FloatOracle = Callable[[PoolCase, list[np.ndarray]], list[np.ndarray]]
 
+
+def reference_outputs(case: PoolCase, inputs: list[np.ndarray], float_outputs: FloatOracle) -> list[np.ndarray]:
+    """Dequantize, the float oracle on the same pooling case, requantize."""
     xs, xz, ys, yz = case.quant
     xs, ys = float(np.float32(xs)), float(np.float32(ys))  # the scales as the model stores them
     real = case.replace(quant=(), dtype="float64")
@@ -90,7 +94,8 @@ def reference_outputs(case: PoolCase, inputs: list[np.ndarray]) -> list[np.ndarr
 TIE_MARGIN = 2.0**-10
 
 
-def element_tolerance(case: PoolCase, expected: np.ndarray, inputs: list[np.ndarray]) -> np.ndarray:
+def element_tolerance(case: PoolCase, expected: np.ndarray, inputs: list[np.ndarray],
+                      float_outputs: FloatOracle) -> np.ndarray:
     """±1 where the rule in this module's docstring allows it: an element whose unrounded
     value y / y_scale + y_zero_point lies within TIE_MARGIN of k + 1/2 (the backend's float32
     or fixed-point value may fall on the other side of the boundary); 0 elsewhere, where
@@ -100,8 +105,6 @@ def element_tolerance(case: PoolCase, expected: np.ndarray, inputs: list[np.ndar
     xs, xz, ys, yz = case.quant
     if case.op == "MaxPool" and (xs, xz) == (ys, yz):
         return np.zeros(np.shape(expected))
-    from poolconform.oracle import reference_outputs as float_outputs
-
     low, high = QUANT_DTYPES[case.dtype]
     xs, ys = float(np.float32(xs)), float(np.float32(ys))
     y = float_outputs(case.replace(quant=(), dtype="float64"), [dequantize(inputs[0], xs, xz)])[0]
