@@ -193,6 +193,23 @@ def test_control_characters_are_escaped_in_every_report() -> None:
     assert max(len(line) for line in shown.splitlines()) <= 80
 
 
+def test_report_html_lists_the_worst_disagreements_and_counts_them_all() -> None:
+    """report.html lists the 200 worst disagreements and says how many more there are: it kept
+    every one in a sorted list (a broken backend's 89,600 records: about 140 MB more)."""
+    import re
+
+    from poolconform.report.html import render_html
+
+    records = [make_record(f"case-{i:03d}", "torch-cpu", "mismatch", detail=f"off {i}") for i in range(250)]
+    records[137]["status"] = "crash"  # sorts first (disagreement_order), wherever it stands
+    records.append(make_record("case-ok", "torch-cpu", "pass"))
+    html = render_html(records, summarize(records))
+    assert "Disagreements (250)</h2>" in html and "50 more in results.jsonl and junit.xml." in html
+    section = html[html.index('id="disagreements"'):]
+    listed = re.findall(r"case-[0-9]{3}", section[:section.index("more in results.jsonl")])
+    assert len(set(listed)) == 200 and listed[0] == "case-137"
+
+
 def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(monkeypatch, tmp_path: Path) -> None:
     """junit.xml is serialised a chunk of testcases at a time (so a large run never holds
     every element): the text must be exactly junitparser's for the same suites."""

@@ -9,9 +9,10 @@ Tables (backends, agreement, findings, disagreements) stay HTML so they can be s
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -274,7 +275,18 @@ def render_html(records: Sequence[Record], summary: dict[str, Any]) -> str:
                                                  backends)]})
     from poolconform.report.markdown import disagreement_order
 
-    disagreements = sorted((r for r in records if r["status"] in FAILING), key=disagreement_order)
+    failing = [0]
+
+    def counted(rs: Iterable[Record]) -> Iterator[Record]:
+        for r in rs:
+            if r["status"] in FAILING:
+                failing[0] += 1
+                yield r
+
+    open_limit = 200
+    # the worst few hundred, not every one (a broken backend's records are all disagreements):
+    # nsmallest keeps the order sorted() gives, ties included
+    disagreements = heapq.nsmallest(open_limit, counted(records), key=disagreement_order)
     points = ratio_points(records)
     env = jinja2.Environment(loader=jinja2.PackageLoader("poolconform", "report/templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
@@ -294,6 +306,7 @@ def render_html(records: Sequence[Record], summary: dict[str, Any]) -> str:
         ratio_legend=legend(points),
         agreement=agreement_rows(summary),
         disagreements=disagreements,
+        disagreement_count=failing[0],
         finding_records=_finding_records(summary, records),
         colors=STATUS_COLORS,
         text_colors=TEXT_COLORS,
@@ -302,7 +315,7 @@ def render_html(records: Sequence[Record], summary: dict[str, Any]) -> str:
         backend_names=sorted(set(backends) | set(summary.get("backends") or {})),
         expected_by_backend=dict(expected_by_backend),
         expected_count=sum(expected_by_backend.values()),
-        open_limit=200,
+        open_limit=open_limit,
     )
 
 
