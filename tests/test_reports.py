@@ -193,6 +193,30 @@ def test_control_characters_are_escaped_in_every_report() -> None:
     assert max(len(line) for line in shown.splitlines()) <= 80
 
 
+def test_agreement_counts_equal_outputs_as_agreeing_and_missing_digests_as_not() -> None:
+    """Where a case has a disagreement, two backends agree when both pass or their outputs
+    have one digest (kept as numbers: a broken backend makes every case such a case)."""
+    from poolconform.report.summary import agreement
+
+    def rec(case, backend, status, digest):
+        record = make_record(case, backend, status)
+        record["digest"] = digest
+        return record
+
+    records = [
+        rec("c1", "a", "mismatch", "00ff00ff00ff00ff"), rec("c1", "b", "mismatch", "00ff00ff00ff00ff"),
+        rec("c1", "c", "pass", "1111111111111111"),
+        rec("c2", "a", "mismatch", "edited by hand"), rec("c2", "b", "mismatch", "edited by hand"),
+        rec("c2", "c", "mismatch", "edited too"),
+        rec("c3", "a", "mismatch", None), rec("c3", "b", "mismatch", None), rec("c3", "c", "pass", None),
+        rec("c4", "a", "pass", "2"), rec("c4", "b", "pass", "3"), rec("c4", "c", "unsupported", None),
+    ]
+    table = agreement(records)
+    assert table["a"]["b"] == {"both": 4, "agree": 3}  # c1, c2 same digest; c3 none; c4 both pass
+    assert table["a"]["c"] == {"both": 3, "agree": 0} and table["b"]["c"] == {"both": 3, "agree": 0}
+    assert table["c"]["c"] == {"both": 3, "agree": 3}  # itself: by passing (c1, c3) or by its digest (c2)
+
+
 def test_report_html_lists_the_worst_disagreements_and_counts_them_all() -> None:
     """report.html lists the 200 worst disagreements and says how many more there are: it kept
     every one in a sorted list (a broken backend's 89,600 records: about 140 MB more)."""

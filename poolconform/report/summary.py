@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from poolconform import __version__
 from poolconform.findings import build_findings, unsupported_groups
@@ -50,17 +52,39 @@ def agreement(records: Sequence[Record]) -> dict[str, dict[str, dict[str, int]]]
             table[a][b]["agree"] += cases
     if not mixed:
         return table
-    by_case: dict[str, dict[str, tuple[bool, Any]]] = defaultdict(dict)  # (passed, digest) per backend
+    # Per mixed case and backend: ran, passed, and the digest as a number (a broken backend makes
+    # every case mixed: arrays of a few bytes a record, not a dict of strings per case).
+    row = {case: i for i, case in enumerate(mixed)}
+    shape = (len(row), len(bit))
+    did_run, passed = np.zeros(shape, bool), np.zeros(shape, bool)
+    kind, value = np.zeros(shape, np.int8), np.zeros(shape, np.uint64)
+    other: dict[str, int] = {}  # a digest that is not 16 hex digits (an edited file): numbered
     for r in records:
-        if r["case"] in mixed and r["status"] in RAN:
-            by_case[r["case"]][r["backend"]] = (r["status"] == "pass", r.get("digest"))
-    for ran_here in by_case.values():
-        for a, b in itertools.product(ran_here, ran_here):
-            (passed_a, digest_a), (passed_b, digest_b) = ran_here[a], ran_here[b]
-            cell = table[a][b]
-            cell["both"] += 1
-            cell["agree"] += int((passed_a and passed_b) or (digest_a is not None and digest_a == digest_b))
+        i = row.get(r["case"])
+        if i is not None and r["status"] in RAN:
+            j = bit[r["backend"]]
+            did_run[i, j], passed[i, j] = True, r["status"] == "pass"
+            kind[i, j], value[i, j] = _digest_number(r.get("digest"), other)
+    for a, b in itertools.product(names, names):
+        ja, jb = bit[a], bit[b]
+        both = did_run[:, ja] & did_run[:, jb]
+        same = (kind[:, ja] != 0) & (kind[:, ja] == kind[:, jb]) & (value[:, ja] == value[:, jb])
+        table[a][b]["both"] += int(both.sum())
+        table[a][b]["agree"] += int((both & ((passed[:, ja] & passed[:, jb]) | same)).sum())
     return table
+
+
+def _digest_number(digest: Any, other: dict[str, int]) -> tuple[int, int]:
+    """(kind, value): (0, 0) for no digest, (1, its value) for up to 16 hex digits (what runs
+    write), (2, a number per distinct text) for anything else; equal digests, equal pairs."""
+    if not isinstance(digest, str):
+        return 0, 0
+    if 0 < len(digest) <= 16:
+        try:
+            return 1, int(digest, 16)
+        except ValueError:
+            pass
+    return 2, other.setdefault(digest, len(other) + 1)
 
 
 def _first_two(entry: tuple[tuple, int, dict[str, Any]]) -> tuple[tuple, int]:
