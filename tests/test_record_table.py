@@ -208,6 +208,8 @@ import poolconform.record_table as record_table
 from test_record_table import _record
 record_table.SPILL_ROWS = 2000
 lines = [json.dumps(_record(i, b)) for i in range(4000) for b in "abcdefgh"]
+warm = record_table.RecordTable((json.loads(line) for line in lines[:4100]), spill=Path(sys.argv[1]))
+del warm  # first uses (a temporary file, pickle) are not what a record costs
 tracemalloc.start()
 start = tracemalloc.get_traced_memory()[0]
 held = record_table.RecordTable((json.loads(line) for line in lines), spill=Path(sys.argv[1]))
