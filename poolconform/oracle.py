@@ -421,14 +421,20 @@ def _window_sum(case: PoolCase, x: np.ndarray, p: int | None, divide: bool) -> n
     return _per_chunk(x, axes, tuple(g.out for g in axes), np.float64, work, t.itemsize)
 
 
+def _lp_range(t: np.dtype, count: int) -> tuple[float, float]:
+    """log2 of the largest |x|**p that `count` of sum below t's maximum, and of t's smallest
+    normal: where the plain sum of powers is exact enough."""
+    info = np.finfo(t)
+    return float(np.log2(info.max)) - math.log2(max(count, 1)), float(np.log2(info.tiny))
+
+
 def _lp_in_range(x: np.ndarray, p: int | None, count: int, t: np.dtype) -> bool:
     """Whether every nonzero finite |x|**p is a normal number of t and `count` of them sum
     below its maximum: then the plain sum is exact enough. Otherwise (p = 10**6 on 2.86 is
     inf, on 0.5 is 0, p = 9 on float32's maximum is inf) _scaled_lp computes the norm."""
     if p is None or p == 1:
         return True
-    info = np.finfo(t)
-    top, bottom = float(np.log2(info.max)) - math.log2(max(count, 1)), float(np.log2(info.tiny))
+    top, bottom = _lp_range(t, count)
     if x.dtype.kind == "f":  # every value of the dtype is in range (float32 to p = 6): no scan
         own = np.finfo(x.dtype)
         if p * float(np.log2(own.max)) < top and p * float(np.log2(own.smallest_subnormal)) > bottom:
@@ -451,9 +457,7 @@ def lp_may_scale(case: PoolCase) -> bool:
     if case.op != "LpPool" or case.p is None or case.p == 1:
         return False
     t = np.dtype(np.longdouble) if case.dtype == "float64" else np.dtype(np.float64)
-    info = np.finfo(t)
-    top = float(np.log2(info.max)) - math.log2(max(math.prod(case.kernel), 1))
-    bottom = float(np.log2(info.tiny))
+    top, bottom = _lp_range(t, math.prod(case.kernel))
     own = dtypes.numpy_dtype(case.dtype)
     if dtypes.is_float(case.dtype):
         fi = ml_dtypes.finfo(own)
