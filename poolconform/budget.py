@@ -7,7 +7,7 @@ oracle gather 128 GiB. Both are refused here, in one line, before the inputs exi
 - the input's own size (N x C x spatial elements);
 - `window_visits`: output elements x window elements, the work any implementation does;
 - `oracle_bytes`: the float64 oracle's peak memory (its output plus the largest arrays
-  it holds at once, as poolconform/oracle.py computes today).
+  it holds at once, as poolconform/oracle.py and its engine compute today).
 
 The limits are stated in docs/refusals.md. They are per case and do not depend on the
 machine, so a matrix is refused (or not) the same way everywhere.
@@ -62,13 +62,14 @@ def window_visits(case: PoolCase) -> int:
 
 
 def oracle_bytes(case: PoolCase) -> int:
-    """Peak bytes of poolconform/oracle.py on this case (an upper estimate, kept in step with it).
+    """Peak bytes of the oracle (poolconform/oracle.py) on this case (an upper estimate, kept in step with it).
 
     The oracle reduces one axis at a time over chunks of (N x C) planes, so it holds the
     float64 output plus one chunk's intermediates; a 16-bit average judged against narrow
     accumulation also builds the zero-padded input in that type.
     """
-    from poolconform.oracle import CHUNK_ELEMENTS, lp_may_scale
+    from poolconform.oracle import lp_may_scale
+    from poolconform.oracle_blocks import CHUNK_ELEMENTS
 
     n, c = case.input_shape[:2]
     planes, plane = n * c, math.prod(case.spatial)

@@ -119,10 +119,10 @@ def test_fast_oracle_equals_the_gathering_oracle_over_a_random_sweep(monkeypatch
 
     import oracle_before
 
-    from poolconform import oracle
+    from poolconform import oracle, oracle_blocks
 
     if chunk:
-        monkeypatch.setattr(oracle, "CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(oracle_blocks, "CHUNK_ELEMENTS", chunk)
     rng = random.Random(18 + (chunk or 0))
     checked, inexact = 0, 0
     while checked < 300:
@@ -185,15 +185,15 @@ def test_indices_take_the_first_maximum_in_row_major_order():
 def test_oracle_threads_split_blocks_without_changing_a_bit(monkeypatch, op, extra):
     """With small blocks there are many, so several threads share them: the outputs must be
     the same bytes as on one thread (Indices' plane offsets and block seams included)."""
-    from poolconform import oracle
+    from poolconform import oracle_blocks
 
     case = make_case(op, (2, 5, 13, 11), kernel=3, strides=2, pads=1, **extra)
     x = make_inputs(case)
-    monkeypatch.setattr(oracle, "CHUNK_ELEMENTS", 40)
+    monkeypatch.setattr(oracle_blocks, "CHUNK_ELEMENTS", 40)
     monkeypatch.setenv("POOLCONFORM_ORACLE_THREADS", "1")
     one = reference_outputs(case, x)
     monkeypatch.setenv("POOLCONFORM_ORACLE_THREADS", "3")
-    assert oracle.oracle_threads() == 3
+    assert oracle_blocks.oracle_threads() == 3
     three = reference_outputs(case, x)
     for a, b in zip(one, three):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
@@ -201,12 +201,12 @@ def test_oracle_threads_split_blocks_without_changing_a_bit(monkeypatch, op, ext
 
 @pytest.mark.parametrize("value", ["0", "two", "-1"])
 def test_a_bad_oracle_thread_count_is_refused_in_one_line(monkeypatch, value):
-    from poolconform import oracle
+    from poolconform import oracle_blocks
     from poolconform.errors import PoolconformError
 
     monkeypatch.setenv("POOLCONFORM_ORACLE_THREADS", value)
     with pytest.raises(PoolconformError, match="POOLCONFORM_ORACLE_THREADS"):
-        oracle.oracle_threads()
+        oracle_blocks.oracle_threads()
 
 
 def test_bench_oracle_times_every_op_against_a_copy_and_names_its_threads(monkeypatch, capsys):
