@@ -15,8 +15,9 @@ worker holds is one case.
 With --broken N the first N stand-ins answer zeros, as a broken install would: almost every
 record of theirs disagrees, and the findings are triaged from them.
 Printed per size: cases, records, seconds, resident memory after expansion, after judging
-every case, with the records read back, after the reports, and at the peak, and the
-peak's growth per case (what stays "bounded" means: jobs hold no arrays once judged, so
+every case, at the peak while judging, once the caches judging kept are emptied and the
+freed heap is given back (poolconform.memory, as a run does), with the records read back,
+after the reports, and at the peak, and the peak's growth per case (what stays "bounded" means: jobs hold no arrays once judged, so
 what grows is the case list and one compact record per (case, backend)).
 """
 
@@ -141,6 +142,13 @@ def measure(cases: int, backends: int, broken: int = 0) -> dict:
         writer.close()
         judged = current_mb()
         run_peak = peak_mb()  # the parent's peak while running: before the reports read records back
+        try:  # as the pipeline does once every record is written
+            from poolconform.memory import release_judging_memory
+
+            release_judging_memory()
+        except ImportError:  # code from before releasing (a worktree of an older commit, for a baseline)
+            pass
+        released = current_mb()
         try:  # what the reports are made from, as the pipeline does: marked as read, spilled to a file beside it
             from poolconform.expectations import Marking
 
@@ -157,7 +165,7 @@ def measure(cases: int, backends: int, broken: int = 0) -> dict:
         reports_s = time.perf_counter() - reports_started
     return {"cases": len(jobs), "records": len(records), "seconds": time.perf_counter() - started,
             "expand_seconds": expand_s, "reports_seconds": reports_s,
-            "rss_start_mb": base, "rss_after_expansion_mb": expanded, "rss_after_judging_mb": judged,
+            "rss_start_mb": base, "rss_after_expansion_mb": expanded, "rss_after_judging_mb": judged, "rss_released_mb": released,
             "rss_with_records_mb": with_records, "rss_after_reports_mb": current_mb(), "rss_peak_mb": peak_mb(),
             "rss_run_peak_mb": run_peak,
             "statuses": summary["counts"]}
@@ -191,12 +199,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.backends} stand-in backend(s)" + (f", {args.broken} of them answering zeros" if args.broken else "")
           + ", one interpreter per size (MB: resident memory):")
     print(f"  {'cases':>7s} {'records':>8s} {'seconds':>8s} {'reports s':>9s} {'start':>6s} {'expanded':>8s} "
-          f"{'judged':>7s} {'run peak':>8s} {'+records':>8s} {'+reports':>8s} {'peak':>6s} {'peak-start per case':>20s}")
+          f"{'judged':>7s} {'run peak':>8s} {'released':>8s} {'+records':>8s} {'+reports':>8s} {'peak':>6s} {'peak-start per case':>20s}")
     for r in rows:
         per_case_kb = (r["rss_peak_mb"] - r["rss_start_mb"]) * 1024 / max(1, r["cases"])
         print(f"  {r['cases']:7d} {r['records']:8d} {r['seconds']:8.1f} {r['reports_seconds']:9.1f} "
               f"{r['rss_start_mb']:6.0f} {r['rss_after_expansion_mb']:8.0f} {r['rss_after_judging_mb']:7.0f} "
-              f"{r['rss_run_peak_mb']:8.0f} {r['rss_with_records_mb']:8.0f} {r['rss_after_reports_mb']:8.0f} {r['rss_peak_mb']:6.0f} "
+              f"{r['rss_run_peak_mb']:8.0f} {r.get('rss_released_mb', r['rss_after_judging_mb']):8.0f} "
+              f"{r['rss_with_records_mb']:8.0f} {r['rss_after_reports_mb']:8.0f} {r['rss_peak_mb']:6.0f} "
               f"{per_case_kb:17.2f} KB")
         r["peak_kb_per_case"] = per_case_kb
     if args.json:

@@ -123,6 +123,11 @@ ENTRY_BYTES = 512
 _facts: ByteLRU[int, tuple[weakref.ref, PoolCase, _Facts]] = ByteLRU(FACTS_CACHE_BYTES)
 
 
+def clear_facts() -> None:
+    """Forget every kept judging fact (a run whose records are all written; tests)."""
+    _facts.clear()
+
+
 def _known_facts(case: PoolCase, e: np.ndarray) -> _Facts | None:
     hit = _facts.get(id(e))
     return hit[2] if hit is not None and hit[0]() is e and hit[1] == case else None

@@ -33,6 +33,7 @@ from poolconform.record_table import RecordTable
 from poolconform.results import (RESULTS_FILE, Record, RecordKeys, ResultsWriter, iter_records, read_records, record_key,
                                  write_json)
 from poolconform.job import Job
+from poolconform.memory import release_judging_memory
 from poolconform.runner import RunOptions, run_jobs, start_workers
 from poolconform.worker import kill_all_workers
 
@@ -252,6 +253,7 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
             if writer:
                 writer.close()
     interrupted = stop.is_set()  # before the last record, or after it (no shrinking, then): either way, stop
+    release_judging_memory()  # every record is written: the reports read records, not arrays
     from poolconform.expectations import Marking, catch_alls, load_expectations, unmatched
 
     entries = None

@@ -23,7 +23,9 @@ at a time when iterated, so a run's report phase does not grow with its record c
 (docs/speed.md, "Memory as the matrix grows"). Whole records stay in memory (they are the
 few, and a mark written into one must stick; in a final table, only a record the tuples
 cannot hold). What the table keeps per record is then 8
-bytes of key; per case, the case id's number. A folder that cannot be written to, or fills
+bytes of key; per case, the case id's number, or in a final table nothing (its key is a
+hash of the (case, backend) names, equal hashes checked on the names themselves: a final
+table is made from records already unique, so this costs nothing). A folder that cannot be written to, or fills
 up, leaves the rows in memory: nothing is lost.
 """
 
@@ -89,9 +91,12 @@ class RecordTable(Sequence[Record]):
 
     def add(self, record: Record) -> None:
         """Append `record`; a (case, backend) seen before is replaced in its first position."""
-        case = self._cases.setdefault(sys.intern(record["case"]), len(self._cases))  # the reports' string for it too
-        backend = self._backends.setdefault(record["backend"], len(self._backends))
-        self._keys.append(case << 32 | backend)
+        if self._final:  # no table of case names: a hash of the pair (see _settle)
+            self._keys.append(hash((record["case"], record["backend"])))
+        else:
+            case = self._cases.setdefault(sys.intern(record["case"]), len(self._cases))  # the reports' string for it too
+            backend = self._backends.setdefault(record["backend"], len(self._backends))
+            self._keys.append(case << 32 | backend)
         self._rows.append(self._row(record))
         self._settled = False
         if self._spilling and len(self._rows) >= SPILL_ROWS:
@@ -148,6 +153,12 @@ class RecordTable(Sequence[Record]):
         self._settle()
         self._unspill()
         if not self._rows:
+            return
+        if self._final:  # keys are hashes: order by the names themselves
+            names = [_pair(row) for row in self._rows]
+            by_name = sorted(range(len(names)), key=names.__getitem__)
+            self._rows = [self._rows[i] for i in by_name]
+            self._keys = array("q", (self._keys[i] for i in by_name))
             return
         case_rank = _ranks(self._cases)
         backend_rank = _ranks(self._backends)
@@ -282,9 +293,11 @@ class RecordTable(Sequence[Record]):
         if len(np.unique(keys)) == len(keys):
             return
         self._unspill()
-        first: dict[int, int] = {}
+        # A final table's keys are hashes of the pair: equal hashes are checked on the names.
+        exact: Sequence = [_pair(row) for row in self._rows] if self._final else self._keys
+        first: dict[object, int] = {}
         keep: list[int] = []
-        for i, key in enumerate(self._keys):
+        for i, key in enumerate(exact):
             if key in first:
                 self._rows[first[key]] = self._rows[i]
             else:
@@ -300,6 +313,11 @@ def _ranks(numbers: dict[str, int]) -> np.ndarray:
     for position, name in enumerate(sorted(numbers)):
         rank[numbers[name]] = position
     return rank
+
+
+def _pair(row: tuple | Record) -> tuple[str, str]:
+    record = _record(row)
+    return record["case"], record["backend"]
 
 
 def _record(row: tuple | Record) -> Record:

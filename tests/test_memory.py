@@ -196,3 +196,30 @@ def test_inputs_that_cannot_be_made_early_fail_at_the_task_as_before():
     job.prepare()
     with pytest.raises(CaseError, match="unknown generator"):
         job.task(0)
+
+
+def test_a_finished_run_gives_back_what_judging_kept_before_its_reports(monkeypatch, tmp_path: Path):
+    """Once every record is written, the reports read records, not arrays: the caches of
+    inputs, oracle outputs and judging facts are empty when the summary is made, even of
+    entries no released job let go (here planted before the run, as a job a lost worker never
+    finished leaves them), and the freed heap is handed back (poolconform/memory.py)."""
+    from poolconform import compare, pipeline
+    from poolconform.cli import main
+    from poolconform.memory import trim_heap
+
+    seen: dict[str, int] = {}
+    summarize = pipeline.summarize
+
+    def spy(records, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(inputs=len(inputs._cache), oracle=len(job_module._oracle_cache), facts=len(compare._facts))
+        return summarize(records, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "summarize", spy)
+    planted = oracle_job(cases(1)[0])
+    assert planted.expected is not None and len(inputs._cache) and len(job_module._oracle_cache)
+    status = main(["run", "--cases", "MaxPool-2d-k2-s2-p0-f32-n4-gseed", "--cases", "AveragePool-2d-k3-s1-p1-f32-n9",
+                   "--backends", "onnx-reference", "--out", str(tmp_path / "out"), "--quiet"])
+    assert status == 0 and seen == {"inputs": 0, "oracle": 0, "facts": 0}
+    records = read_records(tmp_path / "out" / "results.jsonl")
+    assert [r["status"] for r in records] == ["pass", "pass"]
+    assert trim_heap() in (True, False)  # glibc here; elsewhere nothing to call, and no error

@@ -129,9 +129,11 @@ def summarize(
                     del shown[worst:]
         if not computed and status != "unsupported" and r["backend"] not in PSEUDO_BACKENDS:
             computed = True
+    case_count = len(cases)
+    del cases  # a string per case: not held while the tables below make their own
     summary: dict[str, Any] = {
         "tool": {"name": "poolconform", "version": __version__},
-        "cases": len(cases),
+        "cases": case_count,
         "records": sum(counts.values()),
         "counts": {s: counts.get(s, 0) for s in STATUSES},
         "by_backend": dict(sorted(by_backend.items())),
