@@ -35,7 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-#: Tiny cases (8x8 to 27x27, channels 1 to CHANNELS) so 100,000 of them are judged in minutes.
+#: Tiny cases (8x8 to 27x27, 1 to 3 channels) so 100,000 of them are judged in minutes.
 BASE_TABLE = {
     "ops": ["MaxPool", "AveragePool"],
     "kernel": [1, 2, 3, 4],
@@ -44,7 +44,13 @@ BASE_TABLE = {
     "ceil_mode": [False, True],
     "dilation": [1, 2],
     "input_size": list(range(8, 28)),
+    "channels": [1, 2, 3],
 }
+#: What makes a larger matrix: more input generators, each a copy of the base table whose
+#: cases are as large as the others' (growing the channels instead, as rounds five to nine
+#: did, made the larger matrices' cases larger too, so that "memory grows with the matrix"
+#: mixed count with size). `seed` is left out: it fits only the tutorial's 4x4 input.
+GENERATORS = ["normal", "ties", "equal", "negative", "large", "nan", "inf", "knownmean"]
 
 
 #: The lagging stand-in judges one case for every SLOW_EVERY cases the others judge.
@@ -52,15 +58,16 @@ SLOW_EVERY = 10
 
 
 def tables_for(cases: int) -> list[dict]:
-    """Matrix tables of about `cases` cases in all: the base table times channel lists, cut
-    into tables under the 100,000-combination limit of one table (a matrix file may hold
-    several `[[matrix]]` tables, as here)."""
-    per_channel = 5120  # combinations of BASE_TABLE; a few are dropped as impossible
-    if cases < per_channel:
-        return [dict(BASE_TABLE, input_size=list(range(8, 8 + max(1, round(cases / 256)))))]
-    channels = list(range(1, max(1, round(cases / per_channel)) + 1))
-    step = 16  # 16 x 5120 = 81,920 combinations per table
-    return [dict(BASE_TABLE, channels=channels[i:i + step]) for i in range(0, len(channels), step)]
+    """Matrix tables of about `cases` cases in all: one table of the base per generator
+    (15,360 combinations each; a matrix file may hold several `[[matrix]]` tables, as here),
+    so a case's size does not depend on how many there are. Under one table's worth, the
+    base with fewer input sizes."""
+    per_generator = 5120 * len(BASE_TABLE["channels"])  # a few are dropped as impossible
+    if cases < per_generator:
+        sizes = max(1, round(cases / (per_generator // len(BASE_TABLE["input_size"]))))
+        return [dict(BASE_TABLE, input_size=list(range(8, 8 + sizes)), generator="normal")]
+    count = min(len(GENERATORS), max(1, round(cases / per_generator)))
+    return [dict(BASE_TABLE, generator=name) for name in GENERATORS[:count]]
 
 
 def peak_mb() -> float:
@@ -142,12 +149,11 @@ def measure(cases: int, backends: int, broken: int = 0) -> dict:
         writer.close()
         judged = current_mb()
         run_peak = peak_mb()  # the parent's peak while running: before the reports read records back
-        try:  # as the pipeline does once every record is written
-            from poolconform.memory import release_judging_memory
-
-            release_judging_memory()
+        try:  # as the pipeline does once every record is written, and after each pass over them
+            from poolconform.memory import release_judging_memory, trim_heap
         except ImportError:  # code from before releasing (a worktree of an older commit, for a baseline)
-            pass
+            release_judging_memory = trim_heap = lambda: None  # noqa: E731
+        release_judging_memory()
         released = current_mb()
         try:  # what the reports are made from, as the pipeline does: marked as read, spilled to a file beside it
             from poolconform.expectations import Marking
@@ -159,8 +165,10 @@ def measure(cases: int, backends: int, broken: int = 0) -> dict:
             except TypeError:  # code from before spilling
                 records = read_records(path)
         with_records = current_mb()
+        trim_heap()
         reports_started = time.perf_counter()
         summary = summarize(records, dropped={}, extra={})
+        trim_heap()
         write_reports(Path(out), records, summary)
         reports_s = time.perf_counter() - reports_started
     return {"cases": len(jobs), "records": len(records), "seconds": time.perf_counter() - started,

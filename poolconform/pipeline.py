@@ -33,7 +33,7 @@ from poolconform.record_table import RecordTable
 from poolconform.results import (RESULTS_FILE, Record, RecordKeys, ResultsWriter, iter_records, read_records, record_key,
                                  write_json)
 from poolconform.job import Job
-from poolconform.memory import release_judging_memory
+from poolconform.memory import release_judging_memory, trim_heap
 from poolconform.runner import RunOptions, run_jobs, start_workers
 from poolconform.worker import kill_all_workers
 
@@ -265,6 +265,7 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
     else:
         records = RecordTable((marking.mark(r) for r in collected), spill=True, final=True)
         del collected
+    trim_heap()  # what reading freed (the reader's keys, each chunk's parsed records), handed back
     fixed: list[dict] = []
     catch_all: list[dict] = []
     unused: list[dict] = []
@@ -284,6 +285,7 @@ def _run(jobs: Sequence[Job], session: Session, err: Console, started: float, do
         extra["interrupted"] = (f"stopped by Ctrl-C after {written[0]} of {total} records" if written[0] < total else
                                 f"stopped by Ctrl-C after all {total} records had finished, before the reports")
     summary = summarize(records, infos, dropped=session.dropped, extra=extra)
+    trim_heap()
     if interrupted:
         summary["exit_status"] = INTERRUPTED_STATUS
     if session.out is not None:

@@ -20,6 +20,7 @@ from poolconform import environment
 from poolconform.errors import INTERRUPTED_STATUS
 from poolconform.findings import refresh
 from poolconform.findings.shrink import BUDGET_SECONDS, shrink_findings
+from poolconform.memory import trim_heap
 from poolconform.report.html import render_html
 from poolconform.report.junit import junit_parts
 from poolconform.report.markdown import render_markdown
@@ -50,8 +51,13 @@ def write_all(out: Path, records: Sequence[Record], summary: dict, stop: threadi
     write_atomic(out / FINDINGS_FILE, json.dumps(findings + (summary.get("unsupported") or []), indent=2) + "\n")
     markdown = render_markdown(records, summary)
     write_atomic(out / "summary.md", markdown)
+    # Each report is a pass over the records: each starts from the heap the last one freed,
+    # handed back, so the peak is the largest pass's, not their sum (poolconform/memory.py).
+    trim_heap()
     write_atomic(out / "junit.xml", junit_parts(records, findings=findings, summary=summary))
+    trim_heap()
     write_atomic(out / "report.html", render_html(records, summary))
+    trim_heap()
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         try:
