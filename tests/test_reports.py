@@ -268,6 +268,15 @@ def test_junit_written_in_pieces_is_what_junitparser_writes_for_the_whole_tree(m
     spilled = RecordTable(records, spill=tmp_path)  # records read back from a file
     assert spilled._chunks and junit_xml(spilled, findings=findings) == junit_xml(RecordTable(records),
                                                                                 findings=findings)
+    # A large run's suites come from one pass per group of backends (a backend over the limit
+    # alone in its group): the same bytes as one pass.
+    read_back = junit_xml(spilled, findings=findings)
+    monkeypatch.setattr(junit, "INDEXED_RECORDS", 15)  # 41 records: 14, 14 and 13 a backend
+    assert [sorted(g) for g in junit._groups({"b": 14, "a": 14, "c": 20, "d": 1})] == [["a"], ["b"], ["c"], ["d"]]
+    assert junit_xml(records, findings=findings) == expected and junit_xml(spilled, findings=findings) == read_back
+    monkeypatch.setattr(junit, "INDEXED_RECORDS", 28)
+    assert [sorted(g) for g in junit._groups({"b": 14, "a": 14, "c": 20, "d": 1})] == [["a", "b"], ["c", "d"]]
+    assert junit_xml(records, findings=findings) == expected
     empty = JUnitXml("poolconform")
     empty.update_statistics()
     assert junit_xml([]) == '<?xml version="1.0" encoding="utf-8"?>\n' + empty.tostring().decode("utf-8") + "\n"

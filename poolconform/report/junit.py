@@ -122,7 +122,8 @@ def junit_parts(records: Sequence[Record], name: str = "poolconform",
     serialised into an unnamed temporary file and read back from it; the testcases are
     serialised in record order into another and copied from there in case order. Neither
     the testcases nor the records are ever all held at once: a large run's junit.xml costs
-    about 32 bytes a record of index, and one string per case (docs/speed.md). The text
+    about 40 bytes a record of index, for at most INDEXED_RECORDS records at a time (or one
+    backend's), and one string per case (docs/speed.md). The text
     is what junitparser writes for the same tree."""
     totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
     seconds: float = 0  # as JUnitXml.update_statistics starts it
@@ -182,13 +183,52 @@ class _Spooled:
         self.waiting: list[tuple[str, TestCase]] = []  # made, not yet serialised
 
 
+#: Records whose testcases one pass over the records indexes at most (about 40 bytes each:
+#: the case id, time and place in the scratch file), unless one backend alone has more.
+#: A larger run makes one pass per group of backends that fits (and one to count them).
+INDEXED_RECORDS = 1 << 18
+
+
 def _backend_suites(out: IO[bytes], totals: dict[str, int], records: Sequence[Record]) -> float:
     """Write one suite per backend (in name order), its testcases in case order, to `out`.
 
-    One pass over the records makes each record's testcase and serialises them 2,048 at a
+    One pass over the records makes each record's testcase and serialises them _CHUNK at a
     time into a scratch file; the suites are then copied from it in case order (a stable
-    sort, as sorting the records was). A record is read once, whatever the backend count,
-    and no testcase is held longer than its chunk."""
+    sort, as sorting the records was). No testcase is held longer than its chunk. Up to
+    INDEXED_RECORDS records, one pass serves every backend; past that, a first pass counts
+    each backend's records and then each group of backends that fits (in name order) has a
+    pass of its own, so the index a large run's junit.xml holds at once stays bounded."""
+    if len(records) <= INDEXED_RECORDS:
+        return _suites_of(out, totals, records, None)
+    per_backend: dict[str, int] = {}
+    for r in records:
+        per_backend[r["backend"]] = per_backend.get(r["backend"], 0) + 1
+    seconds: float = 0
+    for group in _groups(per_backend):
+        seconds += _suites_of(out, totals, records, group)
+    return seconds
+
+
+def _groups(per_backend: dict[str, int]) -> list[frozenset[str]]:
+    """Backends in name order, cut into runs of at most INDEXED_RECORDS records (a backend
+    with more is a run of its own)."""
+    groups: list[frozenset[str]] = []
+    group: list[str] = []
+    held = 0
+    for name in sorted(per_backend):
+        if group and held + per_backend[name] > INDEXED_RECORDS:
+            groups.append(frozenset(group))
+            group, held = [], 0
+        group.append(name)
+        held += per_backend[name]
+    if group:
+        groups.append(frozenset(group))
+    return groups
+
+
+def _suites_of(out: IO[bytes], totals: dict[str, int], records: Sequence[Record],
+               backends: frozenset[str] | None) -> float:
+    """The suites of `backends` (None: every backend), in name order, in one pass over the records."""
     spooled: dict[str, _Spooled] = {}
     seconds: float = 0
     with tempfile.TemporaryFile(prefix="poolconform-junit-") as scratch:
@@ -205,6 +245,8 @@ def _backend_suites(out: IO[bytes], totals: dict[str, int], records: Sequence[Re
             backend.waiting.clear()
 
         for r in records:
+            if backends is not None and r["backend"] not in backends:
+                continue
             backend = spooled.get(r["backend"])
             if backend is None:
                 backend = spooled[r["backend"]] = _Spooled()
@@ -260,8 +302,9 @@ def _write_suite(out: IO[bytes], totals: dict[str, int], name: str, counts: dict
 #: Bytes of the spooled suites read back at a time.
 _BLOCK = 1 << 20
 
-#: Testcases serialised together (one call per testcase would cost more than making them).
-_CHUNK = 2048
+#: Testcases of one backend serialised together (one call per testcase would cost more than
+#: making them; each backend holds up to this many waiting, so few: 2,048 held 15 MB more).
+_CHUNK = 256
 
 
 def _serialised(cases: list[TestCase]) -> str:
