@@ -17,7 +17,8 @@ record of theirs disagrees, and the findings are triaged from them.
 Printed per size: cases, records, seconds, resident memory after expansion, after judging
 every case, at the peak while judging, once the caches judging kept are emptied and the
 freed heap is given back (poolconform.memory, as a run does), with the records read back,
-after the reports, and at the peak, and the peak's growth per case (what stays "bounded" means: jobs hold no arrays once judged, so
+after the reports, the report phase's own peak (Linux: VmHWM restarted after judging), and
+at the peak, and the peak's growth per case (what stays "bounded" means: jobs hold no arrays once judged, so
 what grows is the case list and one compact record per (case, backend)).
 """
 
@@ -75,6 +76,27 @@ def tables_for(cases: int) -> list[dict]:
 
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_high_water() -> bool:
+    """Start the kernel's peak of resident memory (VmHWM) again from now (Linux); False where
+    it cannot be. getrusage's peak (peak_mb()) restarts with it: take it first."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def high_water_mb() -> float | None:
+    """Peak resident memory since reset_high_water (VmHWM), or None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def current_mb() -> float:
@@ -158,6 +180,7 @@ def measure(cases: int, backends: int, broken: int = 0) -> dict:
             release_judging_memory = trim_heap = lambda: None  # noqa: E731
         release_judging_memory()
         released = current_mb()
+        reports_own_peak = reset_high_water()  # from here: the report phase's own peak
         try:  # what the reports are made from, as the pipeline does: marked as read, spilled to a file beside it
             from poolconform.expectations import Marking
 
@@ -177,8 +200,9 @@ def measure(cases: int, backends: int, broken: int = 0) -> dict:
     return {"cases": len(jobs), "records": len(records), "seconds": time.perf_counter() - started,
             "expand_seconds": expand_s, "reports_seconds": reports_s,
             "rss_start_mb": base, "rss_after_expansion_mb": expanded, "rss_after_judging_mb": judged, "rss_released_mb": released,
-            "rss_with_records_mb": with_records, "rss_after_reports_mb": current_mb(), "rss_peak_mb": peak_mb(),
+            "rss_with_records_mb": with_records, "rss_after_reports_mb": current_mb(), "rss_peak_mb": max(run_peak, peak_mb()),
             "rss_run_peak_mb": run_peak,
+            "rss_reports_peak_mb": high_water_mb() if reports_own_peak else None,
             "statuses": summary["counts"]}
 
 
@@ -210,13 +234,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.backends} stand-in backend(s)" + (f", {args.broken} of them answering zeros" if args.broken else "")
           + ", one interpreter per size (MB: resident memory):")
     print(f"  {'cases':>7s} {'records':>8s} {'seconds':>8s} {'reports s':>9s} {'start':>6s} {'expanded':>8s} "
-          f"{'judged':>7s} {'run peak':>8s} {'released':>8s} {'+records':>8s} {'+reports':>8s} {'peak':>6s} {'peak-start per case':>20s}")
+          f"{'judged':>7s} {'run peak':>8s} {'released':>8s} {'+records':>8s} {'+reports':>8s} {'rep peak':>8s} {'peak':>6s} {'peak-start per case':>20s}")
     for r in rows:
         per_case_kb = (r["rss_peak_mb"] - r["rss_start_mb"]) * 1024 / max(1, r["cases"])
         print(f"  {r['cases']:7d} {r['records']:8d} {r['seconds']:8.1f} {r['reports_seconds']:9.1f} "
               f"{r['rss_start_mb']:6.0f} {r['rss_after_expansion_mb']:8.0f} {r['rss_after_judging_mb']:7.0f} "
               f"{r['rss_run_peak_mb']:8.0f} {r.get('rss_released_mb', r['rss_after_judging_mb']):8.0f} "
-              f"{r['rss_with_records_mb']:8.0f} {r['rss_after_reports_mb']:8.0f} {r['rss_peak_mb']:6.0f} "
+              f"{r['rss_with_records_mb']:8.0f} {r['rss_after_reports_mb']:8.0f} "
+              f"{r.get('rss_reports_peak_mb') or float('nan'):8.0f} {r['rss_peak_mb']:6.0f} "
               f"{per_case_kb:17.2f} KB")
         r["peak_kb_per_case"] = per_case_kb
     if args.json:
