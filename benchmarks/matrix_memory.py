@@ -90,23 +90,22 @@ def reset_high_water() -> bool:
 
 def high_water_mb() -> float | None:
     """Peak resident memory since reset_high_water (VmHWM), or None where there is none."""
+    return _status_mb("VmHWM:")
+
+
+def current_mb() -> float:
+    return _status_mb("VmRSS:") or peak_mb()
+
+
+def _status_mb(field: str) -> float | None:
+    """A memory figure of /proc/self/status (Linux) in MiB, or None where there is none."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
-
-
-def current_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return peak_mb()
 
 
 def measure(cases: int, backends: int, broken: int = 0) -> dict:
