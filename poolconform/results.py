@@ -293,7 +293,8 @@ def record_problem(record: Any) -> str | None:
 
 
 #: Fields the reports read, by the values a record may hold there (absent is always fine).
-_FIGURES = ("max_abs_err", "max_rel_err", "max_ulp", "atol", "seconds")  # a number, None, "inf", "-inf", "nan"
+#: A number, None, "inf", "-inf" or "nan" (stored_atol/stored_rtol: check --against stored's --atol/--rtol).
+_FIGURES = ("max_abs_err", "max_rel_err", "max_ulp", "atol", "seconds", "stored_atol", "stored_rtol")
 _SHAPES = ("expected_shape", "actual_shape")  # a list of integers, or None
 _TEXTS = ("detail", "note", "digest", "op", "dtype", "expected_from", "suite", "path")  # text, or None
 

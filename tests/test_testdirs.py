@@ -364,6 +364,18 @@ def test_check_judges_every_data_set_and_a_later_sets_finding_reproduces(tmp_pat
     assert again.returncode == 1, again.stderr
     assert [json.loads(line)["status"] for line in (tmp_path / "s2" / "results.jsonl").read_text().splitlines()] == [
         "mismatch"]
+    # judged within a tolerance: the line passes the same --atol and --rtol on
+    tolerant = run_cli("check", str(corpus), "--backends", "onnxruntime-cpu", "--against", "stored", "--atol", "0.01",
+                       "--rtol", "0.001", "--out", str(tmp_path / "t"))
+    assert tolerant.returncode == 1, tolerant.stderr
+    (finding,) = json.loads((tmp_path / "t" / "summary.json").read_text())["findings"]
+    assert finding["reproduce"] == (f"poolconform check {second.resolve()} --against stored --atol 0.01 --rtol 0.001"
+                                    " --backends onnxruntime-cpu")
+    again = run_cli(*finding["reproduce"].split()[1:], "--out", str(tmp_path / "t2"), cwd=tmp_path)
+    assert again.returncode == 1, again.stderr
+    (record,) = [json.loads(line) for line in (tmp_path / "t2" / "results.jsonl").read_text().splitlines()]
+    assert record["status"] == "mismatch" and "outside atol 0.01 + rtol 0.001" in record["detail"]
+    assert (record["stored_atol"], record["stored_rtol"]) == (0.01, 0.001)
     # the directory named whole beside one of its sets: every set, once
     both = testdirs.discover([directory / "test_data_set_1", directory])
     assert [d.name for d in both[0].each_data_set()] == ["test_avg", "test_avg/test_data_set_1"]

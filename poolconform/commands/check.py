@@ -105,6 +105,8 @@ def main(args: argparse.Namespace) -> int:
             # where a finding's reproduce line finds the directory: --onnx-suite, or its path
             where = data_set.path / data_set.data_set_names[0] if data_set is not item else data_set.path
             fields: dict[str, Any] = {"suite": ONNX_SUITE} if in_suite else {"path": _shown(where)}
+            if judge is not None:  # the tolerance judged by: a finding's reproduce line passes it on
+                fields.update(stored_atol=args.atol or 0.0, stored_rtol=args.rtol or 0.0)
             job.record_fields = fields
             jobs.append(job)
             if data_record is not None:

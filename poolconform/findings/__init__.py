@@ -101,6 +101,8 @@ def reproduce_command(finding: dict[str, Any]) -> str:
             line = f"poolconform check {shlex.quote(finding['path'])}"
             if finding.get("against") == "stored":
                 line += " --against stored"
+                if finding.get("stored_atol") is not None:  # judged within a tolerance: the same one
+                    line += f" --atol {finding['stored_atol']!r} --rtol {finding.get('stored_rtol') or 0.0!r}"
         else:
             line = f"poolconform check {shlex.quote(folder)}"
         return line if backend in PSEUDO_BACKENDS else f"{line} --backends {shlex.quote(backend)}"

@@ -259,6 +259,9 @@ def _finding(backend: str, status: str, sig: str, rule: list[Test] | None, membe
             finding[key] = members[0][key]
     if members and members[0].get("path") and members[0].get("expected_from") == "stored":
         finding["against"] = "stored"  # check --against stored judged it: its reproduce line says so
+        for key in ("stored_atol", "stored_rtol"):  # and within the --atol/--rtol it was given
+            if members[0].get(key) is not None:
+                finding[key] = members[0][key]
     reasons = sorted({r["expected_reason"] for r in expected if r.get("expected_reason")})
     links = sorted({r["expected_link"] for r in expected if r.get("expected_link")})
     if reasons:
@@ -297,7 +300,7 @@ class _Member:
 
     __slots__ = ("values", "order", "facts")
     KEYS = ("case", "status", "detail", "max_ulp", "expected_shape", "actual_shape", "expected", "expected_reason",
-            "expected_link", "suite", "path", "expected_from")
+            "expected_link", "suite", "path", "expected_from", "stored_atol", "stored_rtol")
     _AT = {key: i for i, key in enumerate(KEYS)}
 
     def __init__(self, record: Record, facts: int) -> None:
