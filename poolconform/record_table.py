@@ -22,11 +22,11 @@ pickled, as one chunk, to an unnamed temporary file in that folder, and read bac
 at a time when iterated, so a run's report phase does not grow with its record count
 (docs/speed.md, "Memory as the matrix grows"). Whole records stay in memory (they are the
 few, and a mark written into one must stick; in a final table, only a record the tuples
-cannot hold). What the table keeps per record is then 8
-bytes of key; per case, the case id's number, or in a final table nothing (its key is a
-hash of the (case, backend) names, equal hashes checked on the names themselves: a final
-table is made from records already unique, so this costs nothing). A folder that cannot be written to, or fills
-up, leaves the rows in memory: nothing is lost.
+cannot hold). What the table keeps per record is then 8 bytes of key; per case, the case
+id's number, or in a final table nothing (its key is a hash of the (case, backend) names,
+equal hashes checked on the names themselves; a final table is made from records already
+unique, so the check finds none). A folder that cannot be written to, or fills up, leaves
+the rows in memory: nothing is lost.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class RecordTable(Sequence[Record]):
         if not self._rows:
             return
         if self._final:  # keys are hashes: order by the names themselves
-            names = [_pair(row) for row in self._rows]
+            names = self._pairs()
             by_name = sorted(range(len(names)), key=names.__getitem__)
             self._rows = [self._rows[i] for i in by_name]
             self._keys = array("q", (self._keys[i] for i in by_name))
@@ -166,6 +166,10 @@ class RecordTable(Sequence[Record]):
         order = np.argsort(case_rank[keys >> 32] << 32 | backend_rank[keys & 0xFFFFFFFF], kind="stable")
         self._rows = [self._rows[i] for i in order.tolist()]
         self._keys = array("q", keys[order].tobytes())
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        """(case, backend) of each row in memory: what a final table's hashed keys stand for."""
+        return [(r["case"], r["backend"]) for r in map(_record, self._rows)]
 
     def _row(self, record: Record) -> tuple | Record:
         """The record as a tuple of (shared) values ending with its keys; itself when it must stay whole."""
@@ -294,7 +298,7 @@ class RecordTable(Sequence[Record]):
             return
         self._unspill()
         # A final table's keys are hashes of the pair: equal hashes are checked on the names.
-        exact: Sequence = [_pair(row) for row in self._rows] if self._final else self._keys
+        exact: Sequence = self._pairs() if self._final else self._keys
         first: dict[object, int] = {}
         keep: list[int] = []
         for i, key in enumerate(exact):
@@ -313,11 +317,6 @@ def _ranks(numbers: dict[str, int]) -> np.ndarray:
     for position, name in enumerate(sorted(numbers)):
         rank[numbers[name]] = position
     return rank
-
-
-def _pair(row: tuple | Record) -> tuple[str, str]:
-    record = _record(row)
-    return record["case"], record["backend"]
 
 
 def _record(row: tuple | Record) -> Record:
